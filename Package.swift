@@ -1,0 +1,40 @@
+// swift-tools-version: 6.1
+// Apus: a hybrid-model VMM. See ../shared/DESIGN.md (mirrored in README.md)
+// for the layering this manifest encodes:
+//   ApusSys (syscalls) <- GuestMemory <- KVM <- Machine <- apus-hv
+// Dom0 code (backends, toolstack, libvirt protocol) lives under Dom0/ and
+// never depends on KVM or Machine.
+import PackageDescription
+
+let package = Package(
+    name: "Apus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "apus-hv", targets: ["apus-hv"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: low level (the only modules allowed raw pointers and ioctls)
+        .target(name: "CApusSys", path: "Sources/CApusSys"),
+        .target(name: "CApusKVM", path: "Sources/CApusKVM"),
+        .target(name: "ApusSys", dependencies: ["CApusSys"], path: "Sources/ApusSys"),
+        .target(name: "GuestMemory", dependencies: ["ApusSys", "CApusSys"], path: "Sources/GuestMemory"),
+        .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM"], path: "Sources/KVM"),
+
+        // MARK: the hypervisor
+        .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM"], path: "Sources/Machine"),
+        .executableTarget(
+            name: "apus-hv",
+            dependencies: ["Machine", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/apus-hv"),
+
+        // MARK: tests
+        .testTarget(name: "ApusSysTests", dependencies: ["ApusSys"], path: "Tests/ApusSysTests"),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "ApusSys"], path: "Tests/KVMTests"),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "GuestMemory", "ApusSys"], path: "Tests/MachineTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys"], path: "Tests/IntegrationTests"),
+    ]
+)

@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CApusSys
+
+/// A raw file descriptor. It does not close itself: owners (``OwnedDescriptor``
+/// and the typed wrappers built on it) decide its lifetime.
+public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The kernel's descriptor number.
+    public let rawValue: Int32
+
+    /// Wraps a descriptor number.
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    /// Standard input.
+    public static let standardInput = FileDescriptor(rawValue: 0)
+    /// Standard output.
+    public static let standardOutput = FileDescriptor(rawValue: 1)
+    /// Standard error.
+    public static let standardError = FileDescriptor(rawValue: 2)
+
+    public var description: String { "fd \(rawValue)" }
+
+    /// Access modes and creation flags for ``open(_:_:mode:)``.
+    public struct OpenOptions: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// Open for reading only.
+        public static let readOnly = OpenOptions([])
+        /// Open for writing only.
+        public static let writeOnly = OpenOptions(rawValue: O_WRONLY)
+        /// Open for reading and writing.
+        public static let readWrite = OpenOptions(rawValue: O_RDWR)
+        /// Create the file if it does not exist.
+        public static let create = OpenOptions(rawValue: O_CREAT)
+        /// Truncate the file to zero length.
+        public static let truncate = OpenOptions(rawValue: O_TRUNC)
+        /// Append on every write.
+        public static let append = OpenOptions(rawValue: O_APPEND)
+        /// Fail if the file exists (with `create`).
+        public static let exclusive = OpenOptions(rawValue: O_EXCL)
+        /// Non-blocking I/O.
+        public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
+        /// Bypass the page cache.
+        public static let direct = OpenOptions(rawValue: 0o40000)
+        /// Do not make the file the controlling terminal.
+        public static let noControllingTerminal = OpenOptions(rawValue: O_NOCTTY)
+        /// Close on exec (always added by ``FileDescriptor/open(_:_:mode:)``).
+        public static let closeOnExec = OpenOptions(rawValue: O_CLOEXEC)
+    }
+
+    /// Opens `path`; descriptors are always close-on-exec.
+    public static func open(_ path: String, _ options: OpenOptions, mode: mode_t = 0o644) throws(SystemCallError) -> FileDescriptor {
+        let flags = options.union(.closeOnExec).rawValue
+        do {
+            let fd = try retryOnInterrupt { Glibc.open(path, flags, mode) }
+            return FileDescriptor(rawValue: fd)
+        } catch {
+            throw SystemCallError("open \(path)", error)
+        }
+    }
+
+    /// Closes the descriptor, ignoring errors (there is nothing to do about them).
+    public func close() {
+        _ = Glibc.close(rawValue)
+    }
+
+    /// Reads up to `buffer.count` bytes; returns 0 at end of file.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        try retryOnInterrupt { Glibc.read(rawValue, buffer.baseAddress, buffer.count) }
+    }
+
+    /// Writes up to `buffer.count` bytes; returns how many were written.
+    public func write(_ buffer: UnsafeRawBufferPointer) throws(Errno) -> Int {
+        try retryOnInterrupt { Glibc.write(rawValue, buffer.baseAddress, buffer.count) }
+    }
+
+    /// Reads at a file offset.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, atOffset offset: Int64) throws(Errno) -> Int {
+        try retryOnInterrupt { Glibc.pread(rawValue, buffer.baseAddress, buffer.count, off_t(offset)) }
+    }
+
+    /// Writes at a file offset.
+    public func write(_ buffer: UnsafeRawBufferPointer, atOffset offset: Int64) throws(Errno) -> Int {
+        try retryOnInterrupt { Glibc.pwrite(rawValue, buffer.baseAddress, buffer.count, off_t(offset)) }
+    }
+
+    /// Reads up to `count` bytes into a new array (shorter at end of file).
+    public func read(upToCount count: Int) throws(Errno) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { b in Glibc.read(rawValue, b.baseAddress, b.count) }
+        guard n >= 0 else { throw Errno.current }
+        bytes.removeLast(count - n)
+        return bytes
+    }
+
+    /// Writes all of `bytes`, looping over short writes. Blocks on a
+    /// blocking descriptor; throws `wouldBlock` on a non-blocking one that is full.
+    public func writeAll(_ bytes: some Collection<UInt8>) throws(Errno) {
+        let array = Array(bytes)
+        var done = 0
+        while done < array.count {
+            let n = array.withUnsafeBytes { b in Glibc.write(rawValue, b.baseAddress! + done, b.count - done) }
+            if n < 0 {
+                let e = Errno.current
+                if e == .interrupted { continue }
+                throw e
+            }
+            done += n
+        }
+    }
+
+    /// Writes a string as UTF-8.
+    public func writeAll(_ string: String) throws(Errno) {
+        try writeAll(Array(string.utf8))
+    }
+
+    /// Reads the whole file from offset 0 (for small files such as /proc entries).
+    public func readAll(limit: Int = 64 << 20) throws(Errno) -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while result.count < limit {
+            let n = chunk.withUnsafeMutableBytes { b in Glibc.read(rawValue, b.baseAddress, b.count) }
+            if n < 0 {
+                let e = Errno.current
+                if e == .interrupted { continue }
+                throw e
+            }
+            if n == 0 { break }
+            result.append(contentsOf: chunk[0..<n])
+        }
+        return result
+    }
+
+    /// The file's size in bytes (for block devices, the device size).
+    public func size() throws(Errno) -> Int64 {
+        var st = stat()
+        guard fstat(rawValue, &st) == 0 else { throw Errno.current }
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            var bytes: UInt64 = 0
+            // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+            let blkGetSize64: UInt = 0x8008_1272
+            guard apus_ioctl_ptr(rawValue, blkGetSize64, &bytes) == 0 else { throw Errno.current }
+            return Int64(bytes)
+        }
+        return Int64(st.st_size)
+    }
+
+    /// Whether this is a block device.
+    public func isBlockDevice() throws(Errno) -> Bool {
+        var st = stat()
+        guard fstat(rawValue, &st) == 0 else { throw Errno.current }
+        return (st.st_mode & S_IFMT) == S_IFBLK
+    }
+
+    /// Sets the file size.
+    public func truncate(to size: Int64) throws(Errno) {
+        _ = try retryOnInterrupt { ftruncate(rawValue, off_t(size)) }
+    }
+
+    /// Flushes file data (not metadata unless needed) to stable storage.
+    public func dataSync() throws(Errno) {
+        _ = try retryOnInterrupt { fdatasync(rawValue) }
+    }
+
+    /// Sets or clears O_NONBLOCK.
+    public func setNonBlocking(_ on: Bool = true) throws(Errno) {
+        let flags = apus_fcntl_int(rawValue, F_GETFL, 0)
+        guard flags >= 0 else { throw Errno.current }
+        let newFlags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        guard apus_fcntl_int(rawValue, F_SETFL, newFlags) >= 0 else { throw Errno.current }
+    }
+
+    /// Sets or clears FD_CLOEXEC.
+    public func setCloseOnExec(_ on: Bool) throws(Errno) {
+        let flags = apus_fcntl_int(rawValue, F_GETFD, 0)
+        guard flags >= 0 else { throw Errno.current }
+        let newFlags = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC
+        guard apus_fcntl_int(rawValue, F_SETFD, newFlags) >= 0 else { throw Errno.current }
+    }
+
+    /// Duplicates the descriptor (close-on-exec).
+    public func duplicate() throws(Errno) -> FileDescriptor {
+        let fd = apus_fcntl_int(rawValue, F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else { throw Errno.current }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// Whether the descriptor refers to a terminal.
+    public var isTerminal: Bool { isatty(rawValue) == 1 }
+
+    /// Punches a hole (discard) or zeroes a range with fallocate(2).
+    public func fallocate(mode: Int32, offset: Int64, length: Int64) throws(Errno) {
+        guard apus_fallocate(rawValue, mode, offset, length) == 0 else { throw Errno.current }
+    }
+}
+
+/// A file descriptor that closes itself when the last reference goes away.
+public final class OwnedDescriptor: @unchecked Sendable {
+    // SAFETY (Sendable): the descriptor number is immutable; the kernel object
+    // behind it is safe to use from any thread.
+    /// The descriptor.
+    public let fd: FileDescriptor
+
+    /// Takes ownership of `fd`.
+    public init(_ fd: FileDescriptor) { self.fd = fd }
+
+    deinit { fd.close() }
+}

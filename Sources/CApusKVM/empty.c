@@ -1,0 +1,1 @@
+// Header-only module; this file keeps SwiftPM happy.

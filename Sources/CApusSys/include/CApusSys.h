@@ -1,0 +1,73 @@
+// C shims for the syscall layer: things Swift cannot import directly
+// (variadic ioctl/fcntl, function-like macros such as CMSG_* and _IO*, and
+// atomics on foreign memory). Everything here is tiny and stateless; the
+// typed Swift wrappers live in the ApusSys module.
+#ifndef APUS_CSYS_H
+#define APUS_CSYS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/uio.h>
+#include <termios.h>
+#include <pthread.h>
+#include <signal.h>
+#include <fcntl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ioctl and fcntl are variadic; Swift cannot call them directly.
+int apus_ioctl_ptr(int fd, unsigned long request, void *arg);
+int apus_ioctl_val(int fd, unsigned long request, unsigned long arg);
+int apus_fcntl_int(int fd, int cmd, int arg);
+
+// sendmsg/recvmsg with SCM_RIGHTS file-descriptor passing.
+// Returns bytes sent/received or -1 with errno. On receive, *nfds_out is the
+// number of descriptors stored in fds (extra ones are closed), and
+// *truncated_out is nonzero if MSG_CTRUNC/MSG_TRUNC was reported.
+ssize_t apus_sendmsg_fds(int sock, const void *buf, size_t len,
+                         const int *fds, int nfds, int flags);
+ssize_t apus_recvmsg_fds(int sock, void *buf, size_t len,
+                         int *fds, int maxfds, int *nfds_out,
+                         int *truncated_out, int flags);
+
+// A no-op handler for the vCPU kick signal: its only job is to interrupt
+// KVM_RUN with EINTR. Installed without SA_RESTART.
+int apus_install_kick_handler(int signo);
+int apus_block_signal(int signo, int block);
+
+// Loads and stores with explicit memory ordering on memory we do not own
+// (guest memory shared with a guest or another process).
+uint16_t apus_load_acquire_u16(const void *p);
+void apus_store_release_u16(void *p, uint16_t v);
+uint32_t apus_load_acquire_u32(const void *p);
+void apus_store_release_u32(void *p, uint32_t v);
+void apus_fence_seq_cst(void);
+
+// The thread id of the caller (for /proc/self/task/TID/stat).
+int apus_gettid(void);
+
+// memfd_create with the given flags (MFD_CLOEXEC etc).
+int apus_memfd_create(const char *name, unsigned int flags);
+
+
+// GNU extensions that Swift's Glibc module does not expose.
+int apus_fallocate(int fd, int mode, int64_t offset, int64_t len);
+int apus_accept4(int fd);
+int apus_set_thread_name(const char *name);
+int apus_sigrtmin(void);
+int apus_openpt(char *path_out, size_t path_len);
+int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,154 @@
+/// Everything apus-hv needs to build and run one domain.
+public struct MachineConfig: Sendable {
+    /// Path of the bzImage kernel.
+    public var kernel: String
+    /// Path of an initrd / initramfs, if any.
+    public var initrd: String?
+    /// Kernel command line.
+    public var commandLine: String
+    /// Guest RAM in MiB.
+    public var memoryMiB: Int
+    /// Number of vCPUs.
+    public var vcpus: Int
+    /// Where COM1 goes.
+    public var serial: SerialMode
+    /// Path of the control socket, if any.
+    public var controlSocket: String?
+    /// Start with every vCPU paused (resumed through the control socket).
+    public var startPaused: Bool
+
+    public init(kernel: String, initrd: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
+                memoryMiB: Int = 256, vcpus: Int = 1, serial: SerialMode = .stdio,
+                controlSocket: String? = nil, startPaused: Bool = false) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.commandLine = commandLine
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.serial = serial
+        self.controlSocket = controlSocket
+        self.startPaused = startPaused
+    }
+
+    /// Console on COM1, and no time spent probing hardware Apus does not have.
+    public static let defaultCommandLine = "console=ttyS0 reboot=acpi panic=-1 i8042.noaux"
+
+    /// Largest supported memory (the layout handles more; this bounds mistakes).
+    public static let maxMemoryMiB = 1 << 20
+    /// Largest vCPU count (one MADT entry each; APIC IDs fit in 8 bits).
+    public static let maxVCPUs = 254
+
+    /// Checks ranges; the message is what the user sees.
+    public func validate() throws(MachineError) {
+        guard memoryMiB >= 16 else { throw .invalidConfig("--memory must be at least 16 MiB (got \(memoryMiB))") }
+        guard memoryMiB <= Self.maxMemoryMiB else { throw .invalidConfig("--memory must be at most \(Self.maxMemoryMiB) MiB") }
+        guard vcpus >= 1, vcpus <= Self.maxVCPUs else { throw .invalidConfig("--vcpus must be between 1 and \(Self.maxVCPUs) (got \(vcpus))") }
+    }
+}
+
+/// Where the guest's COM1 is connected.
+public enum SerialMode: Equatable, Sendable, CustomStringConvertible {
+    /// This process's stdin/stdout (raw mode if stdin is a terminal).
+    case stdio
+    /// A new pseudo-terminal; its path is printed on stderr.
+    case pty
+    /// Output appended to a file; no input.
+    case file(String)
+    /// A listening Unix socket; one client at a time gets input and output,
+    /// output is buffered while no client is connected.
+    case unix(String)
+    /// Discarded.
+    case none
+
+    /// Parses `stdio`, `pty`, `file:PATH`, `unix:PATH` or `none`.
+    public init(parsing s: String) throws(MachineError) {
+        switch s {
+        case "stdio": self = .stdio
+        case "pty": self = .pty
+        case "none", "null": self = .none
+        default:
+            if s.hasPrefix("file:"), s.count > 5 { self = .file(String(s.dropFirst(5))); return }
+            if s.hasPrefix("unix:"), s.count > 5 { self = .unix(String(s.dropFirst(5))); return }
+            throw .invalidConfig("--serial must be stdio, pty, file:PATH, unix:PATH or none (got \"\(s)\")")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .stdio: return "stdio"
+        case .pty: return "pty"
+        case .file(let p): return "file:\(p)"
+        case .unix(let p): return "unix:\(p)"
+        case .none: return "none"
+        }
+    }
+}
+
+/// Why a machine stopped, and apus-hv's exit status for it.
+public enum ExitReason: Equatable, Sendable, CustomStringConvertible {
+    /// The guest powered off (ACPI S5).
+    case powerOff
+    /// The guest asked for a reboot (ACPI reset register, i8042, 0xCF9), or
+    /// the host reset it.
+    case reboot
+    /// The guest crashed: triple fault, or an instruction KVM could not emulate.
+    case crash(String)
+    /// Apus itself failed.
+    case vmmError(String)
+    /// The host stopped the domain (SIGTERM/SIGINT, or `quit` on the control socket).
+    case stopped
+
+    /// Process exit status (documented in README.md and `apus-hv --help`).
+    public var status: Int32 {
+        switch self {
+        case .powerOff: return ExitStatus.powerOff
+        case .reboot: return ExitStatus.reboot
+        case .crash: return ExitStatus.crash
+        case .vmmError: return ExitStatus.vmmError
+        case .stopped: return ExitStatus.stopped
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .powerOff: return "guest powered off"
+        case .reboot: return "guest reboot"
+        case .crash(let why): return "guest crashed: \(why)"
+        case .vmmError(let why): return "VMM error: \(why)"
+        case .stopped: return "stopped by the host"
+        }
+    }
+}
+
+/// apus-hv's exit statuses.
+public enum ExitStatus {
+    /// The guest powered off.
+    public static let powerOff: Int32 = 0
+    /// Apus failed (setup error, missing /dev/kvm, KVM error).
+    public static let vmmError: Int32 = 1
+    /// Bad command-line usage.
+    public static let usage: Int32 = 2
+    /// The guest rebooted (or was reset).
+    public static let reboot: Int32 = 3
+    /// The guest crashed (triple fault, emulation failure).
+    public static let crash: Int32 = 4
+    /// Stopped by the host (signal or control socket).
+    public static let stopped: Int32 = 5
+}
+
+/// Errors building a machine; each is one line for the user.
+public enum MachineError: Error, Sendable, CustomStringConvertible {
+    case invalidConfig(String)
+    case boot(BootError)
+    case kvm(String)
+    case system(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let s): return s
+        case .boot(let e): return e.description
+        case .kvm(let s): return s
+        case .system(let s): return s
+        }
+    }
+}
