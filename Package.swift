@@ -31,10 +31,11 @@ let package = Package(
             path: "Sources/apus-hv"),
 
         // MARK: tests
-        .testTarget(name: "ApusSysTests", dependencies: ["ApusSys"], path: "Tests/ApusSysTests"),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory", "ApusSys"], path: "Tests/KVMTests"),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "GuestMemory", "ApusSys"], path: "Tests/MachineTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys"], path: "Tests/IntegrationTests"),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/IntegrationTests"),
     ]
 )

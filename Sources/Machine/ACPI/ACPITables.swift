@@ -191,7 +191,7 @@ public struct ACPITables: Sendable {
     }
 
     /// The DSDT's AML: processors, COM1, the i8042 keyboard controller, the
-    /// CMOS RTC, virtio-mmio devices and the \_S5 sleep package.
+    /// CMOS RTC, pvpanic, virtio-mmio devices and the \_S5 sleep package.
     public func dsdtAML() -> [UInt8] {
         var sb: [[UInt8]] = []
         for i in 0..<vcpuCount {
@@ -212,6 +212,10 @@ public struct ACPITables: Sendable {
         sb.append(AML.device("RTC_", [
             AML.name("_HID", AML.eisaID("PNP0B00")),
             AML.name("_CRS", AML.resourceTemplate([.io(base: 0x70, length: 2), .irqNoFlags(8)])),
+        ]))
+        sb.append(AML.device("PEVT", [
+            AML.name("_HID", AML.string("QEMU0001")),
+            AML.name("_CRS", AML.resourceTemplate([.io(base: PVPanic.port, length: 1)])),
         ]))
         for (i, d) in virtioDevices.enumerated() {
             sb.append(AML.device(acpiName("V", i), [

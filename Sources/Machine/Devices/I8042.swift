@@ -10,6 +10,7 @@ import Synchronization
 public final class I8042: PortIODevice {
     // Status register bits.
     static let statusOutputFull: UInt8 = 0x01, statusSystem: UInt8 = 0x04, statusCommand: UInt8 = 0x08
+    static let statusNotInhibited: UInt8 = 0x10
     // Controller configuration byte bits.
     static let ctrKeyboardInterrupt: UInt8 = 0x01, ctrSystem: UInt8 = 0x04, ctrTranslate: UInt8 = 0x40
     // Controller commands.
@@ -51,7 +52,7 @@ public final class I8042: PortIODevice {
                 // More bytes queued: raise again for the next one.
                 return (b, !s.output.isEmpty && s.ctr & Self.ctrKeyboardInterrupt != 0)
             case 4: // 0x64 status
-                var st = Self.statusSystem
+                var st = Self.statusSystem | Self.statusNotInhibited
                 if !s.output.isEmpty { st |= Self.statusOutputFull }
                 if s.lastWasCommand { st |= Self.statusCommand }
                 return (st, false)

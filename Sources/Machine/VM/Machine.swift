@@ -89,6 +89,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             try bus.insert(CMOS(), base: 0x70, length: 2)
             try bus.insert(pm, base: ACPIPlatform.pm1aEventBlock, length: ACPIPowerManagement.portCount)
             try bus.insert(ResetControl(platform: control), base: 0xCF8, length: 8)
+            try bus.insert(PVPanic { [control] why in control.requestExit(.crash(why)) }, base: PVPanic.port, length: 1)
             portBus = bus
             mmioBus = MMIOBus()
         } catch let e as MachineError {

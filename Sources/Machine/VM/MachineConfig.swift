@@ -30,8 +30,9 @@ public struct MachineConfig: Sendable {
         self.startPaused = startPaused
     }
 
-    /// Console on COM1, and no time spent probing hardware Apus does not have.
-    public static let defaultCommandLine = "console=ttyS0 reboot=acpi panic=-1 i8042.noaux"
+    /// Console on COM1, reboot through the ACPI reset register, reboot on
+    /// panic (apusd applies on_crash), and no probing for PCI, which Apus lacks.
+    public static let defaultCommandLine = "console=ttyS0 reboot=acpi panic=-1 pci=off"
 
     /// Largest supported memory (the layout handles more; this bounds mistakes).
     public static let maxMemoryMiB = 1 << 20

@@ -1,0 +1,154 @@
+// Helpers shared by Apus's test targets: temporary directories, files,
+// child processes, and where the built binaries and guest images live.
+import Foundation
+
+public struct TestError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A fresh directory under /tmp, removed when the value is deinitialized.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let path: String
+    public init(prefix: String = "apus-test") throws {
+        let template = "/tmp/\(prefix)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard let p = mkdtemp(&bytes) else { throw TestError("mkdtemp failed") }
+        path = String(cString: p)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
+
+public func readFile(_ path: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+}
+
+public func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+/// Runs a program to completion, returning its status and combined output.
+public func runProcess(_ executable: String, _ arguments: [String], directory: String? = nil,
+                       environment: [String: String]? = nil, input: [UInt8]? = nil,
+                       timeout: TimeInterval = 120) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    let inPipe = Pipe()
+    p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
+    try p.run()
+    if let input {
+        inPipe.fileHandleForWriting.write(Data(input))
+        try? inPipe.fileHandleForWriting.close()
+    }
+    let collector = OutputCollector(out.fileHandleForReading)
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    if p.isRunning {
+        p.terminate()
+        p.waitUntilExit()
+        throw TestError("\(executable) timed out after \(timeout)s; output:\n\(collector.text)")
+    }
+    p.waitUntilExit()
+    return (p.terminationStatus, collector.finish())
+}
+
+/// Collects a pipe's output on a background thread.
+public final class OutputCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private let handle: FileHandle
+    private let done = DispatchSemaphore(value: 0)
+
+    public init(_ handle: FileHandle) {
+        self.handle = handle
+        Thread.detachNewThread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                lock.lock(); data.append(chunk); lock.unlock()
+            }
+            done.signal()
+        }
+    }
+
+    public var text: String {
+        lock.lock(); defer { lock.unlock() }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Waits for EOF and returns everything.
+    public func finish(timeout: TimeInterval = 10) -> String {
+        _ = done.wait(timeout: .now() + timeout)
+        return text
+    }
+
+    /// Waits until `needle` appears in the output.
+    public func waitFor(_ needle: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if text.contains(needle) { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return text.contains(needle)
+    }
+}
+
+/// Absolute path of the package root (found from this file's location).
+public let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// The directory holding built products of the current configuration.
+public let productsDirectory: String = {
+    if let env = ProcessInfo.processInfo.environment["APUS_BIN_DIR"] { return env }
+    // The test bundle sits next to the executables.
+    let bundle = Bundle.main.bundleURL.deletingLastPathComponent()
+    if FileManager.default.fileExists(atPath: bundle.appendingPathComponent("apus-hv").path) { return bundle.path }
+    for config in ["debug", "release"] {
+        let p = packageRoot + "/.build/\(config)"
+        if FileManager.default.fileExists(atPath: p + "/apus-hv") { return p }
+    }
+    return packageRoot + "/.build/debug"
+}()
+
+/// Path of a built executable.
+public func product(_ name: String) -> String { productsDirectory + "/" + name }
+
+/// Guest images made by Deploy/guest-image (APUS_GUEST_DIR or .build/guest).
+public let guestDirectory: String = ProcessInfo.processInfo.environment["APUS_GUEST_DIR"] ?? packageRoot + "/.build/guest"
+
+/// Whether Deploy/guest-image has produced its outputs.
+public var guestImagesAvailable: Bool {
+    ["vmlinuz", "initramfs.cpio.gz", "stub.bzImage"].allSatisfy { fileExists(guestDirectory + "/" + $0) }
+}
+
+/// Whether /dev/kvm can be opened at all (stub-kernel tests).
+public var kvmAvailable: Bool { access("/dev/kvm", R_OK | W_OK) == 0 }
+
+/// Whether this host's KVM boots Linux (hardware VMX/SVM: a real host, or
+/// inside Deploy/kvm-box). Software-assisted KVMs such as kvm_pvm run only
+/// tiny guests.
+public var kvmBootsLinux: Bool {
+    if ProcessInfo.processInfo.environment["APUS_KVM_BOOTS_LINUX"] == "0" { return false }
+    guard kvmAvailable else { return false }
+    let fm = FileManager.default
+    return fm.fileExists(atPath: "/sys/module/kvm_intel") || fm.fileExists(atPath: "/sys/module/kvm_amd")
+}
+
+/// The first iasl on PATH (acpica-tools), if any.
+public func iaslPath() -> String? {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/iasl") {
+        return dir + "/iasl"
+    }
+    return nil
+}
