@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "apus-hv", targets: ["apus-hv"]),
+        .executable(name: "apus-bench", targets: ["apus-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,10 +26,16 @@ let package = Package(
 
         // MARK: the hypervisor
         .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM"], path: "Sources/Machine"),
+        // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
+        // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
             name: "apus-hv",
-            dependencies: ["Machine", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/apus-hv"),
+            dependencies: ["Machine"],
+            path: "Sources/apus-hv",
+            linkerSettings: [.unsafeFlags(["-static-executable"])]),
+
+        // MARK: benchmarks (Deploy/bench)
+        .executableTarget(name: "apus-bench", path: "Deploy/Bench"),
 
         // MARK: tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -77,6 +77,14 @@ public enum Signals {
 
     /// Blocks `signal` in the calling thread (so a signalfd can take it).
     public static func block(_ signal: Int32) { _ = apus_block_signal(signal, 1) }
+
+    /// Unblocks `signal` in the calling thread.
+    public static func unblock(_ signal: Int32) { _ = apus_block_signal(signal, 0) }
+
+    /// Clears the calling thread's blocked-signal mask: a parent may have
+    /// left signals blocked across exec, and a blocked kick signal would
+    /// leave vCPU threads stuck in KVM_RUN.
+    public static func unblockAll() { _ = apus_unblock_all_signals() }
 }
 
 /// A signalfd(2): delivers blocked signals as readable events.

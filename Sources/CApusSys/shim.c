@@ -124,6 +124,12 @@ int apus_block_signal(int signo, int block) {
     return pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
+int apus_unblock_all_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    return pthread_sigmask(SIG_SETMASK, &set, NULL);
+}
+
 uint16_t apus_load_acquire_u16(const void *p) {
     return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE);
 }

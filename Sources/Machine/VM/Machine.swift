@@ -35,7 +35,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         try config.validate()
         self.config = config
         do {
-            kvm = try KVMSystem()
+            kvm = try KVMSystem(path: getenvString("APUS_KVM_DEVICE") ?? "/dev/kvm")
             try kvm.requireCapabilities()
             vm = try kvm.createVM()
             try vm.setTSSAddress(Layout.tss)
@@ -131,8 +131,10 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         let loop: EventLoop
         let signals: SignalFD
         do {
-            // Block termination signals before any thread starts, so only the
-            // signalfd sees them.
+            // Start from a clean signal mask (a parent may have left signals
+            // blocked), then block termination signals before any thread
+            // starts, so only the signalfd sees them.
+            Signals.unblockAll()
             signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
             Signals.ignoreBrokenPipe()
             try Signals.installKickHandler()
@@ -200,6 +202,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     /// The vCPU thread body.
     private func vcpuLoop(_ vcpu: VCPU) {
         tidLock.withLock { vcpuThreadIDs[Int(vcpu.id)] = Clock.threadID() }
+        Signals.unblock(Signals.vcpuKick)
         while control.vcpuMayRun() {
             let stop: VCPUStop
             do {

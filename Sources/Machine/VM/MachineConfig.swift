@@ -1,5 +1,5 @@
 /// Everything apus-hv needs to build and run one domain.
-public struct MachineConfig: Sendable {
+public struct MachineConfig: Sendable, Equatable {
     /// Path of the bzImage kernel.
     public var kernel: String
     /// Path of an initrd / initramfs, if any.

@@ -1,0 +1,36 @@
+// apus-bench: Apus's benchmarks, each printing a table with the peer a user
+// would pick instead, measured in the same run. Run through Deploy/bench,
+// which builds release binaries and uses the KVM box when needed.
+//
+//   apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR]
+import Foundation
+
+func usage() -> Never {
+    print("""
+    USAGE: apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR] [--apus-hv PATH] [--qemu PATH]
+    """)
+    exit(2)
+}
+
+let allArguments = Array(CommandLine.arguments.dropFirst())
+guard let command = allArguments.first else { usage() }
+let args = Array(allArguments.dropFirst())
+
+func option(_ name: String, _ fallback: String) -> String {
+    if let i = args.firstIndex(of: name), i + 1 < args.count { return args[i + 1] }
+    return fallback
+}
+
+switch command {
+case "boot":
+    let runs = Int(option("--runs", "5")) ?? 5
+    let memory = Int(option("--memory", "256")) ?? 256
+    let vcpus = Int(option("--vcpus", "2")) ?? 2
+    let root = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    let guest = option("--guest", root + "/../guest")
+    let hv = option("--apus-hv", root + "/apus-hv")
+    let qemu = option("--qemu", "/usr/bin/qemu-system-x86_64")
+    BootBenchmark(runs: runs, memoryMiB: memory, vcpus: vcpus, guest: guest, apusHV: hv, qemu: qemu).run()
+default:
+    usage()
+}

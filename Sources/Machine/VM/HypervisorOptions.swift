@@ -1,0 +1,111 @@
+/// apus-hv's command line, parsed without Foundation or ArgumentParser so
+/// the hypervisor links as a small static executable (its resident memory
+/// outside guest RAM is a design target: under 5 MiB).
+public enum HypervisorOptions {
+    /// What the command line asks for.
+    public enum Action: Equatable, Sendable {
+        case run(MachineConfig)
+        case help
+        case version
+    }
+
+    /// A usage error: one line for the user.
+    public struct UsageError: Error, Equatable, Sendable, CustomStringConvertible {
+        public let message: String
+        public var description: String { message + " (see apus-hv --help)" }
+    }
+
+    public static let usage = """
+    USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N]
+                   [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
+
+    Run one Apus domain (a Linux guest) under KVM.
+
+    OPTIONS:
+      --kernel PATH     bzImage kernel to boot (required)
+      --initrd PATH     initrd / initramfs image
+      --cmdline STR     kernel command line (default: "\(MachineConfig.defaultCommandLine)")
+      --memory MiB      guest memory in MiB (default: 256)
+      --vcpus N         number of vCPUs (default: 1)
+      --serial MODE     COM1: stdio, pty, file:PATH, unix:PATH or none (default: stdio)
+      --control PATH    control socket (pause, resume, power-button, ctrl-alt-del, stats, ...)
+      --paused          create the vCPUs paused; resume through the control socket
+      -h, --help        show this help
+      --version         show the version
+
+    EXIT STATUS:
+      0  the guest powered off
+      1  VMM error (missing kernel, no /dev/kvm, KVM failure)
+      2  bad usage
+      3  the guest rebooted (or was reset through the control socket)
+      4  the guest crashed (triple fault, kernel panic via pvpanic, emulation failure)
+      5  stopped by the host (SIGTERM/SIGINT, or `quit` on the control socket)
+
+    ENVIRONMENT:
+      APUS_LOG=debug|info|warning|error   diagnostics on stderr (default: warning)
+    """
+
+    /// Parses `arguments` (without the program name).
+    public static func parse(_ arguments: [String]) throws(UsageError) -> Action {
+        var kernel: String?
+        var initrd: String?
+        var cmdline = MachineConfig.defaultCommandLine
+        var memory = 256
+        var vcpus = 1
+        var serial = SerialMode.stdio
+        var control: String?
+        var paused = false
+
+        var i = 0
+        func value(_ flag: String, inline: String?) throws(UsageError) -> String {
+            if let inline { return inline }
+            i += 1
+            guard i < arguments.count else { throw UsageError(message: "missing value for \(flag)") }
+            return arguments[i]
+        }
+        func integer(_ flag: String, _ text: String) throws(UsageError) -> Int {
+            guard let v = Int(text) else { throw UsageError(message: "\(flag) expects a number, got \"\(text)\"") }
+            return v
+        }
+        while i < arguments.count {
+            let arg = arguments[i]
+            var flag = arg
+            var inline: String? = nil
+            if arg.hasPrefix("--"), let eq = arg.firstIndex(of: "=") {
+                flag = String(arg[..<eq])
+                inline = String(arg[arg.index(after: eq)...])
+            }
+            switch flag {
+            case "-h", "--help": return .help
+            case "--version": return .version
+            case "--kernel": kernel = try value(flag, inline: inline)
+            case "--initrd": initrd = try value(flag, inline: inline)
+            case "--cmdline": cmdline = try value(flag, inline: inline)
+            case "--memory": memory = try integer(flag, try value(flag, inline: inline))
+            case "--vcpus": vcpus = try integer(flag, try value(flag, inline: inline))
+            case "--serial":
+                let s = try value(flag, inline: inline)
+                do {
+                    serial = try SerialMode(parsing: s)
+                } catch {
+                    throw UsageError(message: error.description)
+                }
+            case "--control": control = try value(flag, inline: inline)
+            case "--paused": paused = true
+            default:
+                throw UsageError(message: arg.hasPrefix("-") ? "unknown option \(arg)" : "unexpected argument \"\(arg)\"")
+            }
+            i += 1
+        }
+        guard let kernel else { throw UsageError(message: "missing --kernel PATH") }
+        let config = MachineConfig(kernel: kernel, initrd: initrd, commandLine: cmdline, memoryMiB: memory,
+                                   vcpus: vcpus, serial: serial, controlSocket: control, startPaused: paused)
+        do {
+            try config.validate()
+        } catch {
+            throw UsageError(message: error.description)
+        }
+        return .run(config)
+    }
+}
+

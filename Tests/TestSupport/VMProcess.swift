@@ -1,0 +1,166 @@
+import Foundation
+
+/// A child process (apus-hv, a backend, apusd...) with its output collected
+/// and its stdin writable: for tests that boot a guest and talk to it.
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    private let input = Pipe()
+    private let collector: OutputCollector
+    public let command: String
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                stdinFromPipe: Bool = true, directory: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = stdinFromPipe ? input : FileHandle.nullDevice
+        command = ([executable] + arguments).joined(separator: " ")
+        try process.run()
+        collector = OutputCollector(out.fileHandleForReading)
+    }
+
+    /// Everything printed so far (stdout and stderr).
+    public var output: String { collector.text }
+
+    /// The output split into lines (serial consoles end lines with CR LF).
+    public var lines: [String] { splitLines(output) }
+
+    /// Waits until `needle` shows up in the output.
+    @discardableResult
+    public func waitFor(_ needle: String, timeout: TimeInterval = 30) -> Bool {
+        collector.waitFor(needle, timeout: timeout)
+    }
+
+    /// Writes to the child's stdin.
+    public func send(_ text: String) {
+        input.fileHandleForWriting.write(Data(text.utf8))
+    }
+
+    /// Closes the child's stdin.
+    public func closeInput() { try? input.fileHandleForWriting.close() }
+
+    /// Waits for exit; nil on timeout (the process is then killed).
+    public func waitForExit(timeout: TimeInterval = 30) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        _ = collector.finish(timeout: 5)
+        return process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
+    }
+
+    /// Sends a signal.
+    public func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Sends one line to a line-protocol Unix socket (apus-hv's control socket)
+/// and returns the reply line.
+public func controlCommand(_ socketPath: String, _ line: String, timeout: TimeInterval = 10) throws -> String {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestError("socket failed") }
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(socketPath.utf8)
+    withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes); p[bytes.count] = 0 }
+    let deadline = Date().addingTimeInterval(timeout)
+    var connected = false
+    while Date() < deadline {
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if r == 0 { connected = true; break }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    guard connected else { throw TestError("cannot connect to \(socketPath)") }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    let msg = Array((line + "\n").utf8)
+    _ = msg.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    var reply: [UInt8] = []
+    var byte: UInt8 = 0
+    while read(fd, &byte, 1) == 1 {
+        if byte == UInt8(ascii: "\n") { break }
+        reply.append(byte)
+    }
+    return String(decoding: reply, as: UTF8.self)
+}
+
+/// Waits until a path exists.
+public func waitForPath(_ path: String, timeout: TimeInterval = 10) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if FileManager.default.fileExists(atPath: path) { return true }
+        Thread.sleep(forTimeInterval: 0.01)
+    }
+    return false
+}
+
+/// A connected Unix stream socket client that collects what it receives.
+public final class SocketClient: @unchecked Sendable {
+    let fd: Int32
+    private let lock = NSLock()
+    private var data: [UInt8] = []
+
+    public init(path: String) throws {
+        let sock = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        fd = sock
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes); p[bytes.count] = 0 }
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard r == 0 else { close(sock); throw TestError("connect \(path) failed") }
+        let fd = self.fd
+        Thread.detachNewThread { [weak self] in
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(fd, &buf, buf.count)
+                if n <= 0 { break }
+                guard let self else { break }
+                self.lock.lock(); self.data += buf[0..<n]; self.lock.unlock()
+            }
+        }
+    }
+
+    public var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+
+    public func send(_ s: String) { _ = s.withCString { write(fd, $0, strlen($0)) } }
+
+    public func waitFor(_ needle: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if text.contains(needle) { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return false
+    }
+
+    deinit { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+}
+
+/// Splits text on LF, dropping CRs (a serial console sends CR LF).
+public func splitLines(_ text: String) -> [String] {
+    text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map {
+        String(String.UnicodeScalarView($0.filter { $0 != "\r" }))
+    }
+}
