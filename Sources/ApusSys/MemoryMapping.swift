@@ -30,17 +30,46 @@ public final class MemoryMapping: @unchecked Sendable {
         self.length = length
     }
 
-    /// Maps `length` bytes of `fd` at `offset` (shared), or anonymous memory if `fd` is nil.
+    /// Maps `length` bytes of `fd` at `offset` (shared), or anonymous memory
+    /// if `fd` is nil. With `alignment` (a power of two, e.g. 2 MiB) the
+    /// mapping starts on that boundary, so transparent huge pages can back it.
     public static func map(length: Int, protection: Protection = [.read, .write],
                            shared: Bool = true, fd: FileDescriptor? = nil, offset: Int64 = 0,
-                           noReserve: Bool = false) throws(SystemCallError) -> MemoryMapping {
+                           noReserve: Bool = false, alignment: Int = 0) throws(SystemCallError) -> MemoryMapping {
         guard length > 0 else { throw SystemCallError("mmap", .invalidArgument) }
         var flags: Int32 = shared ? MAP_SHARED : MAP_PRIVATE
         if fd == nil { flags |= MAP_ANONYMOUS }
         if noReserve { flags |= MAP_NORESERVE }
-        // SAFETY: a fresh mapping chosen by the kernel; nothing else refers to it.
-        let p = mmap(nil, length, protection.rawValue, flags, fd?.rawValue ?? -1, off_t(offset))
-        guard let p, p != MAP_FAILED else { throw SystemCallError("mmap", Errno.current) }
+        var hint: UnsafeMutableRawPointer? = nil
+        var reservation: (UnsafeMutableRawPointer, Int)? = nil
+        if alignment > 4096 {
+            // Reserve length + alignment of address space, then place the
+            // real mapping at the aligned address inside it.
+            let span = length + alignment
+            // SAFETY: an inaccessible reservation chosen by the kernel.
+            guard let r = mmap(nil, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), r != MAP_FAILED else {
+                throw SystemCallError("mmap (reserve)", Errno.current)
+            }
+            let aligned = (UInt(bitPattern: r) + UInt(alignment - 1)) & ~UInt(alignment - 1)
+            hint = UnsafeMutableRawPointer(bitPattern: aligned)
+            reservation = (r, span)
+            flags |= MAP_FIXED
+        }
+        // SAFETY: either a fresh mapping chosen by the kernel, or MAP_FIXED
+        // inside our own reservation; nothing else refers to either.
+        let p = mmap(hint, length, protection.rawValue, flags, fd?.rawValue ?? -1, off_t(offset))
+        guard let p, p != MAP_FAILED else {
+            let e = Errno.current
+            if let (r, span) = reservation { munmap(r, span) }
+            throw SystemCallError("mmap", e)
+        }
+        if let (r, span) = reservation {
+            // SAFETY: release the unused head and tail of our reservation.
+            let head = p - r
+            if head > 0 { munmap(r, head) }
+            let tail = span - head - length
+            if tail > 0 { munmap(p + length, tail) }
+        }
         return MemoryMapping(base: p, length: length)
     }
 

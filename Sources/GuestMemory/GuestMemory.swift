@@ -1,8 +1,20 @@
 import ApusSys
 import CApusSys
 
-/// One contiguous range of guest RAM, backed by a memfd mapped into this
-/// process. The memfd is what a vhost-user frontend shares with backends.
+/// How guest RAM is backed.
+public enum GuestMemoryBacking: Sendable, Equatable {
+    /// A memfd: shareable with vhost-user backends (Dom0's blkback, netback)
+    /// by passing its descriptor.
+    case sharedMemfd
+    /// Private anonymous memory, backed by transparent huge pages where the
+    /// host allows: faster, but no other process can map it. For domains
+    /// without vhost-user devices.
+    case anonymous
+}
+
+/// One contiguous range of guest RAM mapped into this process, backed by a
+/// memfd (which a vhost-user frontend shares with backends) or by private
+/// anonymous memory.
 public final class GuestRegion: @unchecked Sendable {
     // SAFETY (Sendable): every stored property is immutable; the mapped bytes
     // are shared with the guest by design and only accessed by copying.
@@ -11,18 +23,34 @@ public final class GuestRegion: @unchecked Sendable {
     /// Size in bytes.
     public let size: UInt64
     /// The backing file (a memfd for our own RAM, or a descriptor received
-    /// from a vhost-user frontend).
-    public let backing: OwnedDescriptor
+    /// from a vhost-user frontend); nil for anonymous memory.
+    public let backing: OwnedDescriptor?
     /// Offset of `start` within `backing`.
     public let fileOffset: UInt64
     let mapping: MemoryMapping
     /// Offset of `start` within `mapping` (nonzero when a frontend's mmap_offset was used).
     let mappingOffset: Int
 
-    /// Creates a fresh memfd-backed region.
-    public convenience init(start: GuestAddress, size: UInt64, name: String = "apus-guest-ram") throws(GuestMemoryError) {
+    /// Huge-page size: regions are mapped on this boundary so transparent
+    /// huge pages can back them (fewer TLB misses for the guest).
+    static let hugePageSize = 2 << 20
+
+    /// Creates a fresh region of guest RAM.
+    public convenience init(start: GuestAddress, size: UInt64, backing: GuestMemoryBacking = .sharedMemfd,
+                            name: String = "apus-guest-ram") throws(GuestMemoryError) {
         guard size > 0, size <= UInt64(Int.max) else { throw .invalidLayout("region size \(size)") }
         guard start.checkedAdd(size - 1) != nil else { throw .overflow(address: start, length: size) }
+        if backing == .anonymous {
+            let mapping: MemoryMapping
+            do {
+                mapping = try MemoryMapping.map(length: Int(size), shared: false, noReserve: true, alignment: Self.hugePageSize)
+            } catch {
+                throw .system("cannot allocate \(size >> 20) MiB of guest memory: \(error)")
+            }
+            mapping.advise(offset: 0, length: Int(size), advice: 14) // MADV_HUGEPAGE
+            self.init(start: start, size: size, anonymous: mapping)
+            return
+        }
         let memfd: MemFD
         do {
             memfd = try MemFD(name: name, size: Int64(size))
@@ -52,16 +80,28 @@ public final class GuestRegion: @unchecked Sendable {
         let slack = Int(total - alignedOffset)
         let mapping: MemoryMapping
         do {
-            mapping = try MemoryMapping.map(length: Int(size) + slack, fd: fd, offset: Int64(alignedOffset))
+            mapping = try MemoryMapping.map(length: Int(size) + slack, fd: fd, offset: Int64(alignedOffset),
+                                            alignment: slack == 0 ? Self.hugePageSize : 0)
         } catch {
             throw .system("cannot map guest memory: \(error)")
         }
+        // Huge pages for shmem too, where the host's shmem_enabled allows it.
+        mapping.advise(offset: 0, length: mapping.length, advice: 14) // MADV_HUGEPAGE
         self.start = start
         self.size = size
         self.backing = owned
         self.fileOffset = total
         self.mapping = mapping
         self.mappingOffset = slack
+    }
+
+    private init(start: GuestAddress, size: UInt64, anonymous mapping: MemoryMapping) {
+        self.start = start
+        self.size = size
+        self.backing = nil
+        self.fileOffset = 0
+        self.mapping = mapping
+        self.mappingOffset = 0
     }
 
     /// Last byte's address + 1 (cannot overflow: checked at init).
@@ -105,14 +145,17 @@ public final class GuestMemory: @unchecked Sendable {
         self.regions = sorted
     }
 
-    /// Allocates fresh memfd-backed RAM for the given (start, size) ranges.
-    public convenience init(ranges: [(GuestAddress, UInt64)]) throws(GuestMemoryError) {
+    /// Allocates fresh RAM for the given (start, size) ranges.
+    public convenience init(ranges: [(GuestAddress, UInt64)], backing: GuestMemoryBacking = .sharedMemfd) throws(GuestMemoryError) {
         var regions: [GuestRegion] = []
         for (start, size) in ranges {
-            regions.append(try GuestRegion(start: start, size: size))
+            regions.append(try GuestRegion(start: start, size: size, backing: backing))
         }
         try self.init(regions: regions)
     }
+
+    /// Whether every region can be shared with another process (vhost-user).
+    public var isShareable: Bool { regions.allSatisfy { $0.backing != nil } }
 
     /// Total RAM in bytes.
     public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }

@@ -76,10 +76,21 @@ import ApusSys
         // does) sees the guest's writes.
         let m = try GuestMemory(ranges: [(GuestAddress(0x1000), 0x4000)])
         let region = try #require(m.regions.first)
-        let dupFD = try region.backing.fd.duplicate()
+        let dupFD = try #require(region.backing).fd.duplicate()
         let other = try GuestMemory(regions: [GuestRegion(start: GuestAddress(0x1000), size: 0x4000, fd: dupFD, fileOffset: 0, mmapOffset: 0)])
         try m.write(UInt64(0x0102030405060708), at: GuestAddress(0x2000))
         #expect(try other.read(UInt64.self, at: GuestAddress(0x2000)) == 0x0102030405060708)
+    }
+
+    @Test func anonymousBackingIsPrivateAndAligned() throws {
+        let m = try GuestMemory(ranges: [(GuestAddress(0), 8 << 20)], backing: .anonymous)
+        #expect(!m.isShareable)
+        #expect(m.regions[0].hostAddress % (2 << 20) == 0)
+        try m.write(UInt32(7), at: GuestAddress(0x12345))
+        #expect(try m.read(UInt32.self, at: GuestAddress(0x12345)) == 7)
+        let shared = try GuestMemory(ranges: [(GuestAddress(0), 8 << 20)])
+        #expect(shared.isShareable)
+        #expect(shared.regions[0].hostAddress % (2 << 20) == 0)
     }
 
     @Test func fileIOGoesStraightIntoGuestMemory() throws {

@@ -48,7 +48,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
 
         let memoryBytes = UInt64(config.memoryMiB) << 20
         do {
-            memory = try GuestMemory(ranges: Layout.ramRanges(bytes: memoryBytes))
+            memory = try GuestMemory(ranges: Layout.ramRanges(bytes: memoryBytes), backing: config.memoryBacking)
             try vm.map(memory)
         } catch let e as GuestMemoryError {
             throw .system(e.description)

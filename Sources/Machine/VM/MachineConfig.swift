@@ -1,3 +1,5 @@
+import GuestMemory
+
 /// Everything apus-hv needs to build and run one domain.
 public struct MachineConfig: Sendable, Equatable {
     /// Path of the bzImage kernel.
@@ -16,6 +18,15 @@ public struct MachineConfig: Sendable, Equatable {
     public var controlSocket: String?
     /// Start with every vCPU paused (resumed through the control socket).
     public var startPaused: Bool
+    /// Guest RAM backing: a memfd only when a vhost-user backend must map
+    /// it (as Firecracker does); private anonymous memory, eligible for
+    /// transparent huge pages, otherwise.
+    public var memoryBacking: GuestMemoryBacking {
+        if let forced = getenvString("APUS_GUEST_RAM") { return forced == "anon" ? .anonymous : .sharedMemfd }
+        return needsSharedMemory ? .sharedMemfd : .anonymous
+    }
+    /// Whether any device's backend lives in another process.
+    public var needsSharedMemory: Bool { false }
 
     public init(kernel: String, initrd: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
                 memoryMiB: Int = 256, vcpus: Int = 1, serial: SerialMode = .stdio,
