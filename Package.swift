@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .executable(name: "apus-hv", targets: ["apus-hv"]),
         .executable(name: "apus-bench", targets: ["apus-bench"]),
+        .executable(name: "apus-blkback", targets: ["apus-blkback"]),
+        .executable(name: "apus-vhost-test", targets: ["apus-vhost-test"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -24,6 +26,21 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["ApusSys", "CApusSys"], path: "Sources/GuestMemory"),
         .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM"], path: "Sources/KVM"),
 
+        // MARK: shared by the hypervisor and Dom0 (no KVM, no machine)
+        .target(name: "Virtqueue", dependencies: ["GuestMemory"], path: "Sources/Virtqueue"),
+        .target(name: "VirtioDriver", dependencies: ["GuestMemory", "Virtqueue"], path: "Sources/VirtioDriver"),
+        .target(name: "VhostUser", dependencies: ["ApusSys", "GuestMemory", "Virtqueue"], path: "Sources/VhostUser"),
+        // io_uring (liburing-dev), a syscall-layer module only Dom0's blkback links.
+        .target(name: "CURing", path: "Sources/CURing", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "IOURing", dependencies: ["ApusSys", "CURing"], path: "Sources/IOURing"),
+
+        // MARK: the backend test harness (drives any vhost-user backend)
+        .target(name: "VhostTest", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser"], path: "Sources/VhostTest"),
+        .executableTarget(
+            name: "apus-vhost-test",
+            dependencies: ["VhostTest", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/apus-vhost-test"),
+
         // MARK: the hypervisor
         .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
@@ -33,6 +50,13 @@ let package = Package(
             dependencies: ["Machine"],
             path: "Sources/apus-hv",
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
+
+        // MARK: Dom0: the service domain (never imports KVM or Machine)
+        .target(name: "BlockBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "IOURing"], path: "Dom0/BlockBackend"),
+        .executableTarget(
+            name: "apus-blkback",
+            dependencies: ["BlockBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Dom0/apus-blkback"),
 
         // MARK: benchmarks (Deploy/bench)
         .executableTarget(name: "apus-bench", path: "Deploy/Bench"),

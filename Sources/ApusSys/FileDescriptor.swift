@@ -209,3 +209,46 @@ public final class OwnedDescriptor: @unchecked Sendable {
 
     deinit { fd.close() }
 }
+
+extension FileDescriptor {
+    /// A block-device ioctl taking a `uint64_t[2]` range (BLKDISCARD, BLKZEROOUT).
+    public func ioctlRange(request: UInt, offset: UInt64, length: UInt64) throws(Errno) {
+        var range: (UInt64, UInt64) = (offset, length)
+        guard apus_ioctl_ptr(rawValue, request, &range) == 0 else { throw Errno.current }
+    }
+}
+
+extension FileDescriptor {
+    /// Writes all of `bytes` at a file offset (pwrite, looping over short writes).
+    public func writeAll(_ bytes: some Collection<UInt8>, atOffset offset: Int64) throws(Errno) {
+        let array = Array(bytes)
+        var done = 0
+        while done < array.count {
+            let n = array.withUnsafeBytes { b in Glibc.pwrite(rawValue, b.baseAddress! + done, b.count - done, off_t(offset) + off_t(done)) }
+            if n < 0 {
+                let e = Errno.current
+                if e == .interrupted { continue }
+                throw e
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `count` bytes at a file offset (fewer only at end of file).
+    public func read(count: Int, atOffset offset: Int64) throws(Errno) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes { b in Glibc.pread(rawValue, b.baseAddress! + done, b.count - done, off_t(offset) + off_t(done)) }
+            if n < 0 {
+                let e = Errno.current
+                if e == .interrupted { continue }
+                throw e
+            }
+            if n == 0 { break }
+            done += n
+        }
+        out.removeLast(count - done)
+        return out
+    }
+}

@@ -201,3 +201,8 @@ func withSocketAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen
         try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sp) throws(Errno) in try body(sp, len) }
     }
 }
+
+extension FileDescriptor {
+    /// Wakes a thread blocked in accept() on this listening socket.
+    public func shutdownListening() { _ = Glibc.shutdown(rawValue, Int32(SHUT_RDWR)) }
+}

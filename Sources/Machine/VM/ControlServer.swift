@@ -14,61 +14,14 @@ import ApusSys
 ///
 /// Unknown commands get {"ok":false,"error":"unknown command: X"}.
 final class ControlServer {
-    private let listener: UnixListener
+    private var server: LineServer?
     private unowned let machine: Machine
-    private unowned let loop: EventLoop
-    private var clients: [Int32: (socket: UnixSocket, buffer: [UInt8])] = [:]
-    /// A client may not send a line longer than this.
-    static let maxLine = 4096
     /// Extra commands (e.g. device statistics) registered by other components.
     var extraCommands: [String: () -> String] = [:]
 
     init(path: String, machine: Machine, loop: EventLoop) throws {
-        listener = try UnixListener(path: path, mode: 0o600)
-        try listener.fd.setNonBlocking(true)
         self.machine = machine
-        self.loop = loop
-        try loop.register(listener.fd) { [weak self] _ in self?.accept() }
-    }
-
-    private func accept() {
-        while let socket = try? listener.accept() {
-            try? socket.fd.setNonBlocking(true)
-            let key = socket.fd.rawValue
-            clients[key] = (socket, [])
-            try? loop.register(socket.fd) { [weak self] _ in self?.read(key) }
-        }
-    }
-
-    private func drop(_ key: Int32) {
-        guard let c = clients.removeValue(forKey: key) else { return }
-        loop.unregister(c.socket.fd)
-    }
-
-    private func read(_ key: Int32) {
-        guard var client = clients[key] else { return }
-        guard let received = try? client.socket.receive(maxBytes: 4096, maxFDs: 0) else {
-            if Errno.current == .wouldBlock { return }
-            drop(key)
-            return
-        }
-        if received.bytes.isEmpty {
-            drop(key)
-            return
-        }
-        client.buffer += received.bytes
-        while let newline = client.buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = String(decoding: client.buffer[..<newline], as: UTF8.self)
-            client.buffer.removeSubrange(...newline)
-            let reply = handle(line.trimmingWhitespace())
-            try? client.socket.sendAll(Array((reply + "\n").utf8))
-        }
-        if client.buffer.count > Self.maxLine {
-            try? client.socket.sendAll(Array("{\"ok\":false,\"error\":\"line too long\"}\n".utf8))
-            drop(key)
-            return
-        }
-        clients[key] = client
+        server = try LineServer(path: path, loop: loop) { [unowned self] line in self.handle(line) }
     }
 
     /// Executes one command line and returns the JSON reply.
@@ -107,39 +60,5 @@ final class ControlServer {
         }
     }
 
-    func close() {
-        for key in Array(clients.keys) { drop(key) }
-        loop.unregister(listener.fd)
-    }
-}
-
-/// Escapes a string for a JSON string literal.
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let h = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - h.utf8.count) + h
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\r" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\r" { s.removeLast() }
-        return String(s)
-    }
+    func close() { server?.close() }
 }

@@ -1,0 +1,88 @@
+import ApusSys
+import GuestMemory
+import Synchronization
+import Virtqueue
+import VhostUser
+
+/// A vhost-user-blk device: features, config space and one worker thread per queue.
+public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
+    // SAFETY (Sendable): `workers` is only touched on the session thread;
+    // the image and stats are thread-safe.
+    public let image: BlockImage
+    public let stats = BlockStats()
+    public let queueCount: Int
+    public let maxQueueSize: UInt16 = 1024
+    let useURing: Bool
+    private var workers: [Int: QueueWorker] = [:]
+    private let acked = Mutex<UInt64>(0)
+
+    public init(image: BlockImage, queues: Int, useURing: Bool = true) {
+        self.image = image
+        self.queueCount = max(1, queues)
+        self.useURing = useURing
+    }
+
+    public var features: UInt64 {
+        var f = Virtq.featureVersion1 | Virtq.featureEventIndex | Virtq.featureIndirectDescriptors
+            | VirtioBlock.featureSegMax | VirtioBlock.featureBlockSize | VirtioBlock.featureFlush
+            | VirtioBlock.featureDiscard | VirtioBlock.featureWriteZeroes
+        if image.readOnly { f |= VirtioBlock.featureReadOnly }
+        if queueCount > 1 { f |= VirtioBlock.featureMultiQueue }
+        return f
+    }
+
+    public var protocolFeatures: VhostUserProtocolFeatures { [.multiQueue, .replyAck, .config] }
+
+    var limits: BlockRequest.Limits {
+        BlockRequest.Limits(capacitySectors: image.capacitySectors, readOnly: image.readOnly)
+    }
+
+    /// The virtio-blk config space (§5.2.4), 60 bytes.
+    public var config: [UInt8] {
+        var c = [UInt8](repeating: 0, count: 60)
+        func put(_ o: Int, _ v: UInt64, _ n: Int) { for i in 0..<n { c[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        put(0, image.capacitySectors, 8)                       // capacity
+        put(12, UInt64(VirtioBlock.maxSegments), 4)            // seg_max
+        put(20, 512, 4)                                        // blk_size
+        put(34, UInt64(queueCount), 2)                         // num_queues
+        put(36, UInt64(VirtioBlock.maxDiscardSectors), 4)      // max_discard_sectors
+        put(40, UInt64(VirtioBlock.maxDiscardSegments), 4)     // max_discard_seg
+        put(44, 1, 4)                                          // discard_sector_alignment
+        put(48, UInt64(VirtioBlock.maxDiscardSectors), 4)      // max_write_zeroes_sectors
+        put(52, UInt64(VirtioBlock.maxDiscardSegments), 4)     // max_write_zeroes_seg
+        c[56] = 1                                              // write_zeroes_may_unmap
+        return c
+    }
+
+    public func readConfig(offset: Int, size: Int) -> [UInt8] {
+        let c = config
+        guard offset >= 0, size >= 0 else { return [] }
+        var out = [UInt8](repeating: 0, count: size)
+        for i in 0..<size where offset + i < c.count { out[i] = c[offset + i] }
+        return out
+    }
+
+    public func writeConfig(offset: Int, bytes: [UInt8]) -> Bool { false } // no writable fields offered
+
+    public func featuresAcknowledged(_ features: UInt64) { acked.withLock { $0 = features } }
+
+    public func startQueue(_ index: Int, queue: SplitQueue, kick: EventFD, call: QueueCall) {
+        do {
+            let w = try QueueWorker(index: index, queue: queue, kick: kick, call: call, image: image, stats: stats,
+                                    limits: limits, useURing: useURing)
+            try w.start()
+            workers[index] = w
+        } catch {
+            ErrorLog.shared.warn("cannot start queue \(index): \(error)")
+        }
+    }
+
+    public func stopQueue(_ index: Int) -> UInt16 {
+        guard let w = workers.removeValue(forKey: index) else { return 0 }
+        return w.stop()
+    }
+
+    public func sessionEnded() {
+        for (i, w) in workers { _ = w.stop(); workers[i] = nil }
+    }
+}

@@ -1,0 +1,98 @@
+import ApusSys
+import GuestMemory
+import IOURing
+
+/// How a queue worker performs data I/O: io_uring when the kernel allows
+/// it, otherwise synchronous positioned I/O on the worker thread. Both move
+/// data directly between the image and guest memory.
+protocol BlockIOEngine: AnyObject {
+    /// Signalled when completions are ready (nil: completions are immediate).
+    var completionEvent: EventFD? { get }
+    /// How many requests may be in flight.
+    var depth: Int { get }
+    func transfer(write: Bool, slot: Int, fd: FileDescriptor, memory: GuestMemory, segments: [IOSegment], offset: UInt64, tag: UInt64) throws(Errno)
+    func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno)
+    func submit() throws(Errno)
+    func reap() -> [IOURing.Completion]
+}
+
+final class URingEngine: BlockIOEngine {
+    let ring: IOURing
+    init(depth: Int) throws(SystemCallError) { ring = try IOURing(entries: UInt32(depth)) }
+    var completionEvent: EventFD? { ring.completions }
+    var depth: Int { Int(ring.entries) }
+
+    func transfer(write: Bool, slot: Int, fd: FileDescriptor, memory: GuestMemory, segments: [IOSegment], offset: UInt64, tag: UInt64) throws(Errno) {
+        guard segments.count <= IOURing.maxSegments else { throw .invalidArgument }
+        var host: [IOURing.Segment] = []
+        host.reserveCapacity(segments.count)
+        for s in segments {
+            do {
+                host.append(IOURing.Segment(address: try memory.hostAddress(of: s.address, length: Int(s.length)), length: Int(s.length)))
+            } catch {
+                throw .badAddress
+            }
+        }
+        try ring.queue(write: write, slot: UInt32(slot), fd: fd, segments: host, offset: offset, tag: tag)
+    }
+
+    func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno) { try ring.queueDataSync(fd: fd, tag: tag) }
+    func submit() throws(Errno) { try ring.submit() }
+    func reap() -> [IOURing.Completion] {
+        ring.completions.drain()
+        return ring.reap(max: depth)
+    }
+}
+
+/// Synchronous fallback: does the I/O at once with pread/pwrite.
+final class SyncEngine: BlockIOEngine {
+    private var done: [IOURing.Completion] = []
+    let depth: Int
+    init(depth: Int) { self.depth = depth }
+    var completionEvent: EventFD? { nil }
+
+    func transfer(write: Bool, slot: Int, fd: FileDescriptor, memory: GuestMemory, segments: [IOSegment], offset: UInt64, tag: UInt64) throws(Errno) {
+        var total = 0
+        var position = Int64(offset)
+        for s in segments {
+            var moved = 0
+            while moved < Int(s.length) {
+                let address = GuestAddress(s.address.raw + UInt64(moved))
+                let result: Result<Int, Errno>
+                do {
+                    result = write ? try memory.writeFile(fd, offset: position, from: address, count: Int(s.length) - moved)
+                                   : try memory.readFile(fd, offset: position, into: address, count: Int(s.length) - moved)
+                } catch {
+                    done.append(IOURing.Completion(tag: tag, result: -Errno.badAddress.rawValue))
+                    return
+                }
+                switch result {
+                case .failure(let e):
+                    done.append(IOURing.Completion(tag: tag, result: -e.rawValue))
+                    return
+                case .success(0):
+                    done.append(IOURing.Completion(tag: tag, result: Int32(clamping: total)))
+                    return
+                case .success(let n):
+                    moved += n; total += n; position += Int64(n)
+                }
+            }
+        }
+        done.append(IOURing.Completion(tag: tag, result: Int32(clamping: total)))
+    }
+
+    func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno) {
+        do {
+            try fd.dataSync()
+            done.append(IOURing.Completion(tag: tag, result: 0))
+        } catch {
+            done.append(IOURing.Completion(tag: tag, result: -error.rawValue))
+        }
+    }
+
+    func submit() throws(Errno) {}
+    func reap() -> [IOURing.Completion] {
+        defer { done.removeAll(keepingCapacity: true) }
+        return done
+    }
+}

@@ -1,0 +1,133 @@
+import ApusSys
+
+/// `bench`: IOPS, MiB/s and latency percentiles for 4 KiB random and 128 KiB
+/// sequential reads and writes at queue depths 1 and 32, against one or
+/// more backends, printed as one table.
+public enum Bench {
+    public struct Scenario: Sendable {
+        public let name: String
+        public let write: Bool
+        public let blockSize: Int
+        public let random: Bool
+        public let depth: Int
+    }
+
+    public static let scenarios: [Scenario] = [
+        Scenario(name: "4k randread", write: false, blockSize: 4096, random: true, depth: 1),
+        Scenario(name: "4k randread", write: false, blockSize: 4096, random: true, depth: 32),
+        Scenario(name: "4k randwrite", write: true, blockSize: 4096, random: true, depth: 1),
+        Scenario(name: "4k randwrite", write: true, blockSize: 4096, random: true, depth: 32),
+        Scenario(name: "128k seqread", write: false, blockSize: 128 << 10, random: false, depth: 1),
+        Scenario(name: "128k seqread", write: false, blockSize: 128 << 10, random: false, depth: 32),
+        Scenario(name: "128k seqwrite", write: true, blockSize: 128 << 10, random: false, depth: 1),
+        Scenario(name: "128k seqwrite", write: true, blockSize: 128 << 10, random: false, depth: 32),
+    ]
+
+    public struct Result: Sendable {
+        public let iops: Double
+        public let mibPerSecond: Double
+        public let p50Microseconds: Double
+        public let p99Microseconds: Double
+        public let errors: Int
+    }
+
+    /// Runs `scenario` for `seconds` against `client`.
+    public static func measure(_ scenario: Scenario, client: BlockClient, seconds: Double, span: UInt64, seed: UInt64) throws -> Result {
+        var rng = SeededRandom(seed: seed)
+        let sectorsPerIO = UInt64(scenario.blockSize / 512)
+        let ioSpan = max(1, span / sectorsPerIO)
+        var sequential: UInt64 = 0
+        let payload = rng.bytes(scenario.blockSize)
+        var started: [Int: UInt64] = [:]
+        var latencies: [UInt64] = []
+        latencies.reserveCapacity(1 << 20)
+        var completed = 0, errors = 0
+        let begin = Clock.monotonicNanoseconds()
+        let end = begin + UInt64(seconds * 1e9)
+        func nextSector() -> UInt64 {
+            if scenario.random { return UInt64.random(in: 0..<ioSpan, using: &rng) * sectorsPerIO }
+            defer { sequential = (sequential + 1) % ioSpan }
+            return sequential * sectorsPerIO
+        }
+        while true {
+            let now = Clock.monotonicNanoseconds()
+            if now < end {
+                while started.count < scenario.depth {
+                    let sector = nextSector()
+                    let t = Clock.monotonicNanoseconds()
+                    let slot = scenario.write
+                        ? try client.submit(type: BlkSpec.typeOut, sector: sector, data: payload)
+                        : try client.submit(type: BlkSpec.typeIn, sector: sector, readLength: scenario.blockSize)
+                    guard let slot else { break }
+                    started[slot] = t
+                }
+            }
+            if started.isEmpty { break }
+            let done = try client.reap(timeoutMilliseconds: 10_000)
+            if done.isEmpty { throw HarnessError("\(scenario.name) QD\(scenario.depth): no completion in 10 s") }
+            let t = Clock.monotonicNanoseconds()
+            for c in done {
+                if let s = started.removeValue(forKey: c.slot) { latencies.append(t - s) }
+                if c.status != BlkSpec.statusOK { errors += 1 }
+                completed += 1
+            }
+        }
+        let elapsed = Double(Clock.monotonicNanoseconds() - begin) / 1e9
+        latencies.sort()
+        func pct(_ p: Double) -> Double {
+            guard !latencies.isEmpty else { return .nan }
+            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
+        }
+        let iops = Double(completed) / elapsed
+        return Result(iops: iops, mibPerSecond: iops * Double(scenario.blockSize) / 1_048_576,
+                      p50Microseconds: pct(0.50), p99Microseconds: pct(0.99), errors: errors)
+    }
+
+    /// Runs every scenario against every target (alternating per scenario)
+    /// and prints one table.
+    public static func run(targets: [(name: String, socket: String)], seconds: Double, seed: UInt64, report: Report) {
+        var clients: [(String, BlockClient)] = []
+        for t in targets {
+            do {
+                let c = try BlockClient(socket: t.socket, queueSize: 256)
+                clients.append((t.name, c))
+            } catch {
+                report.check("connect \(t.name)", false, "\(error)")
+                return
+            }
+        }
+        defer { for (_, c) in clients { c.harness.close() } }
+        let span = clients.map { min($0.1.capacitySectors, 2 << 20) }.min() ?? 0 // at most 1 GiB
+        guard span >= 1024 else { report.check("device size", false, "\(span) sectors"); return }
+        report.emit("| workload | QD | backend | IOPS | MiB/s | p50 µs | p99 µs |")
+        report.emit("|---|---|---|---|---|---|---|")
+        for s in scenarios {
+            for (name, client) in clients {
+                do {
+                    let r = try measure(s, client: client, seconds: seconds, span: span, seed: seed)
+                    report.emit(String(format4(s.name, s.depth, name, r)))
+                    if r.errors > 0 { report.check("\(name) \(s.name) QD\(s.depth) completes without errors", false, "\(r.errors) errors") }
+                } catch {
+                    report.check("\(name) \(s.name) QD\(s.depth)", false, "\(error)")
+                }
+            }
+        }
+    }
+
+    static func format4(_ workload: String, _ depth: Int, _ name: String, _ r: Result) -> String {
+        func f(_ v: Double, _ digits: Int) -> String {
+            guard v.isFinite else { return "-" }
+            var scale = 1.0
+            for _ in 0..<digits { scale *= 10 }
+            let rounded = (v * scale).rounded() / scale
+            if digits == 0 { return String(Int(rounded)) }
+            var s = String(rounded)
+            if let dot = s.firstIndex(of: ".") {
+                let decimals = s.distance(from: dot, to: s.endIndex) - 1
+                if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
+            }
+            return s
+        }
+        return "| \(workload) | \(depth) | \(name) | \(f(r.iops, 0)) | \(f(r.mibPerSecond, 1)) | \(f(r.p50Microseconds, 1)) | \(f(r.p99Microseconds, 1)) |"
+    }
+}

@@ -1,0 +1,209 @@
+import ApusSys
+import GuestMemory
+import Virtqueue
+import VirtioDriver
+import VhostUser
+
+/// virtio-blk numbers the harness needs (kept separate from Dom0's backend:
+/// the harness must not share code with what it tests).
+public enum BlkSpec {
+    public static let typeIn: UInt32 = 0, typeOut: UInt32 = 1, typeFlush: UInt32 = 4, typeGetID: UInt32 = 8
+    public static let typeDiscard: UInt32 = 11, typeWriteZeroes: UInt32 = 13
+    public static let statusOK: UInt8 = 0, statusIOError: UInt8 = 1, statusUnsupported: UInt8 = 2
+    public static let featureSegMax: UInt64 = 1 << 2, featureRO: UInt64 = 1 << 5, featureBlkSize: UInt64 = 1 << 6
+    public static let featureFlush: UInt64 = 1 << 9, featureMQ: UInt64 = 1 << 12
+    public static let featureDiscard: UInt64 = 1 << 13, featureWriteZeroes: UInt64 = 1 << 14
+    public static let deviceFeatures = featureSegMax | featureRO | featureBlkSize | featureFlush | featureMQ | featureDiscard | featureWriteZeroes
+    public static let configSize = 60
+}
+
+/// A virtio-blk driver on top of the harness: request slots in shared
+/// memory, synchronous helpers and asynchronous submit/reap for benchmarks.
+public final class BlockClient: @unchecked Sendable {
+    // SAFETY (Sendable): driven by one thread.
+    public let harness: VhostHarness
+    public private(set) var capacitySectors: UInt64 = 0
+    public private(set) var config: [UInt8] = []
+    public var readOnly: Bool { harness.ackedFeatures & BlkSpec.featureRO != 0 }
+    public var eventIndex: Bool { harness.ackedFeatures & Virtq.featureEventIndex != 0 }
+
+    /// One request's buffers: header, data, status, and room for an indirect table.
+    public struct Slot {
+        public let header: GuestAddress
+        public let data: GuestAddress
+        public let status: GuestAddress
+        public let table: GuestAddress
+    }
+    public static let maxData: UInt64 = 128 << 10
+    public private(set) var slots: [Slot] = []
+    private var slotOfHead: [UInt16: Int] = [:]
+    public private(set) var freeSlots: [Int] = []
+    /// Canary byte written around data areas; hostile tests check it survives.
+    public static let canary: UInt8 = 0xC5
+
+    public init(socket: String, queues: Int = 1, queueSize: UInt16 = 256) throws {
+        harness = try VhostHarness(socketPath: socket, queueSize: queueSize)
+        try setUp(queues: queues)
+    }
+
+    /// The whole handshake: features, memory, config, queues.
+    public func setUp(queues: Int = 1) throws {
+        try harness.negotiate(deviceFeatures: BlkSpec.deviceFeatures)
+        try harness.shareMemory()
+        if let c = try harness.config(size: BlkSpec.configSize) {
+            config = c
+            capacitySectors = le64(c, 0)
+        }
+        try harness.startQueues(queues)
+        var alloc = BufferAllocator(start: GuestAddress(VhostHarness.bufferStart), end: VhostHarness.memorySize)
+        slots = []
+        for _ in 0..<Int(harness.queueSize) {
+            guard let header = alloc.allocate(16), let status = alloc.allocate(16),
+                  let table = alloc.allocate(16 * 64), let data = alloc.allocate(Self.maxData + 4096, alignment: 4096) else { break }
+            slots.append(Slot(header: header, data: data, status: status, table: table))
+        }
+        freeSlots = Array((0..<slots.count).reversed())
+        try harness.memory.fill(Self.canary, at: GuestAddress(VhostHarness.bufferStart), count: Int(alloc.next - VhostHarness.bufferStart))
+    }
+
+    public func le64(_ b: [UInt8], _ o: Int) -> UInt64 {
+        guard o + 8 <= b.count else { return 0 }
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(b[o + i]) << (8 * UInt64(i)) }
+        return v
+    }
+
+    public func le32(_ b: [UInt8], _ o: Int) -> UInt32 {
+        guard o + 4 <= b.count else { return 0 }
+        return UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24
+    }
+
+    public var queue: HarnessQueue { harness.queues[0] }
+
+    /// Writes a request header into a slot.
+    func writeHeader(_ slot: Slot, type: UInt32, sector: UInt64) throws {
+        var h = [UInt8](repeating: 0, count: 16)
+        for i in 0..<4 { h[i] = UInt8(truncatingIfNeeded: type >> (8 * UInt32(i))) }
+        for i in 0..<8 { h[8 + i] = UInt8(truncatingIfNeeded: sector >> (8 * UInt64(i))) }
+        try harness.memory.write(bytes: h, at: slot.header)
+        try harness.memory.write(UInt8(0xFF), at: slot.status)
+    }
+
+    /// Queues a request without waiting; returns its slot index (nil when full).
+    public func submit(type: UInt32, sector: UInt64, data: [UInt8]? = nil, readLength: Int = 0, queue q: HarnessQueue? = nil,
+                       indirect: Bool = false) throws -> Int? {
+        let q = q ?? queue
+        guard let slotIndex = freeSlots.popLast() else { return nil }
+        let slot = slots[slotIndex]
+        try writeHeader(slot, type: type, sector: sector)
+        var buffers = [DescriptorBuffer(address: slot.header, length: 16, isWriteOnly: false)]
+        if let data {
+            try harness.memory.write(bytes: data, at: slot.data)
+            buffers.append(DescriptorBuffer(address: slot.data, length: UInt32(data.count), isWriteOnly: false))
+        } else if readLength > 0 {
+            buffers.append(DescriptorBuffer(address: slot.data, length: UInt32(readLength), isWriteOnly: true))
+        }
+        buffers.append(DescriptorBuffer(address: slot.status, length: 1, isWriteOnly: true))
+        let previous = q.driver.availIndex
+        let head = indirect ? try q.driver.addIndirect(buffers, tableAddress: slot.table) : try q.driver.add(buffers)
+        guard let head else {
+            freeSlots.append(slotIndex)
+            return nil
+        }
+        slotOfHead[head] = slotIndex
+        try q.notify(eventIndex: eventIndex, previousAvail: previous)
+        return slotIndex
+    }
+
+    /// A completed request.
+    public struct Completion {
+        public let slot: Int
+        public let status: UInt8
+        public let usedLength: UInt32
+    }
+
+    /// Waits for completions on `q`.
+    public func reap(queue q: HarnessQueue? = nil, timeoutMilliseconds: Int32 = 10_000) throws -> [Completion] {
+        let q = q ?? queue
+        return try q.waitUsed(timeoutMilliseconds: timeoutMilliseconds).compactMap { u in
+            guard let s = slotOfHead.removeValue(forKey: u.head) else { return nil }
+            freeSlots.append(s)
+            let status = try harness.memory.read(UInt8.self, at: slots[s].status)
+            return Completion(slot: s, status: status, usedLength: u.length)
+        }
+    }
+
+    /// Runs one request to completion.
+    public func run(type: UInt32, sector: UInt64, data: [UInt8]? = nil, readLength: Int = 0, indirect: Bool = false,
+                    queue q: HarnessQueue? = nil, timeoutSeconds: Double = 10) throws -> (status: UInt8, data: [UInt8], usedLength: UInt32) {
+        guard let slot = try submit(type: type, sector: sector, data: data, readLength: readLength, queue: q, indirect: indirect) else {
+            throw HarnessError("no free request slot")
+        }
+        let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutSeconds * 1e9)
+        while Clock.monotonicNanoseconds() < deadline {
+            for c in try reap(queue: q, timeoutMilliseconds: Int32(min(1000, timeoutSeconds * 1000))) where c.slot == slot {
+                let bytes = readLength > 0 ? try harness.memory.readBytes(at: slots[slot].data, count: readLength) : []
+                return (c.status, bytes, c.usedLength)
+            }
+        }
+        throw HarnessError("request timed out (type \(type), sector \(sector))")
+    }
+
+    public func read(sector: UInt64, count: Int) throws -> (status: UInt8, data: [UInt8]) {
+        let r = try run(type: BlkSpec.typeIn, sector: sector, readLength: count)
+        return (r.status, r.data)
+    }
+
+    public func write(sector: UInt64, _ data: [UInt8]) throws -> UInt8 {
+        try run(type: BlkSpec.typeOut, sector: sector, data: data).status
+    }
+
+    public func flush() throws -> UInt8 { try run(type: BlkSpec.typeFlush, sector: 0).status }
+
+    public func getID() throws -> (status: UInt8, id: String) {
+        let r = try run(type: BlkSpec.typeGetID, sector: 0, readLength: 20)
+        return (r.status, String(decoding: r.data.prefix { $0 != 0 }, as: UTF8.self))
+    }
+
+    /// Discard or write-zeroes over `ranges` of (sector, count).
+    public func rangeRequest(type: UInt32, _ ranges: [(UInt64, UInt32)], unmap: Bool = false) throws -> UInt8 {
+        var seg: [UInt8] = []
+        for (s, n) in ranges {
+            for i in 0..<8 { seg.append(UInt8(truncatingIfNeeded: s >> (8 * UInt64(i)))) }
+            for i in 0..<4 { seg.append(UInt8(truncatingIfNeeded: n >> (8 * UInt32(i)))) }
+            let flags: UInt32 = unmap ? 1 : 0
+            for i in 0..<4 { seg.append(UInt8(truncatingIfNeeded: flags >> (8 * UInt32(i)))) }
+        }
+        return try run(type: type, sector: 0, data: seg).status
+    }
+
+    /// Starts over on a fresh connection (a new session).
+    public func restartSession(queues: Int = 1) throws {
+        try harness.reconnect()
+        slotOfHead.removeAll()
+        try setUp(queues: queues)
+    }
+}
+
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A small deterministic PRNG (xorshift64*) so runs are reproducible by seed.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
+    public mutating func next() -> UInt64 {
+        state ^= state >> 12; state ^= state << 25; state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+    public mutating func bytes(_ n: Int) -> [UInt8] {
+        var out = [UInt8](); out.reserveCapacity(n)
+        while out.count < n {
+            let v = next()
+            for i in 0..<8 where out.count < n { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,103 @@
+import ApusSys
+
+/// `integrity`: random writes with known content at several queue depths,
+/// reads checked against a model, flush, write-zeroes, a session restart,
+/// and a full read-back.
+public enum Integrity {
+    public static func run(socket: String, report: Report, seed: UInt64, operations: Int) {
+        report.attempt("integrity") {
+            var rng = SeededRandom(seed: seed)
+            var client = try BlockClient(socket: socket)
+            defer { client.harness.close() }
+            guard !client.readOnly else {
+                report.check("device is writable", false, "the backend is read-only; integrity needs a writable image")
+                return
+            }
+            // Work inside the first 64 MiB (or the whole device if smaller).
+            let span = min(client.capacitySectors, 128 * 1024)
+            guard span >= 256 else { report.check("device is large enough", false, "\(span) sectors"); return }
+            var model: [UInt64: [UInt8]] = [:] // sector -> 512 bytes
+            var mismatches = 0
+            var errors = 0
+
+            func randomExtent() -> (UInt64, Int) {
+                let sectors = Int.random(in: 1...128, using: &rng)
+                let start = UInt64.random(in: 0..<(span - UInt64(sectors)), using: &rng)
+                return (start, sectors)
+            }
+            func verify(_ sector: UInt64, _ data: [UInt8]) {
+                for i in 0..<(data.count / 512) {
+                    if let expected = model[sector + UInt64(i)], expected != Array(data[(i * 512)..<((i + 1) * 512)]) { mismatches += 1 }
+                }
+            }
+
+            // Writes and reads at queue depth 1.
+            for _ in 0..<operations {
+                let (start, sectors) = randomExtent()
+                if Bool.random(using: &rng) {
+                    let data = rng.bytes(sectors * 512)
+                    if try client.write(sector: start, data) != BlkSpec.statusOK { errors += 1; continue }
+                    for i in 0..<sectors { model[start + UInt64(i)] = Array(data[(i * 512)..<((i + 1) * 512)]) }
+                } else {
+                    let r = try client.read(sector: start, count: sectors * 512)
+                    if r.status != BlkSpec.statusOK { errors += 1; continue }
+                    verify(start, r.data)
+                }
+            }
+            report.check("random writes and reads at QD1 match", mismatches == 0 && errors == 0, "\(operations) ops, \(mismatches) mismatched sectors, \(errors) errors")
+
+            // Non-overlapping writes at queue depth 16, then read back.
+            var batch: [(UInt64, [UInt8])] = []
+            var used = Set<UInt64>()
+            while batch.count < 16 {
+                let (start, sectors) = randomExtent()
+                let range = (start..<(start + UInt64(sectors)))
+                if range.contains(where: used.contains) { continue }
+                range.forEach { used.insert($0) }
+                batch.append((start, rng.bytes(sectors * 512)))
+            }
+            for (s, d) in batch { _ = try client.submit(type: BlkSpec.typeOut, sector: s, data: d) }
+            var done = 0, batchErrors = 0
+            while done < batch.count {
+                let c = try client.reap(timeoutMilliseconds: 10_000)
+                if c.isEmpty { throw HarnessError("QD16 writes timed out") }
+                done += c.count
+                batchErrors += c.filter { $0.status != BlkSpec.statusOK }.count
+            }
+            for (s, d) in batch { for i in 0..<(d.count / 512) { model[s + UInt64(i)] = Array(d[(i * 512)..<((i + 1) * 512)]) } }
+            mismatches = 0
+            for (s, d) in batch { verify(s, try client.read(sector: s, count: d.count).data) }
+            report.check("concurrent writes at QD16 land intact", batchErrors == 0 && mismatches == 0, "\(batchErrors) errors, \(mismatches) mismatched sectors")
+
+            report.check("flush", try client.flush() == BlkSpec.statusOK)
+
+            if client.harness.ackedFeatures & BlkSpec.featureWriteZeroes != 0 {
+                let (start, sectors) = randomExtent()
+                let status = try client.rangeRequest(type: BlkSpec.typeWriteZeroes, [(start, UInt32(sectors))])
+                let r = try client.read(sector: start, count: sectors * 512)
+                report.check("write-zeroes reads back as zeros", status == BlkSpec.statusOK && r.data.allSatisfy { $0 == 0 }, "status \(status)")
+                for i in 0..<sectors { model[start + UInt64(i)] = [UInt8](repeating: 0, count: 512) }
+            }
+            if client.harness.ackedFeatures & BlkSpec.featureDiscard != 0 {
+                let (start, sectors) = randomExtent()
+                let status = try client.rangeRequest(type: BlkSpec.typeDiscard, [(start, UInt32(sectors))])
+                report.check("discard answers OK", status == BlkSpec.statusOK, "status \(status)")
+                for i in 0..<sectors { model.removeValue(forKey: start + UInt64(i)) } // content undefined after discard
+            }
+            report.check("flush before restart", try client.flush() == BlkSpec.statusOK)
+
+            // A new session (as after a frontend restart) sees everything.
+            try client.restartSession()
+            mismatches = 0
+            var checked = 0
+            for sector in model.keys.sorted() {
+                let r = try client.read(sector: sector, count: 512)
+                checked += 1
+                if r.status != BlkSpec.statusOK || r.data != model[sector] { mismatches += 1 }
+            }
+            report.check("read-back after session restart", mismatches == 0, "\(checked) sectors checked, \(mismatches) mismatched")
+            client = client // keep alive
+        }
+        report.summary("integrity")
+    }
+}
