@@ -42,7 +42,7 @@ let package = Package(
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor
-        .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM"], path: "Sources/Machine"),
+        .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM", "VhostUser"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
@@ -67,6 +67,9 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
+        .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
         .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/IntegrationTests"),
     ]
 )

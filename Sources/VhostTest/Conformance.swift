@@ -39,6 +39,10 @@ public enum Conformance {
             report.check("read past the end answers IOERR", beyond.status == BlkSpec.statusIOError, "status \(beyond.status)")
             let unknown = try client.run(type: 0x7777, sector: 0)
             report.check("unknown request type answers UNSUPP", unknown.status == BlkSpec.statusUnsupported, "status \(unknown.status)")
+            if client.readOnly {
+                let w = try client.write(sector: 0, [UInt8](repeating: 1, count: 512))
+                report.check("write to a read-only device answers IOERR", w == BlkSpec.statusIOError, "status \(w)")
+            }
             if h.ackedFeatures & BlkSpec.featureFlush != 0 {
                 report.check("flush answers OK", try client.flush() == BlkSpec.statusOK)
             }

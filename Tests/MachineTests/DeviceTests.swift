@@ -248,9 +248,3 @@ final class RecordingPlatform: PlatformControl {
         #expect(throws: PortIOBus.BusError.overlap(0x107)) { try bus.insert(a, base: 0x107, length: 2) }
     }
 }
-
-@Suite struct ControlProtocolTests {
-    @Test func jsonEscaping() {
-        #expect(jsonEscape("a\"b\\c\n\u{1}") == "a\\\"b\\\\c\\n\\u0001")
-    }
-}

@@ -18,6 +18,7 @@ public enum HypervisorOptions {
     public static let usage = """
     USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
+                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]...
 
     Run one Apus domain (a Linux guest) under KVM.
 
@@ -30,6 +31,10 @@ public enum HypervisorOptions {
       --serial MODE     COM1: stdio, pty, file:PATH, unix:PATH or none (default: stdio)
       --control PATH    control socket (pause, resume, power-button, ctrl-alt-del, stats, ...)
       --paused          create the vCPUs paused; resume through the control socket
+      --disk vhost-user:SOCKET
+                        a virtio-blk disk served by a vhost-user backend (repeatable; vda, vdb, ...)
+      --net vhost-user:SOCKET[,mac=MAC]
+                        a virtio-net interface served by a vhost-user backend (repeatable)
       -h, --help        show this help
       --version         show the version
 
@@ -55,6 +60,8 @@ public enum HypervisorOptions {
         var serial = SerialMode.stdio
         var control: String?
         var paused = false
+        var disks: [String] = []
+        var nets: [NetConfig] = []
 
         var i = 0
         func value(_ flag: String, inline: String?) throws(UsageError) -> String {
@@ -92,14 +99,29 @@ public enum HypervisorOptions {
                 }
             case "--control": control = try value(flag, inline: inline)
             case "--paused": paused = true
+            case "--disk":
+                let d = try value(flag, inline: inline)
+                guard d.hasPrefix("vhost-user:"), d.count > "vhost-user:".count else {
+                    throw UsageError(message: "--disk must be vhost-user:SOCKET (got \"\(d)\")")
+                }
+                disks.append(String(d.dropFirst("vhost-user:".count)))
+            case "--net":
+                let text = try value(flag, inline: inline)
+                do {
+                    nets.append(try NetConfig(parsing: text))
+                } catch {
+                    throw UsageError(message: error.description)
+                }
             default:
                 throw UsageError(message: arg.hasPrefix("-") ? "unknown option \(arg)" : "unexpected argument \"\(arg)\"")
             }
             i += 1
         }
         guard let kernel else { throw UsageError(message: "missing --kernel PATH") }
-        let config = MachineConfig(kernel: kernel, initrd: initrd, commandLine: cmdline, memoryMiB: memory,
+        var config = MachineConfig(kernel: kernel, initrd: initrd, commandLine: cmdline, memoryMiB: memory,
                                    vcpus: vcpus, serial: serial, controlSocket: control, startPaused: paused)
+        config.disks = disks
+        config.nets = nets
         do {
             try config.validate()
         } catch {

@@ -26,6 +26,8 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     let pm: ACPIPowerManagement
     let console: SerialConsole
     let control: RunControl
+    /// virtio-mmio devices, in guest order.
+    let virtioDevices: [VirtioMMIOTransport]
     let startTime = Clock.monotonicNanoseconds()
     private let tidLock = ConditionLock()
 
@@ -56,8 +58,40 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             throw .kvm("\(error)")
         }
 
+        // Virtio devices (their backends run in Dom0): each gets a register
+        // window, an irqfd GSI and one ioeventfd kick per queue.
+        var virtio: [VirtioMMIOTransport] = []
+        var declarations: [VirtioMMIODeclaration] = []
+        let wanted: [(VhostUserDevice.Kind, String)] = config.disks.map { (.block, $0) } + config.nets.map { (.network(mac: $0.mac), $0.socket) }
+        for (i, (kind, socket)) in wanted.enumerated() {
+            let gsi = VirtioSlots.gsis[i]
+            let base = VirtioSlots.base(i)
+            do {
+                let vm = self.vm, memory = self.memory
+                let irq = try IRQFDLine(vm: vm, gsi: gsi)
+                let device = try VhostUserDevice(kind: kind, socketPath: socket, memory: memory, call: irq.event) { (count) throws -> [EventFD] in
+                    var kicks: [EventFD] = []
+                    for q in 0..<count {
+                        let e = try EventFD()
+                        try vm.registerIoeventfd(e, address: base + VirtioMMIORegister.queueNotify, length: 4, dataMatch: UInt64(q))
+                        kicks.append(e)
+                    }
+                    return kicks
+                }
+                let transport = VirtioMMIOTransport(device: device, interrupt: irq, kicks: device.kicks)
+                device.transport = transport
+                virtio.append(transport)
+                declarations.append(VirtioMMIODeclaration(base: base, size: Layout.virtioMMIOSize, gsi: gsi))
+            } catch let e as MachineError {
+                throw e
+            } catch {
+                throw .system("\(kind.name) \(socket): \(error)")
+            }
+        }
+        virtioDevices = virtio
+
         // ACPI tables, then the kernel (its boot_params point at the RSDP).
-        let acpi = ACPITables(vcpuCount: config.vcpus).build()
+        let acpi = ACPITables(vcpuCount: config.vcpus, virtioDevices: declarations).build()
         do {
             try memory.write(bytes: acpi.bytes, at: GuestAddress(acpi.address))
         } catch {
@@ -91,7 +125,11 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             try bus.insert(ResetControl(platform: control), base: 0xCF8, length: 8)
             try bus.insert(PVPanic { [control] why in control.requestExit(.crash(why)) }, base: PVPanic.port, length: 1)
             portBus = bus
-            mmioBus = MMIOBus()
+            var mmio = MMIOBus()
+            for (i, t) in virtio.enumerated() {
+                try mmio.insert(t, base: VirtioSlots.base(i), length: Layout.virtioMMIOSize)
+            }
+            mmioBus = mmio
         } catch let e as MachineError {
             throw e
         } catch {
@@ -156,6 +194,10 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             return .vmmError("\(error)")
         }
 
+        for transport in virtioDevices {
+            if let device = transport.device as? VhostUserDevice { watchBackend(device, loop: loop) }
+        }
+
         var controlServer: ControlServer? = nil
         if let path = config.controlSocket {
             do {
@@ -197,6 +239,31 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         controlServer?.close()
         console.close()
         return reason
+    }
+
+    /// Watches a vhost-user backend's socket; when it closes, marks the
+    /// device and retries the connection every half second.
+    private func watchBackend(_ device: VhostUserDevice, loop: EventLoop) {
+        guard let fd = device.connectionFD else {
+            scheduleReconnect(device, loop: loop)
+            return
+        }
+        try? loop.register(fd, events: [.peerClosed]) { [weak self] events in
+            guard events.contains(.peerClosed) || events.contains(.hangup) || events.contains(.error) else { return }
+            loop.unregister(fd)
+            device.backendDisconnected()
+            self?.scheduleReconnect(device, loop: loop)
+        }
+    }
+
+    private func scheduleReconnect(_ device: VhostUserDevice, loop: EventLoop) {
+        loop.after(milliseconds: 500) { [weak self] in
+            if device.tryReconnect() {
+                self?.watchBackend(device, loop: loop)
+            } else {
+                self?.scheduleReconnect(device, loop: loop)
+            }
+        }
     }
 
     /// The vCPU thread body.

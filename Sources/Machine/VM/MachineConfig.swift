@@ -18,6 +18,10 @@ public struct MachineConfig: Sendable, Equatable {
     public var controlSocket: String?
     /// Start with every vCPU paused (resumed through the control socket).
     public var startPaused: Bool
+    /// Disks: vhost-user-blk backend sockets, in guest order (vda, vdb, ...).
+    public var disks: [String] = []
+    /// Network interfaces: vhost-user-net backend sockets and MACs.
+    public var nets: [NetConfig] = []
     /// Guest RAM backing: a memfd only when a vhost-user backend must map
     /// it (as Firecracker does); private anonymous memory, eligible for
     /// transparent huge pages, otherwise.
@@ -26,7 +30,7 @@ public struct MachineConfig: Sendable, Equatable {
         return needsSharedMemory ? .sharedMemfd : .anonymous
     }
     /// Whether any device's backend lives in another process.
-    public var needsSharedMemory: Bool { false }
+    public var needsSharedMemory: Bool { !disks.isEmpty || !nets.isEmpty }
 
     public init(kernel: String, initrd: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
                 memoryMiB: Int = 256, vcpus: Int = 1, serial: SerialMode = .stdio,
@@ -55,6 +59,9 @@ public struct MachineConfig: Sendable, Equatable {
         guard memoryMiB >= 16 else { throw .invalidConfig("--memory must be at least 16 MiB (got \(memoryMiB))") }
         guard memoryMiB <= Self.maxMemoryMiB else { throw .invalidConfig("--memory must be at most \(Self.maxMemoryMiB) MiB") }
         guard vcpus >= 1, vcpus <= Self.maxVCPUs else { throw .invalidConfig("--vcpus must be between 1 and \(Self.maxVCPUs) (got \(vcpus))") }
+        guard disks.count + nets.count <= VirtioSlots.gsis.count else {
+            throw .invalidConfig("at most \(VirtioSlots.gsis.count) virtio devices (got \(disks.count + nets.count))")
+        }
     }
 }
 
@@ -163,4 +170,46 @@ public enum MachineError: Error, Sendable, CustomStringConvertible {
         case .system(let s): return s
         }
     }
+}
+
+/// A network interface: its vhost-user-net backend socket and MAC address.
+public struct NetConfig: Equatable, Sendable {
+    public var socket: String
+    public var mac: [UInt8]?
+    public init(socket: String, mac: [UInt8]? = nil) { self.socket = socket; self.mac = mac }
+
+    /// Parses `vhost-user:SOCKET[,mac=MAC]`.
+    public init(parsing s: String) throws(MachineError) {
+        guard s.hasPrefix("vhost-user:") else { throw .invalidConfig("--net must be vhost-user:SOCKET[,mac=MAC] (got \"\(s)\")") }
+        let parts = s.dropFirst("vhost-user:".count).split(separator: ",", omittingEmptySubsequences: false)
+        guard let path = parts.first, !path.isEmpty else { throw .invalidConfig("--net needs a socket path") }
+        socket = String(path)
+        mac = nil
+        for option in parts.dropFirst() {
+            guard option.hasPrefix("mac="), let m = NetConfig.parseMAC(String(option.dropFirst(4))) else {
+                throw .invalidConfig("--net option \"\(option)\" (expected mac=xx:xx:xx:xx:xx:xx)")
+            }
+            mac = m
+        }
+    }
+
+    /// Parses "52:54:00:12:34:56".
+    public static func parseMAC(_ s: String) -> [UInt8]? {
+        let parts = s.split(separator: ":")
+        guard parts.count == 6 else { return nil }
+        var out: [UInt8] = []
+        for p in parts {
+            guard p.count == 2, let b = UInt8(p, radix: 16) else { return nil }
+            out.append(b)
+        }
+        return out
+    }
+}
+
+/// Where virtio-mmio devices go: register windows and interrupt lines.
+public enum VirtioSlots {
+    /// GSIs for virtio devices: the IOAPIC-only pins first, then free ISA ones.
+    public static let gsis: [UInt32] = [16, 17, 18, 19, 20, 21, 22, 23, 5, 6, 7, 10, 11, 12, 13, 14, 15]
+    /// Register window of device `i`.
+    public static func base(_ i: Int) -> UInt64 { Layout.virtioMMIOBase + UInt64(i) * Layout.virtioMMIOSize }
 }

@@ -1,0 +1,252 @@
+import ApusSys
+import GuestMemory
+import Synchronization
+import VhostUser
+
+/// A virtio device whose backend runs in Dom0, reached over vhost-user.
+/// The guest's feature negotiation, queue setup and DRIVER_OK become
+/// vhost-user messages; the data path (kick ioeventfds, call irqfd) then
+/// bypasses apus-hv entirely. If the backend goes away the VM keeps running,
+/// the device reports DEVICE_NEEDS_RESET, and apus-hv reconnects when the
+/// socket comes back.
+public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
+    // SAFETY (Sendable): mutable state lives in `state` (a Mutex); the
+    // frontend inside it is only used with the lock held.
+    public enum Kind: Sendable, Equatable {
+        case block
+        case network(mac: [UInt8]?)
+        var deviceID: UInt32 { if case .block = self { return 2 }; return 1 }
+        var name: String { if case .block = self { return "disk" }; return "net" }
+    }
+
+    public let kind: Kind
+    public let socketPath: String
+    let memory: GuestMemory
+    let call: EventFD
+    let kicks: [EventFD]
+    weak var transport: VirtioMMIOTransport?
+
+    struct Active {
+        var features: UInt64
+        var queues: [VirtioQueueConfig]
+    }
+    struct State {
+        var frontend: VhostUserFrontend?
+        var backendFeatures: UInt64 = 0
+        var protocolFeatures = VhostUserProtocolFeatures()
+        var config: [UInt8] = []
+        var active: Active?
+        var disconnectedWhileActive = false
+    }
+    private let state = Mutex(State())
+    /// Offered to the driver: fixed at the first connection (the guest may
+    /// already have negotiated against them).
+    public let deviceFeatures: UInt64
+    public let queueCount: Int
+    public let maxQueueSize: UInt16 = 256
+    public var deviceID: UInt32 { kind.deviceID }
+    public var alwaysPendingInterrupts: UInt32 { VirtioInterrupt.usedBuffer }
+
+    /// Transport features apus-hv can pass through: VERSION_1, EVENT_IDX,
+    /// INDIRECT_DESC, and the device-type bits 0-23.
+    static let passthroughFeatures: UInt64 = (1 << 32) | (1 << 29) | (1 << 28) | 0x00FF_FFFF
+    static let wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multiQueue]
+    /// Config space sizes read from the backend.
+    static func configSize(_ kind: Kind) -> Int { kind == .block ? 60 : 12 }
+
+    /// Connects to the backend (retrying for `timeoutSeconds`) and learns its features.
+    public init(kind: Kind, socketPath: String, memory: GuestMemory, call: EventFD, kicksFor count: (Int) throws -> [EventFD],
+                timeoutSeconds: Double = 10) throws {
+        self.kind = kind
+        self.socketPath = socketPath
+        self.memory = memory
+        self.call = call
+        let frontend = try Self.connectWithRetry(socketPath, timeoutSeconds: timeoutSeconds)
+        let handshake = try Self.handshake(frontend, kind: kind)
+        var queues = 1
+        if case .network = kind { queues = 2 }
+        if case .block = kind, handshake.protocolFeatures.contains(.multiQueue) {
+            queues = max(1, min(Int(try frontend.getQueueNum()), 16))
+        }
+        queueCount = queues
+        var features = handshake.features & Self.passthroughFeatures
+        if case .block = kind, queues == 1 { features &= ~(1 << 12) } // VIRTIO_BLK_F_MQ
+        if case .network(let mac) = kind, mac != nil { features |= 1 << 5 } // VIRTIO_NET_F_MAC: apus-hv provides it
+        deviceFeatures = features
+        kicks = try count(queues)
+        state.withLock { s in
+            s.frontend = frontend
+            s.backendFeatures = handshake.features
+            s.protocolFeatures = handshake.protocolFeatures
+            s.config = handshake.config
+        }
+    }
+
+    struct Handshake {
+        var features: UInt64
+        var protocolFeatures: VhostUserProtocolFeatures
+        var config: [UInt8]
+    }
+
+    static func connectWithRetry(_ path: String, timeoutSeconds: Double) throws -> VhostUserFrontend {
+        let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutSeconds * 1e9)
+        while true {
+            do {
+                return try VhostUserFrontend(path: path)
+            } catch {
+                if Clock.monotonicNanoseconds() >= deadline {
+                    throw MachineError.system("cannot connect to vhost-user backend at \(path): \(error)")
+                }
+                Clock.sleep(nanoseconds: 50_000_000)
+            }
+        }
+    }
+
+    static func handshake(_ f: VhostUserFrontend, kind: Kind) throws -> Handshake {
+        try f.setOwner()
+        let features = try f.getFeatures()
+        var protocolFeatures = VhostUserProtocolFeatures()
+        if features & vhostUserProtocolFeaturesBit != 0 {
+            protocolFeatures = try f.getProtocolFeatures().intersection(wantedProtocol)
+            try f.setProtocolFeatures(protocolFeatures)
+        }
+        var config: [UInt8] = []
+        if protocolFeatures.contains(.config) {
+            config = try f.getConfig(offset: 0, size: configSize(kind))
+        }
+        return Handshake(features: features, protocolFeatures: protocolFeatures, config: config)
+    }
+
+    public func configBytes() -> [UInt8] {
+        var c = state.withLock { $0.config }
+        if case .network(let mac?) = kind {
+            if c.count < 8 { c += [UInt8](repeating: 0, count: 8 - c.count) }
+            for i in 0..<6 { c[i] = mac[i] }
+            c[6] = 1; c[7] = 0 // status: link up
+        }
+        return c
+    }
+
+    /// The socket the main loop watches for the backend going away.
+    var connectionFD: FileDescriptor? { state.withLock { $0.frontend?.connection.socket.fd } }
+
+    // MARK: VirtioDeviceModel
+
+    public func activate(features: UInt64, queues: [VirtioQueueConfig]) -> Bool {
+        state.withLock { s in
+            guard let frontend = s.frontend else {
+                s.active = Active(features: features, queues: queues)
+                s.disconnectedWhileActive = true
+                return false
+            }
+            do {
+                try setUp(frontend, s: s, features: features, queues: queues, bases: nil)
+                s.active = Active(features: features, queues: queues)
+                return true
+            } catch {
+                Log.warning("\(kind.name) \(socketPath): cannot start the device: \(error)")
+                return false
+            }
+        }
+    }
+
+    public func reset() {
+        state.withLock { s in
+            if let active = s.active, let frontend = s.frontend {
+                for (i, q) in active.queues.enumerated() where q.ready {
+                    _ = try? frontend.getVringBase(UInt32(i))
+                }
+            }
+            s.active = nil
+            s.disconnectedWhileActive = false
+        }
+    }
+
+    /// Sends features, the memory table and every ready queue to the backend.
+    private func setUp(_ f: VhostUserFrontend, s: State, features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]?) throws {
+        var acked = features & s.backendFeatures
+        if s.backendFeatures & vhostUserProtocolFeaturesBit != 0 { acked |= vhostUserProtocolFeaturesBit }
+        try f.setFeatures(acked)
+        var regions: [(VhostUserMemoryRegion, FileDescriptor)] = []
+        for r in memory.regions {
+            guard let fd = r.backing?.fd else { throw MachineError.system("guest memory is not shareable") }
+            regions.append((VhostUserMemoryRegion(guestPhysicalAddress: r.start.raw, size: r.size,
+                                                  userspaceAddress: r.hostAddress, mmapOffset: 0), fd))
+        }
+        try f.setMemTable(regions)
+        for (i, q) in queues.enumerated() where q.ready {
+            let index = UInt32(i)
+            guard let desc = hostAddress(q.descriptorTable, UInt64(q.size) * 16),
+                  let avail = hostAddress(q.availRing, 6 + 2 * UInt64(q.size)),
+                  let used = hostAddress(q.usedRing, 6 + 8 * UInt64(q.size)) else {
+                throw MachineError.system("queue \(i) rings are outside guest RAM")
+            }
+            try f.setVringNum(index, q.size)
+            try f.setVringAddr(VringAddress(index: index, descriptor: desc, used: used, avail: avail))
+            try f.setVringBase(index, bases?[i] ?? 0)
+            try f.setVringCall(index, call.fd)
+            try f.setVringKick(index, kicks[i].fd)
+            if acked & vhostUserProtocolFeaturesBit != 0 { try f.setVringEnable(index, true) }
+        }
+    }
+
+    /// Host virtual address of a checked guest range (what vhost-user's
+    /// SET_VRING_ADDR expects).
+    private func hostAddress(_ gpa: UInt64, _ length: UInt64) -> UInt64? {
+        guard let region = memory.region(containing: GuestAddress(gpa), length: length) else { return nil }
+        return region.hostAddress + (gpa - region.start.raw)
+    }
+
+    // MARK: backend restarts (main-loop thread)
+
+    /// The backend's socket closed: the device needs a reset until it is back.
+    func backendDisconnected() {
+        let wasActive = state.withLock { s -> Bool in
+            s.frontend?.close()
+            s.frontend = nil
+            s.disconnectedWhileActive = s.active != nil
+            return s.active != nil
+        }
+        Log.warning("\(kind.name) backend \(socketPath) went away; reconnecting")
+        if wasActive { transport?.signalNeedsReset() }
+    }
+
+    /// Tries to reconnect; returns true once connected. If the device was
+    /// running and no request was in flight, it resumes transparently.
+    func tryReconnect() -> Bool {
+        guard let frontend = try? VhostUserFrontend(path: socketPath) else { return false }
+        let resumed = state.withLock { s -> Bool? in
+            guard let h = try? Self.handshake(frontend, kind: kind) else {
+                frontend.close()
+                return nil
+            }
+            s.frontend = frontend
+            s.backendFeatures = h.features
+            s.protocolFeatures = h.protocolFeatures
+            if !h.config.isEmpty { s.config = h.config }
+            guard let active = s.active else { return false }
+            // Resume only if nothing was in flight: requests the old backend
+            // took but never completed cannot be replayed safely.
+            var bases: [UInt16] = []
+            for q in active.queues {
+                guard q.ready else { bases.append(0); continue }
+                guard let avail = try? memory.read(UInt16.self, at: GuestAddress(q.availRing + 2)),
+                      let used = try? memory.read(UInt16.self, at: GuestAddress(q.usedRing + 2)),
+                      avail == used else { return false }
+                bases.append(avail)
+            }
+            guard h.features & active.features == active.features & s.backendFeatures else { return false }
+            do {
+                try setUp(frontend, s: s, features: active.features, queues: active.queues, bases: bases)
+                s.disconnectedWhileActive = false
+                return true
+            } catch {
+                return false
+            }
+        }
+        guard let resumed else { return false }
+        Log.warning("\(kind.name) backend \(socketPath) is back\(resumed ? "; device resumed" : "; the guest must reset the device")")
+        if resumed { transport?.clearNeedsReset() }
+        return true
+    }
+}

@@ -1,0 +1,242 @@
+import ApusSys
+import Synchronization
+
+/// virtio-mmio version 2 registers (virtio 1.2 §4.2.2).
+public enum VirtioMMIORegister {
+    public static let magicValue: UInt64 = 0x000
+    public static let version: UInt64 = 0x004
+    public static let deviceID: UInt64 = 0x008
+    public static let vendorID: UInt64 = 0x00C
+    public static let deviceFeatures: UInt64 = 0x010
+    public static let deviceFeaturesSel: UInt64 = 0x014
+    public static let driverFeatures: UInt64 = 0x020
+    public static let driverFeaturesSel: UInt64 = 0x024
+    public static let queueSel: UInt64 = 0x030
+    public static let queueNumMax: UInt64 = 0x034
+    public static let queueNum: UInt64 = 0x038
+    public static let queueReady: UInt64 = 0x044
+    public static let queueNotify: UInt64 = 0x050
+    public static let interruptStatus: UInt64 = 0x060
+    public static let interruptAck: UInt64 = 0x064
+    public static let status: UInt64 = 0x070
+    public static let queueDescLow: UInt64 = 0x080
+    public static let queueDescHigh: UInt64 = 0x084
+    public static let queueDriverLow: UInt64 = 0x090
+    public static let queueDriverHigh: UInt64 = 0x094
+    public static let queueDeviceLow: UInt64 = 0x0A0
+    public static let queueDeviceHigh: UInt64 = 0x0A4
+    public static let shmLenLow: UInt64 = 0x0B0
+    public static let shmLenHigh: UInt64 = 0x0B4
+    public static let configGeneration: UInt64 = 0x0FC
+    public static let config: UInt64 = 0x100
+
+    public static let magic: UInt32 = 0x7472_6976 // "virt"
+    /// Vendor ID reported by Apus devices ("APUS").
+    public static let vendor: UInt32 = 0x5355_5041
+}
+
+/// Device status bits (virtio 1.2 §2.1).
+public enum VirtioStatus {
+    public static let acknowledge: UInt32 = 1
+    public static let driver: UInt32 = 2
+    public static let driverOK: UInt32 = 4
+    public static let featuresOK: UInt32 = 8
+    public static let needsReset: UInt32 = 64
+    public static let failed: UInt32 = 128
+}
+
+/// Interrupt status bits.
+public enum VirtioInterrupt {
+    public static let usedBuffer: UInt32 = 1
+    public static let configChange: UInt32 = 2
+}
+
+/// A queue as the driver configured it through the transport.
+public struct VirtioQueueConfig: Equatable, Sendable {
+    public var size: UInt16 = 0
+    public var ready = false
+    public var descriptorTable: UInt64 = 0
+    public var availRing: UInt64 = 0
+    public var usedRing: UInt64 = 0
+}
+
+/// What sits behind a virtio-mmio window: the vhost-user frontend device
+/// (whose backend runs in Dom0). Called with the transport's lock held.
+public protocol VirtioDeviceModel: AnyObject, Sendable {
+    var deviceID: UInt32 { get }
+    /// Features offered to the driver.
+    var deviceFeatures: UInt64 { get }
+    /// Number of virtqueues.
+    var queueCount: Int { get }
+    /// Largest size of each queue.
+    var maxQueueSize: UInt16 { get }
+    /// Device config space (cached).
+    func configBytes() -> [UInt8]
+    /// The driver wrote DRIVER_OK: start the device. Returns false if it cannot (NEEDS_RESET).
+    func activate(features: UInt64, queues: [VirtioQueueConfig]) -> Bool
+    /// The driver reset the device (status 0).
+    func reset()
+    /// Interrupt status bits that are always reported (vhost-user backends
+    /// raise used-buffer interrupts directly through the irqfd, so the
+    /// transport cannot know when; the driver's vring_interrupt() checks the rings).
+    var alwaysPendingInterrupts: UInt32 { get }
+}
+
+/// The virtio-mmio transport: registers, feature and queue negotiation,
+/// status, config space. Queue notifications reach the device's kick
+/// eventfds through KVM ioeventfds (no exit); the fallback write path here
+/// covers the window before they are registered.
+public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
+    // SAFETY (Sendable): mutable state is in `state` (a Mutex).
+    struct State {
+        var deviceFeaturesSel: UInt32 = 0
+        var driverFeaturesSel: UInt32 = 0
+        var driverFeatures: UInt64 = 0
+        var queueSel: UInt32 = 0
+        var queues: [VirtioQueueConfig]
+        var status: UInt32 = 0
+        var interruptStatus: UInt32 = 0
+        var configGeneration: UInt32 = 0
+    }
+    private let state: Mutex<State>
+    public let device: any VirtioDeviceModel
+    /// The device's interrupt: shared with the backend as its call eventfd.
+    public let interrupt: any InterruptLine
+    /// One kick eventfd per queue (also registered as KVM ioeventfds).
+    public let kicks: [EventFD]
+
+    public init(device: any VirtioDeviceModel, interrupt: any InterruptLine, kicks: [EventFD]) {
+        self.device = device
+        self.interrupt = interrupt
+        self.kicks = kicks
+        state = Mutex(State(queues: Array(repeating: VirtioQueueConfig(), count: device.queueCount)))
+    }
+
+    /// The current device status.
+    public var status: UInt32 { state.withLock { $0.status } }
+
+    /// Sets DEVICE_NEEDS_RESET and raises a configuration-change interrupt
+    /// (the backend went away mid-flight).
+    public func signalNeedsReset() {
+        state.withLock { s in
+            s.status |= VirtioStatus.needsReset
+            s.interruptStatus |= VirtioInterrupt.configChange
+            s.configGeneration &+= 1
+        }
+        interrupt.trigger()
+    }
+
+    /// Clears DEVICE_NEEDS_RESET (the backend came back and the device resumed).
+    public func clearNeedsReset() {
+        state.withLock { $0.status &= ~VirtioStatus.needsReset }
+    }
+
+    /// The queue configuration the driver set (for resuming after a backend restart).
+    public var queueConfigs: [VirtioQueueConfig] { state.withLock { $0.queues } }
+    /// The features the driver accepted.
+    public var driverFeatures: UInt64 { state.withLock { $0.driverFeatures } }
+
+    public func mmioRead(offset: UInt64, size: Int) -> UInt64 {
+        if offset >= VirtioMMIORegister.config {
+            let config = device.configBytes()
+            let o = Int(offset - VirtioMMIORegister.config)
+            var v: UInt64 = 0
+            for i in 0..<size where o + i < config.count { v |= UInt64(config[o + i]) << (8 * UInt64(i)) }
+            return v
+        }
+        guard size == 4 else { return 0 }
+        return UInt64(state.withLock { s -> UInt32 in
+            switch offset {
+            case VirtioMMIORegister.magicValue: return VirtioMMIORegister.magic
+            case VirtioMMIORegister.version: return 2
+            case VirtioMMIORegister.deviceID: return device.deviceID
+            case VirtioMMIORegister.vendorID: return VirtioMMIORegister.vendor
+            case VirtioMMIORegister.deviceFeatures:
+                return s.deviceFeaturesSel < 2 ? UInt32(truncatingIfNeeded: device.deviceFeatures >> (32 * UInt64(s.deviceFeaturesSel))) : 0
+            case VirtioMMIORegister.queueNumMax:
+                return Int(s.queueSel) < s.queues.count ? UInt32(device.maxQueueSize) : 0
+            case VirtioMMIORegister.queueReady:
+                return Int(s.queueSel) < s.queues.count && s.queues[Int(s.queueSel)].ready ? 1 : 0
+            case VirtioMMIORegister.interruptStatus:
+                let always = s.status & VirtioStatus.driverOK != 0 ? device.alwaysPendingInterrupts : 0
+                return s.interruptStatus | always
+            case VirtioMMIORegister.status: return s.status
+            case VirtioMMIORegister.shmLenLow, VirtioMMIORegister.shmLenHigh: return 0xFFFF_FFFF // no shared memory regions
+            case VirtioMMIORegister.configGeneration: return s.configGeneration
+            default: return 0
+            }
+        })
+    }
+
+    public func mmioWrite(offset: UInt64, size: Int, value: UInt64) {
+        guard offset < VirtioMMIORegister.config, size == 4 else { return } // config space is read-only here
+        let v = UInt32(truncatingIfNeeded: value)
+        var kick: Int? = nil
+        var needInterrupt = false
+        state.withLock { s in
+            let q = Int(s.queueSel)
+            let queueWritable = q < s.queues.count && !s.queues[q].ready && s.status & VirtioStatus.driverOK == 0
+            switch offset {
+            case VirtioMMIORegister.deviceFeaturesSel: s.deviceFeaturesSel = v
+            case VirtioMMIORegister.driverFeaturesSel: s.driverFeaturesSel = v
+            case VirtioMMIORegister.driverFeatures:
+                guard s.driverFeaturesSel < 2, s.status & VirtioStatus.featuresOK == 0 else { return }
+                let shift = 32 * UInt64(s.driverFeaturesSel)
+                s.driverFeatures = (s.driverFeatures & ~(0xFFFF_FFFF << shift)) | (UInt64(v) << shift)
+            case VirtioMMIORegister.queueSel: s.queueSel = v
+            case VirtioMMIORegister.queueNum:
+                if queueWritable, v > 0, v <= UInt32(device.maxQueueSize), v & (v - 1) == 0 { s.queues[q].size = UInt16(v) }
+            case VirtioMMIORegister.queueReady:
+                if q < s.queues.count, s.status & VirtioStatus.driverOK == 0 { s.queues[q].ready = v == 1 }
+            case VirtioMMIORegister.queueNotify:
+                if Int(v) < kicks.count { kick = Int(v) }
+            case VirtioMMIORegister.interruptAck:
+                s.interruptStatus &= ~v
+            case VirtioMMIORegister.status:
+                needInterrupt = writeStatus(v, &s)
+            case VirtioMMIORegister.queueDescLow: if queueWritable { s.queues[q].descriptorTable = low(s.queues[q].descriptorTable, v) }
+            case VirtioMMIORegister.queueDescHigh: if queueWritable { s.queues[q].descriptorTable = high(s.queues[q].descriptorTable, v) }
+            case VirtioMMIORegister.queueDriverLow: if queueWritable { s.queues[q].availRing = low(s.queues[q].availRing, v) }
+            case VirtioMMIORegister.queueDriverHigh: if queueWritable { s.queues[q].availRing = high(s.queues[q].availRing, v) }
+            case VirtioMMIORegister.queueDeviceLow: if queueWritable { s.queues[q].usedRing = low(s.queues[q].usedRing, v) }
+            case VirtioMMIORegister.queueDeviceHigh: if queueWritable { s.queues[q].usedRing = high(s.queues[q].usedRing, v) }
+            default: break
+            }
+        }
+        if let kick { kicks[kick].signal() }
+        if needInterrupt { interrupt.trigger() }
+    }
+
+    private func low(_ old: UInt64, _ v: UInt32) -> UInt64 { (old & 0xFFFF_FFFF_0000_0000) | UInt64(v) }
+    private func high(_ old: UInt64, _ v: UInt32) -> UInt64 { (old & 0xFFFF_FFFF) | (UInt64(v) << 32) }
+
+    /// Applies a status write; returns true if an interrupt should follow.
+    private func writeStatus(_ v: UInt32, _ s: inout State) -> Bool {
+        if v == 0 {
+            device.reset()
+            let count = s.queues.count
+            s = State(queues: Array(repeating: VirtioQueueConfig(), count: count))
+            return false
+        }
+        // Bits only accumulate (except through reset); NEEDS_RESET is the device's.
+        let added = v & ~s.status & ~VirtioStatus.needsReset
+        if added & VirtioStatus.featuresOK != 0 {
+            // Accept only a subset of what was offered, and the modern interface.
+            let offered = device.deviceFeatures
+            guard s.driverFeatures & ~offered == 0, s.driverFeatures & (1 << 32) != 0 else {
+                s.status |= v & ~VirtioStatus.featuresOK & ~VirtioStatus.needsReset
+                return false
+            }
+        }
+        s.status |= added
+        if added & VirtioStatus.driverOK != 0 {
+            guard s.status & VirtioStatus.featuresOK != 0,
+                  device.activate(features: s.driverFeatures, queues: s.queues) else {
+                s.status |= VirtioStatus.needsReset
+                s.interruptStatus |= VirtioInterrupt.configChange
+                return true
+            }
+        }
+        return false
+    }
+}
