@@ -187,4 +187,11 @@ struct HypervisorStubTests {
         #expect(status == 0)
         #expect(out.contains("3  the guest rebooted"), "\(out)")
     }
+
+    @Test func missingBackendIsAClearStartupError() throws {
+        let vm = try ChildProcess(product("apus-hv"), ["--kernel", guestDirectory + "/vmlinuz", "--disk", "vhost-user:/nonexistent/blk.sock"],
+                                  stdinFromPipe: false)
+        #expect(vm.waitForExit(timeout: 60) == 1)
+        #expect(vm.output.contains("cannot connect to vhost-user backend at /nonexistent/blk.sock"), "\(vm.output)")
+    }
 }

@@ -40,7 +40,7 @@ struct LinuxGuestTests {
         let vm = try boot()
         #expect(vm.waitFor("APUS-INIT: ready", timeout: bootTimeout), "\(vm.output)")
         #expect(vm.waitFor("apus-guest:", timeout: 60), "\(vm.output)")
-        vm.send("echo $((6 * 7))-from-shell\n")
+        vm.send("echo $((6 * 7))-from-shell\n") // the echoed command shows "$((6 * 7))", not "42"
         #expect(vm.waitFor("42-from-shell", timeout: 60), "\(vm.output)")
         vm.send("poweroff\n")
         #expect(vm.waitForExit(timeout: 120) == 0, "\(vm.output)")

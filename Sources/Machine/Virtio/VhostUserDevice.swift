@@ -56,7 +56,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
 
     /// Connects to the backend (retrying for `timeoutSeconds`) and learns its features.
     public init(kind: Kind, socketPath: String, memory: GuestMemory, call: EventFD, kicksFor count: (Int) throws -> [EventFD],
-                timeoutSeconds: Double = 10) throws {
+                timeoutSeconds: Double = 5) throws {
         self.kind = kind
         self.socketPath = socketPath
         self.memory = memory

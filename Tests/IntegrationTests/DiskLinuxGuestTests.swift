@@ -1,0 +1,145 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Guest disk I/O through Dom0: a Linux guest under apus-hv whose disk is an
+/// apus-blkback (or qemu-storage-daemon) vhost-user-blk backend. Needs a KVM
+/// that boots Linux (the box on this project's machines).
+@Suite(.enabled(if: kvmBootsLinux && guestImagesAvailable, "needs hardware KVM (or Deploy/kvm-box) and guest images"), .serialized)
+struct DiskLinuxGuestTests {
+    let bootTimeout: TimeInterval = 300
+
+    func makeImage(_ dir: TemporaryDirectory, size: Int = 128 << 20) throws -> String {
+        let path = dir.path + "/disk.img"
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try h.truncate(atOffset: UInt64(size))
+        try h.close()
+        return path
+    }
+
+    func blkback(_ dir: TemporaryDirectory, image: String) throws -> (ChildProcess, String, String) {
+        let socket = dir.path + "/blk.sock", control = dir.path + "/blk.ctl"
+        let p = try ChildProcess(product("apus-blkback"), ["--socket", socket, "--image", image, "--control", control])
+        #expect(waitForPath(socket))
+        return (p, socket, control)
+    }
+
+    func boot(disk socket: String, run command: String? = nil, extra: [String] = []) throws -> ChildProcess {
+        var cmdline = "console=ttyS0 reboot=acpi panic=-1 pci=off quiet"
+        if let command { cmdline += " apus.run64=" + Data(command.utf8).base64EncodedString() }
+        return try ChildProcess(product("apus-hv"), [
+            "--kernel", guestDirectory + "/vmlinuz", "--initrd", guestDirectory + "/initramfs.cpio.gz",
+            "--memory", "256", "--vcpus", "2", "--disk", "vhost-user:" + socket, "--cmdline", cmdline,
+        ] + extra)
+    }
+
+    @Test func ext4MadeByTheGuestSurvivesASecondBoot() throws {
+        let dir = try TemporaryDirectory()
+        let image = try makeImage(dir)
+        let (backend, socket, control) = try blkback(dir, image: image)
+        let first = try boot(disk: socket, run: """
+            mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt && \
+            dd if=/dev/urandom of=/mnt/data bs=64k count=64 2>/dev/null && echo hello > /mnt/hello && \
+            (cd /mnt && sha256sum data hello > sums) && umount /mnt && e2fsck -fn /dev/vda >/dev/null && echo FIRST-BOOT-OK
+            """)
+        #expect(first.waitForExit(timeout: bootTimeout) == 0, "\(first.output)")
+        #expect(first.output.contains("FIRST-BOOT-OK"), "\(first.output)")
+
+        let second = try boot(disk: socket, run: "mount /dev/vda /mnt && cd /mnt && sha256sum -c sums && cat hello")
+        #expect(second.waitForExit(timeout: bootTimeout) == 0, "\(second.output)")
+        #expect(second.output.contains("data: OK") && second.output.contains("hello: OK"), "\(second.output)")
+        // The backend counted the guest's I/O (what domblkstat will show).
+        let stats = try controlCommand(control, "stats")
+        let json = try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Int] ?? [:]
+        #expect((json["rd_req"] ?? 0) > 0 && (json["wr_req"] ?? 0) > 0 && (json["flush_req"] ?? 0) > 0, "\(stats)")
+        #expect(backend.isRunning)
+        // And the host agrees the filesystem is clean.
+        if fileExists("/sbin/e2fsck") {
+            let fsck = try runProcess("/sbin/e2fsck", ["-fn", image])
+            #expect(fsck.status == 0, "\(fsck.output)")
+        }
+    }
+
+    @Test(.enabled(if: fileExists("/usr/bin/qemu-storage-daemon")))
+    func qemuStorageDaemonServesAnApusGuest() throws {
+        let dir = try TemporaryDirectory()
+        let image = try makeImage(dir)
+        let socket = dir.path + "/qsd.sock"
+        let qsd = try ChildProcess("/usr/bin/qemu-storage-daemon", [
+            "--blockdev", "driver=file,node-name=file0,filename=\(image)",
+            "--blockdev", "driver=raw,node-name=disk0,file=file0",
+            "--export", "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=\(socket),writable=on",
+        ])
+        #expect(waitForPath(socket))
+        let vm = try boot(disk: socket, run: """
+            mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt && echo via-qsd > /mnt/f && umount /mnt && \
+            mount /dev/vda /mnt && cat /mnt/f && umount /mnt && e2fsck -fn /dev/vda >/dev/null && echo QSD-OK
+            """)
+        #expect(vm.waitForExit(timeout: bootTimeout) == 0, "\(vm.output)")
+        #expect(vm.output.contains("via-qsd") && vm.output.contains("QSD-OK"), "\(vm.output)")
+        #expect(qsd.isRunning)
+    }
+
+    @Test func theVMSurvivesABackendRestart() throws {
+        let dir = try TemporaryDirectory()
+        let image = try makeImage(dir)
+        var (backend, socket, _) = try blkback(dir, image: image)
+        let control = dir.path + "/hv.sock"
+        let vm = try boot(disk: socket, extra: ["--control", control])
+        #expect(vm.waitFor("apus-guest:", timeout: bootTimeout), "\(vm.output)")
+        // Markers are built by the shell so the echoed command line cannot match them.
+        vm.send("dd if=/dev/vda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null && echo READ-$((0+1))-OK\n")
+        #expect(vm.waitFor("READ-1-OK", timeout: 60), "\(vm.output)")
+
+        // The backend dies while the guest is idle: the VM keeps running.
+        backend.signal(SIGKILL)
+        _ = backend.waitForExit()
+        #expect(vm.waitFor("went away", timeout: 20), "\(vm.output)")
+        #expect(try controlCommand(control, "status").contains("running"))
+        vm.send("echo still-$((0+1))-alive\n")
+        #expect(vm.waitFor("still-1-alive", timeout: 60))
+
+        // It comes back: apus-hv reconnects and the disk works again.
+        (backend, socket, _) = try blkback(dir, image: image)
+        #expect(vm.waitFor("device resumed", timeout: 30), "\(vm.output)")
+        vm.send("dd if=/dev/vda of=/dev/null bs=4k count=16 skip=100 iflag=direct 2>/dev/null && echo READ-$((1+1))-OK\n")
+        #expect(vm.waitFor("READ-2-OK", timeout: 60), "\(vm.output)")
+        vm.send("poweroff\n")
+        #expect(vm.waitForExit(timeout: 120) == 0, "\(vm.output)")
+        withExtendedLifetime(backend) {}
+    }
+}
+
+/// QEMU (TCG, no KVM needed) with -device vhost-user-blk-pci against
+/// apus-blkback: the backend serves a peer frontend, not just apus-hv.
+@Suite(.enabled(if: guestImagesAvailable && fileExists("/usr/bin/qemu-system-x86_64"), "needs QEMU and guest images"))
+struct QEMUFrontendInteropTests {
+    @Test func qemuGuestUsesApusBlkback() throws {
+        let dir = try TemporaryDirectory()
+        let image = dir.path + "/disk.img"
+        FileManager.default.createFile(atPath: image, contents: nil)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: image))
+        try h.truncate(atOffset: 128 << 20)
+        try h.close()
+        let socket = dir.path + "/blk.sock"
+        let backend = try ChildProcess(product("apus-blkback"), ["--socket", socket, "--image", image])
+        #expect(waitForPath(socket))
+        let command = """
+            mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt && dd if=/dev/urandom of=/mnt/data bs=64k count=32 2>/dev/null && \
+            (cd /mnt && sha256sum data > sum) && umount /mnt && e2fsck -fn /dev/vda >/dev/null && echo FSCK-CLEAN && \
+            mount /dev/vda /mnt && cd /mnt && sha256sum -c sum
+            """
+        let qemu = try ChildProcess("/usr/bin/qemu-system-x86_64", [
+            "-M", "q35", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config", "-nographic",
+            "-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-machine", "memory-backend=mem",
+            "-chardev", "socket,id=blk0,path=\(socket)", "-device", "vhost-user-blk-pci,chardev=blk0",
+            "-serial", "stdio", "-no-reboot",
+            "-kernel", guestDirectory + "/vmlinuz", "-initrd", guestDirectory + "/initramfs.cpio.gz",
+            "-append", "console=ttyS0 quiet panic=-1 apus.run64=" + Data(command.utf8).base64EncodedString(),
+        ], stdinFromPipe: false)
+        #expect(qemu.waitForExit(timeout: 600) == 0, "\(qemu.output)")
+        #expect(qemu.output.contains("FSCK-CLEAN") && qemu.output.contains("data: OK"), "\(qemu.output)")
+        #expect(backend.isRunning)
+    }
+}
