@@ -61,6 +61,11 @@ let package = Package(
         // MARK: benchmarks (Deploy/bench)
         .executableTarget(name: "apus-bench", path: "Deploy/Bench"),
 
+        // MARK: fuzz targets (Deploy/fuzz builds them with -sanitize=fuzzer)
+        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend"], path: "Tests/Fuzz/FuzzTargets"),
+        .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-virtqueue"),
+        .executableTarget(name: "fuzz-vhost-user", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-vhost-user"),
+
         // MARK: tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
@@ -70,6 +75,7 @@ let package = Package(
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "TestSupport"], path: "Tests/FuzzCorpusTests"),
         .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/IntegrationTests"),
     ]
 )
