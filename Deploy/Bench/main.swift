@@ -8,6 +8,7 @@ import Foundation
 func usage() -> Never {
     print("""
     USAGE: apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR] [--apus-hv PATH] [--qemu PATH]
+           apus-bench disk-exits [--guest DIR] [--apus-hv PATH] [--blkback PATH]
     """)
     exit(2)
 }
@@ -31,6 +32,10 @@ case "boot":
     let hv = option("--apus-hv", root + "/apus-hv")
     let qemu = option("--qemu", "/usr/bin/qemu-system-x86_64")
     BootBenchmark(runs: runs, memoryMiB: memory, vcpus: vcpus, guest: guest, apusHV: hv, qemu: qemu).run()
+case "disk-exits":
+    let root = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    DiskExitsBenchmark(guest: option("--guest", root + "/../guest"), apusHV: option("--apus-hv", root + "/apus-hv"),
+                       blkback: option("--blkback", root + "/apus-blkback")).run()
 default:
     usage()
 }

@@ -83,7 +83,7 @@ struct BlockBackendCommand: ParsableCommand {
                     }
                 }
             }
-            try? loop.register(signals.fd) { _ in
+            _ = try? loop.register(signals.fd) { _ in
                 _ = signals.next()
                 server.stop()
                 loop.stop()

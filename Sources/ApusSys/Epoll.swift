@@ -24,6 +24,8 @@ public final class Epoll: @unchecked Sendable {
         public static let hangup = Events(rawValue: EPOLLHUP.rawValue)
         /// Peer closed its writing end.
         public static let peerClosed = Events(rawValue: EPOLLRDHUP.rawValue)
+        /// Report once, then stay disabled until re-armed with `modify`.
+        public static let oneShot = Events(rawValue: EPOLLONESHOT.rawValue)
     }
 
     /// One ready descriptor: the user token registered with it and its events.

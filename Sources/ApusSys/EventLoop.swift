@@ -17,18 +17,25 @@ public final class EventLoop {
     }
 
     /// Watches `fd`; replaces an earlier registration of the same descriptor.
-    public func register(_ fd: FileDescriptor, events: Epoll.Events = .readable, _ handler: @escaping Handler) throws(SystemCallError) {
+    /// Returns the registration's token (for ``rearm(_:token:events:)``).
+    @discardableResult
+    public func register(_ fd: FileDescriptor, events: Epoll.Events = .readable, _ handler: @escaping Handler) throws(SystemCallError) -> UInt64 {
         if let old = tokens[fd.rawValue] {
             handlers[old] = handler
             try epoll.modify(fd, events: events, token: old)
-            return
+            return old
         }
         let token = nextToken
         nextToken += 1
         try epoll.add(fd, events: events, token: token)
         tokens[fd.rawValue] = token
         handlers[token] = handler
+        return token
     }
+
+    /// The loop's epoll instance. Re-arming a one-shot registration with
+    /// `poller.modify(fd, events:, token:)` is safe from any thread.
+    public var poller: Epoll { epoll }
 
     /// Changes the events watched on a registered descriptor.
     public func modify(_ fd: FileDescriptor, events: Epoll.Events) {

@@ -31,7 +31,7 @@ public final class LineServer {
             try? socket.fd.setNonBlocking(true)
             let key = socket.fd.rawValue
             clients[key] = (socket, [])
-            try? loop.register(socket.fd) { [weak self] _ in self?.read(key) }
+            _ = try? loop.register(socket.fd) { [weak self] _ in self?.read(key) }
         }
     }
 

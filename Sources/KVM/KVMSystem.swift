@@ -52,6 +52,9 @@ public final class KVMSystem: @unchecked Sendable {
     /// Whether the in-kernel LAPIC supports the TSC-deadline timer.
     public var hasTSCDeadlineTimer: Bool { checkExtension(APUS_KVM_CAP_TSC_DEADLINE_TIMER) > 0 }
 
+    /// Whether read-only memory slots are supported (reads served from RAM, writes exit).
+    public var hasReadOnlyMemory: Bool { checkExtension(APUS_KVM_CAP_READONLY_MEM) > 0 }
+
     /// Number of memory slots a VM may have.
     public var maxMemorySlots: Int { Int(checkExtension(APUS_KVM_CAP_NR_MEMSLOTS)) }
 

@@ -37,6 +37,24 @@ public final class VirtualMachine: @unchecked Sendable {
         }
     }
 
+    /// Whether this KVM supports read-only memory slots.
+    public var supportsReadOnlyMemory: Bool { system.hasReadOnlyMemory }
+
+    /// Maps `page` read-only at `address` in memory slot `slot`: guest reads
+    /// come straight from the page, guest writes exit as MMIO (and reach
+    /// ioeventfds). Used for virtio-mmio register windows.
+    public func mapReadOnly(_ page: RegisterPage, at address: UInt64, slot: UInt32) throws(KVMError) {
+        var r = kvm_userspace_memory_region()
+        r.slot = slot
+        r.flags = APUS_KVM_MEM_READONLY
+        r.guest_phys_addr = address
+        r.memory_size = UInt64(RegisterPage.size)
+        r.userspace_addr = page.hostAddress
+        guard apus_ioctl_ptr(fd.rawValue, APUS_KVM_SET_USER_MEMORY_REGION, &r) == 0 else {
+            throw .ioctl("KVM_SET_USER_MEMORY_REGION(read-only slot \(slot))", Errno.current)
+        }
+    }
+
     /// KVM_SET_TSS_ADDR (Intel needs three pages below 4 GiB for real mode).
     public func setTSSAddress(_ address: UInt64) throws(KVMError) {
         guard apus_ioctl_val(fd.rawValue, APUS_KVM_SET_TSS_ADDR, UInt(address)) == 0 else {

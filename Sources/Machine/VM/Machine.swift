@@ -78,8 +78,18 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
                     }
                     return kicks
                 }
-                let transport = VirtioMMIOTransport(device: device, interrupt: irq, kicks: device.kicks)
+                // Interrupt acknowledgements never need apus-hv (status reads clear it).
+                let ack = try EventFD()
+                try vm.registerIoeventfd(ack, address: base + VirtioMMIORegister.interruptAck, length: 4)
+                let transport = VirtioMMIOTransport(device: device, interrupt: irq, kicks: device.kicks, absorbedAck: ack)
                 device.transport = transport
+                // Register reads from a read-only page: no exits on the data
+                // path (the guest's interrupt handler reads InterruptStatus).
+                if vm.supportsReadOnlyMemory {
+                    let page = try RegisterPage()
+                    try vm.mapReadOnly(page, at: base, slot: 0x100 + UInt32(i))
+                    transport.attach(page)
+                }
                 virtio.append(transport)
                 declarations.append(VirtioMMIODeclaration(base: base, size: Layout.virtioMMIOSize, gsi: gsi))
             } catch let e as MachineError {
@@ -196,6 +206,20 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
 
         for transport in virtioDevices {
             if let device = transport.device as? VhostUserDevice { watchBackend(device, loop: loop) }
+            // Acknowledgements are absorbed by KVM; apus-hv only listens for
+            // one while a configuration-change interrupt is pending.
+            if let ack = transport.absorbedAck,
+               let token = try? loop.register(ack.fd, events: [.readable, .oneShot], { _ in
+                   ack.drain()
+                   transport.interruptsAcknowledged()
+               }) {
+                let poller = loop.poller
+                try? poller.modify(ack.fd, events: [], token: token) // idle until needed
+                transport.onConfigInterruptPending = {
+                    ack.drain()
+                    try? poller.modify(ack.fd, events: [.readable, .oneShot], token: token)
+                }
+            }
         }
 
         var controlServer: ControlServer? = nil
@@ -248,7 +272,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             scheduleReconnect(device, loop: loop)
             return
         }
-        try? loop.register(fd, events: [.peerClosed]) { [weak self] events in
+        _ = try? loop.register(fd, events: [.peerClosed]) { [weak self] events in
             guard events.contains(.peerClosed) || events.contains(.hangup) || events.contains(.error) else { return }
             loop.unregister(fd)
             device.backendDisconnected()

@@ -128,7 +128,7 @@ final class SerialConsole: SerialOutput, @unchecked Sendable {
         client = socket
         input = socket.fd
         output = socket.fd
-        try? loop?.register(socket.fd) { [weak self] events in self?.readInput(events) }
+        _ = try? loop?.register(socket.fd) { [weak self] events in self?.readInput(events) }
         flush()
     }
 
@@ -208,7 +208,7 @@ final class SerialConsole: SerialOutput, @unchecked Sendable {
                     waitingForWritable = true
                     loop?.modify(output, events: input == output ? [.readable, .writable] : .writable)
                     if input != output {
-                        try? loop?.register(output, events: .writable) { [weak self] _ in self?.flush() }
+                        _ = try? loop?.register(output, events: .writable) { [weak self] _ in self?.flush() }
                     }
                 } else if client != nil {
                     dropClient()

@@ -1,4 +1,5 @@
 import ApusSys
+import GuestMemory
 import Synchronization
 
 /// virtio-mmio version 2 registers (virtio 1.2 §4.2.2).
@@ -105,11 +106,49 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
     /// One kick eventfd per queue (also registered as KVM ioeventfds).
     public let kicks: [EventFD]
 
-    public init(device: any VirtioDeviceModel, interrupt: any InterruptLine, kicks: [EventFD]) {
+    /// The ioeventfd that swallows InterruptACK writes (kept alive here).
+    let absorbedAck: EventFD?
+    /// Where guest register reads are served from without an exit, if
+    /// KVM maps it (read-only memory slot); nil means reads exit.
+    private(set) var registerPage: RegisterPage?
+
+    public init(device: any VirtioDeviceModel, interrupt: any InterruptLine, kicks: [EventFD], absorbedAck: EventFD? = nil) {
         self.device = device
         self.interrupt = interrupt
         self.kicks = kicks
+        self.absorbedAck = absorbedAck
         state = Mutex(State(queues: Array(repeating: VirtioQueueConfig(), count: device.queueCount)))
+    }
+
+    /// Called (outside the lock, from any thread) when a configuration-change
+    /// interrupt becomes pending, so the VMM watches for its acknowledgement.
+    public var onConfigInterruptPending: (@Sendable () -> Void)?
+
+    /// Serves register reads from `page` from now on (kept current under the lock).
+    public func attach(_ page: RegisterPage) {
+        state.withLock { s in
+            registerPage = page
+            refresh(s)
+        }
+    }
+
+    /// Mirrors every readable register into the register page.
+    private func refresh(_ s: State) {
+        guard let page = registerPage else { return }
+        for offset in stride(from: 0, to: Int(VirtioMMIORegister.config), by: 4) {
+            page.store32(register(UInt64(offset), s), at: offset)
+        }
+        page.store(device.configBytes(), at: Int(VirtioMMIORegister.config))
+    }
+
+    /// The driver acknowledged interrupts (the absorbed InterruptACK write):
+    /// a pending configuration change is delivered.
+    public func interruptsAcknowledged() {
+        state.withLock { s in
+            guard s.interruptStatus != 0 else { return }
+            s.interruptStatus = 0
+            refresh(s)
+        }
     }
 
     /// The current device status.
@@ -122,13 +161,18 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
             s.status |= VirtioStatus.needsReset
             s.interruptStatus |= VirtioInterrupt.configChange
             s.configGeneration &+= 1
+            refresh(s)
         }
+        onConfigInterruptPending?()
         interrupt.trigger()
     }
 
     /// Clears DEVICE_NEEDS_RESET (the backend came back and the device resumed).
     public func clearNeedsReset() {
-        state.withLock { $0.status &= ~VirtioStatus.needsReset }
+        state.withLock { s in
+            s.status &= ~VirtioStatus.needsReset
+            refresh(s)
+        }
     }
 
     /// The queue configuration the driver set (for resuming after a backend restart).
@@ -146,26 +190,36 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
         }
         guard size == 4 else { return 0 }
         return UInt64(state.withLock { s -> UInt32 in
-            switch offset {
-            case VirtioMMIORegister.magicValue: return VirtioMMIORegister.magic
-            case VirtioMMIORegister.version: return 2
-            case VirtioMMIORegister.deviceID: return device.deviceID
-            case VirtioMMIORegister.vendorID: return VirtioMMIORegister.vendor
-            case VirtioMMIORegister.deviceFeatures:
-                return s.deviceFeaturesSel < 2 ? UInt32(truncatingIfNeeded: device.deviceFeatures >> (32 * UInt64(s.deviceFeaturesSel))) : 0
-            case VirtioMMIORegister.queueNumMax:
-                return Int(s.queueSel) < s.queues.count ? UInt32(device.maxQueueSize) : 0
-            case VirtioMMIORegister.queueReady:
-                return Int(s.queueSel) < s.queues.count && s.queues[Int(s.queueSel)].ready ? 1 : 0
-            case VirtioMMIORegister.interruptStatus:
-                let always = s.status & VirtioStatus.driverOK != 0 ? device.alwaysPendingInterrupts : 0
-                return s.interruptStatus | always
-            case VirtioMMIORegister.status: return s.status
-            case VirtioMMIORegister.shmLenLow, VirtioMMIORegister.shmLenHigh: return 0xFFFF_FFFF // no shared memory regions
-            case VirtioMMIORegister.configGeneration: return s.configGeneration
-            default: return 0
-            }
+            let value = register(offset, s)
+            // Read-to-clear on the exit path: the driver acknowledges exactly
+            // what it read, and its acknowledgement write is absorbed in the
+            // kernel (an ioeventfd) instead of exiting to apus-hv.
+            if offset == VirtioMMIORegister.interruptStatus { s.interruptStatus = 0 }
+            return value
         })
+    }
+
+    /// The value of a readable register.
+    private func register(_ offset: UInt64, _ s: State) -> UInt32 {
+        switch offset {
+        case VirtioMMIORegister.magicValue: return VirtioMMIORegister.magic
+        case VirtioMMIORegister.version: return 2
+        case VirtioMMIORegister.deviceID: return device.deviceID
+        case VirtioMMIORegister.vendorID: return VirtioMMIORegister.vendor
+        case VirtioMMIORegister.deviceFeatures:
+            return s.deviceFeaturesSel < 2 ? UInt32(truncatingIfNeeded: device.deviceFeatures >> (32 * UInt64(s.deviceFeaturesSel))) : 0
+        case VirtioMMIORegister.queueNumMax:
+            return Int(s.queueSel) < s.queues.count ? UInt32(device.maxQueueSize) : 0
+        case VirtioMMIORegister.queueReady:
+            return Int(s.queueSel) < s.queues.count && s.queues[Int(s.queueSel)].ready ? 1 : 0
+        case VirtioMMIORegister.interruptStatus:
+            let always = s.status & VirtioStatus.driverOK != 0 ? device.alwaysPendingInterrupts : 0
+            return s.interruptStatus | always
+        case VirtioMMIORegister.status: return s.status
+        case VirtioMMIORegister.shmLenLow, VirtioMMIORegister.shmLenHigh: return 0xFFFF_FFFF // no shared memory regions
+        case VirtioMMIORegister.configGeneration: return s.configGeneration
+        default: return 0
+        }
     }
 
     public func mmioWrite(offset: UInt64, size: Int, value: UInt64) {
@@ -202,9 +256,13 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
             case VirtioMMIORegister.queueDeviceHigh: if queueWritable { s.queues[q].usedRing = high(s.queues[q].usedRing, v) }
             default: break
             }
+            refresh(s)
         }
         if let kick { kicks[kick].signal() }
-        if needInterrupt { interrupt.trigger() }
+        if needInterrupt {
+            onConfigInterruptPending?()
+            interrupt.trigger()
+        }
     }
 
     private func low(_ old: UInt64, _ v: UInt32) -> UInt64 { (old & 0xFFFF_FFFF_0000_0000) | UInt64(v) }
