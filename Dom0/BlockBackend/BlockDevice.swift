@@ -13,6 +13,8 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     public let queueCount: Int
     public let maxQueueSize: UInt16 = 1024
     let useURing: Bool
+    /// Adaptive polling window of each queue worker (0 disables polling).
+    public var pollNanoseconds: UInt64 = 20_000
     private var workers: [Int: QueueWorker] = [:]
     private let acked = Mutex<UInt64>(0)
 
@@ -69,7 +71,7 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     public func startQueue(_ index: Int, queue: SplitQueue, kick: EventFD, call: QueueCall) {
         do {
             let w = try QueueWorker(index: index, queue: queue, kick: kick, call: call, image: image, stats: stats,
-                                    limits: limits, useURing: useURing)
+                                    limits: limits, useURing: useURing, pollNanoseconds: pollNanoseconds)
             try w.start()
             workers[index] = w
         } catch {

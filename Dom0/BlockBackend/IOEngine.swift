@@ -14,6 +14,8 @@ protocol BlockIOEngine: AnyObject {
     func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno)
     func submit() throws(Errno)
     func reap() -> [IOURing.Completion]
+    /// Whether completions are waiting, without a system call.
+    var hasCompletions: Bool { get }
 }
 
 final class URingEngine: BlockIOEngine {
@@ -33,8 +35,16 @@ final class URingEngine: BlockIOEngine {
                 throw .badAddress
             }
         }
-        try ring.queue(write: write, slot: UInt32(slot), fd: fd, segments: host, offset: offset, tag: tag)
+        // Large copies go to io_uring's workers so they spread over cores;
+        // small ones complete inline at submission, with no thread hop.
+        let bytes = segments.reduce(0) { $0 + Int($1.length) }
+        try ring.queue(write: write, slot: UInt32(slot), fd: fd, segments: host, offset: offset, tag: tag,
+                       async: bytes >= Self.asyncThreshold)
     }
+
+    /// Transfers at least this large run on io_uring's worker threads.
+    static let asyncThreshold = 64 << 10
+    var hasCompletions: Bool { ring.hasCompletions }
 
     func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno) { try ring.queueDataSync(fd: fd, tag: tag) }
     func submit() throws(Errno) { try ring.submit() }
@@ -91,6 +101,7 @@ final class SyncEngine: BlockIOEngine {
     }
 
     func submit() throws(Errno) {}
+    var hasCompletions: Bool { !done.isEmpty }
     func reap() -> [IOURing.Completion] {
         defer { done.removeAll(keepingCapacity: true) }
         return done

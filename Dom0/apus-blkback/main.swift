@@ -43,6 +43,9 @@ struct BlockBackendCommand: ParsableCommand {
     @Flag(help: "Use synchronous I/O instead of io_uring.")
     var syncIO = false
 
+    @Option(help: "Microseconds each queue worker polls for new requests before sleeping (0: never poll).")
+    var pollUs: UInt64 = 20
+
     func validate() throws {
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be between 1 and 64") }
     }
@@ -57,6 +60,7 @@ struct BlockBackendCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         let device = BlockDevice(image: disk, queues: queues, useURing: !syncIO)
+        device.pollNanoseconds = pollUs * 1000
         let server: VhostUserBackendServer
         do {
             server = try VhostUserBackendServer(path: socket, device: device)

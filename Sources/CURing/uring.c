@@ -37,7 +37,7 @@ int apus_uring_register_eventfd(apus_uring *r, int efd) {
 }
 
 static int rw(apus_uring *r, int write, unsigned slot, int fd, const apus_segment *segs, unsigned n,
-              uint64_t offset, uint64_t user_data) {
+              uint64_t offset, uint64_t user_data, int async) {
     if (slot >= r->entries || n == 0 || n > APUS_MAX_SEGMENTS) return -EINVAL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (!sqe) return -EBUSY;
@@ -49,15 +49,16 @@ static int rw(apus_uring *r, int write, unsigned slot, int fd, const apus_segmen
     if (write) io_uring_prep_writev(sqe, fd, iov, n, offset);
     else io_uring_prep_readv(sqe, fd, iov, n, offset);
     io_uring_sqe_set_data64(sqe, user_data);
+    if (async) io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     return 0;
 }
 
-int apus_uring_readv(apus_uring *r, unsigned slot, int fd, const apus_segment *segs, unsigned n, uint64_t off, uint64_t ud) {
-    return rw(r, 0, slot, fd, segs, n, off, ud);
+int apus_uring_readv(apus_uring *r, unsigned slot, int fd, const apus_segment *segs, unsigned n, uint64_t off, uint64_t ud, int async) {
+    return rw(r, 0, slot, fd, segs, n, off, ud, async);
 }
 
-int apus_uring_writev(apus_uring *r, unsigned slot, int fd, const apus_segment *segs, unsigned n, uint64_t off, uint64_t ud) {
-    return rw(r, 1, slot, fd, segs, n, off, ud);
+int apus_uring_writev(apus_uring *r, unsigned slot, int fd, const apus_segment *segs, unsigned n, uint64_t off, uint64_t ud, int async) {
+    return rw(r, 1, slot, fd, segs, n, off, ud, async);
 }
 
 int apus_uring_fdatasync(apus_uring *r, int fd, uint64_t ud) {
@@ -95,3 +96,5 @@ int apus_uring_reap(apus_uring *r, uint64_t *ud, int32_t *res, int max) {
 }
 
 unsigned apus_uring_max_segments(void) { return APUS_MAX_SEGMENTS; }
+
+unsigned apus_uring_ready(apus_uring *r) { return io_uring_cq_ready(&r->ring); }

@@ -44,11 +44,14 @@ public final class IOURing: @unchecked Sendable {
 
     /// Queues a read (`write == false`) or write of `segments` at `offset`.
     /// `slot` (below `entries`) owns the iovec storage until completion.
-    public func queue(write: Bool, slot: UInt32, fd: FileDescriptor, segments: [Segment], offset: UInt64, tag: UInt64) throws(Errno) {
+    /// With `async`, the transfer runs on io_uring's worker threads rather
+    /// than inline at submission (large copies then use other cores).
+    public func queue(write: Bool, slot: UInt32, fd: FileDescriptor, segments: [Segment], offset: UInt64, tag: UInt64, async: Bool = false) throws(Errno) {
         let segs = segments.map { apus_segment(base: UInt64($0.address), len: UInt64($0.length)) }
+        let a: Int32 = async ? 1 : 0
         let rc = segs.withUnsafeBufferPointer { p in
-            write ? apus_uring_writev(ring, slot, fd.rawValue, p.baseAddress, UInt32(p.count), offset, tag)
-                  : apus_uring_readv(ring, slot, fd.rawValue, p.baseAddress, UInt32(p.count), offset, tag)
+            write ? apus_uring_writev(ring, slot, fd.rawValue, p.baseAddress, UInt32(p.count), offset, tag, a)
+                  : apus_uring_readv(ring, slot, fd.rawValue, p.baseAddress, UInt32(p.count), offset, tag, a)
         }
         guard rc == 0 else { throw Errno(rawValue: -rc) }
     }
@@ -79,6 +82,9 @@ public final class IOURing: @unchecked Sendable {
         public let result: Int32
         public init(tag: UInt64, result: Int32) { self.tag = tag; self.result = result }
     }
+
+    /// Whether completions are waiting (no system call).
+    public var hasCompletions: Bool { apus_uring_ready(ring) > 0 }
 
     /// Takes the completions that are ready.
     public func reap(max: Int = 64) -> [Completion] {

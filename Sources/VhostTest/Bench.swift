@@ -63,8 +63,8 @@ public enum Bench {
                 }
             }
             if started.isEmpty { break }
-            let done = try client.reap(timeoutMilliseconds: 10_000)
-            if done.isEmpty { throw HarnessError("\(scenario.name) QD\(scenario.depth): no completion in 10 s") }
+            let done = try client.reap(timeoutMilliseconds: 30_000)
+            if done.isEmpty { throw HarnessError("\(scenario.name) QD\(scenario.depth): no completion in 30 s") }
             let t = Clock.monotonicNanoseconds()
             for c in done {
                 if let s = started.removeValue(forKey: c.slot) { latencies.append(t - s) }

@@ -23,16 +23,20 @@ int apus_uring_register_eventfd(apus_uring *ring, int eventfd);
 /// Queues a vectored read/write; `slot` (< entries) selects ring-owned iovec
 /// storage that stays valid until the completion is reaped. Returns 0, or
 /// -EBUSY when the submission queue is full, -EINVAL for too many segments.
+/// With `async`, the request goes straight to io_uring's worker threads
+/// (IOSQE_ASYNC) instead of being attempted inline at submission.
 int apus_uring_readv(apus_uring *ring, unsigned slot, int fd, const apus_segment *segs, unsigned nsegs,
-                     uint64_t offset, uint64_t user_data);
+                     uint64_t offset, uint64_t user_data, int async);
 int apus_uring_writev(apus_uring *ring, unsigned slot, int fd, const apus_segment *segs, unsigned nsegs,
-                      uint64_t offset, uint64_t user_data);
+                      uint64_t offset, uint64_t user_data, int async);
 int apus_uring_fdatasync(apus_uring *ring, int fd, uint64_t user_data);
 int apus_uring_fallocate(apus_uring *ring, int fd, int mode, uint64_t offset, uint64_t len, uint64_t user_data);
 /// Submits queued entries; returns how many or -errno.
 int apus_uring_submit(apus_uring *ring);
 /// Reaps up to `max` completions without waiting.
 int apus_uring_reap(apus_uring *ring, uint64_t *user_data, int32_t *result, int max);
+/// Number of completions waiting (no system call).
+unsigned apus_uring_ready(apus_uring *ring);
 /// The largest number of segments per request.
 unsigned apus_uring_max_segments(void);
 
