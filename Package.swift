@@ -14,9 +14,11 @@ let package = Package(
         .executable(name: "apus-bench", targets: ["apus-bench"]),
         .executable(name: "apus-blkback", targets: ["apus-blkback"]),
         .executable(name: "apus-vhost-test", targets: ["apus-vhost-test"]),
+        .executable(name: "apusd", targets: ["apusd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: low level (the only modules allowed raw pointers and ioctls)
@@ -57,6 +59,18 @@ let package = Package(
             name: "apus-blkback",
             dependencies: ["BlockBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
+
+        // The toolstack: domain model, libvirt XML, supervision of domains.
+        .target(name: "Toolstack", dependencies: ["ApusSys"], path: "Dom0/Toolstack"),
+        // libvirt's remote protocol (XDR, framing, procedures) on SwiftNIO.
+        .target(name: "LibvirtRPC",
+                dependencies: ["Toolstack", "ApusSys", .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "NIOPosix", package: "swift-nio")],
+                path: "Dom0/LibvirtRPC"),
+        .executableTarget(
+            name: "apusd",
+            dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Dom0/apusd"),
 
         // MARK: benchmarks (Deploy/bench)
         .executableTarget(name: "apus-bench", path: "Deploy/Bench"),

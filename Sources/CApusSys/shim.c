@@ -10,6 +10,9 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <stdlib.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 int apus_ioctl_ptr(int fd, unsigned long request, void *arg) {
@@ -205,4 +208,43 @@ int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
     *uid = cred.uid;
     *gid = cred.gid;
     return 0;
+}
+
+int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    int fds[3] = { in_fd, out_fd, err_fd };
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] >= 0) {
+            posix_spawn_file_actions_adddup2(&actions, fds[i], i);
+        } else {
+            posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+        }
+    }
+    /* Everything else the daemon has open is close-on-exec. */
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return rc == 0 ? (int)pid : -rc;
+}
+
+int apus_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int apus_reap_child(int *status) {
+    int s = 0;
+    pid_t pid = waitpid(-1, &s, WNOHANG);
+    if (pid <= 0) return 0;
+    *status = s;
+    return (int)pid;
 }

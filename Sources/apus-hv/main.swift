@@ -1,13 +1,24 @@
 // apus-hv: one thin hypervisor process per domain. Parses flags, builds the
 // machine, runs it, and exits with a status that says how the guest stopped
 // (see `apus-hv --help`).
+import ApusSys
 import Machine
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// Where to record the outcome for the supervisor (set once flags are parsed).
+nonisolated(unsafe) var statusFile: String?
+
+func record(_ status: Int32, _ reason: String, _ detail: String) {
+    guard let statusFile else { return }
+    try? ProcessControl.writeFileAtomically(statusFile,
+        "{\"status\":\(status),\"reason\":\"\(reason)\",\"detail\":\"\(jsonEscape(detail))\"}\n")
+}
+
 func fail(_ status: Int32, _ message: String) -> Never {
     Log.error(message)
+    record(status, status == ExitStatus.usage ? "usage" : "error", message)
     exit(status)
 }
 
@@ -24,6 +35,7 @@ case .help:
 case .version:
     print("apus-hv \(ApusVersion.string)")
 case .run(let config):
+    statusFile = config.statusFile
     let machine: Machine
     do {
         machine = try Machine(config: config)
@@ -35,5 +47,6 @@ case .run(let config):
     case .powerOff, .reboot, .stopped: Log.info(reason.description)
     case .crash, .vmmError: Log.error(reason.description)
     }
+    record(reason.status, reason.name, reason.description)
     exit(reason.status)
 }

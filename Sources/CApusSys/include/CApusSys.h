@@ -68,6 +68,16 @@ int apus_sigrtmin(void);
 int apus_openpt(char *path_out, size_t path_len);
 int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 
+// Process management for the Dom0 supervisor.
+/// posix_spawn in a new session (setsid), with stdin/stdout/stderr from the
+/// given descriptors (-1: /dev/null) and every other descriptor closed.
+/// Returns the pid or -errno.
+int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
+/// pidfd_open(2): a pollable descriptor that becomes readable when `pid` exits.
+int apus_pidfd_open(int pid);
+/// Reaps any exited child without blocking; returns its pid (0: none) and status.
+int apus_reap_child(int *status);
+
 #ifdef __cplusplus
 }
 #endif

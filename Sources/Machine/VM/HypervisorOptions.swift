@@ -18,7 +18,7 @@ public enum HypervisorOptions {
     public static let usage = """
     USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
-                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]...
+                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH]
 
     Run one Apus domain (a Linux guest) under KVM.
 
@@ -31,6 +31,8 @@ public enum HypervisorOptions {
       --serial MODE     COM1: stdio, pty, file:PATH, unix:PATH or none (default: stdio)
       --control PATH    control socket (pause, resume, power-button, ctrl-alt-del, stats, ...)
       --paused          create the vCPUs paused; resume through the control socket
+      --status-file PATH
+                        write how the domain ended there as JSON ({"status":0,"reason":"poweroff",...})
       --disk vhost-user:SOCKET
                         a virtio-blk disk served by a vhost-user backend (repeatable; vda, vdb, ...)
       --net vhost-user:SOCKET[,mac=MAC]
@@ -62,6 +64,7 @@ public enum HypervisorOptions {
         var paused = false
         var disks: [String] = []
         var nets: [NetConfig] = []
+        var statusFile: String?
 
         var i = 0
         func value(_ flag: String, inline: String?) throws(UsageError) -> String {
@@ -99,6 +102,7 @@ public enum HypervisorOptions {
                 }
             case "--control": control = try value(flag, inline: inline)
             case "--paused": paused = true
+            case "--status-file": statusFile = try value(flag, inline: inline)
             case "--disk":
                 let d = try value(flag, inline: inline)
                 guard d.hasPrefix("vhost-user:"), d.count > "vhost-user:".count else {
@@ -122,6 +126,7 @@ public enum HypervisorOptions {
                                    vcpus: vcpus, serial: serial, controlSocket: control, startPaused: paused)
         config.disks = disks
         config.nets = nets
+        config.statusFile = statusFile
         do {
             try config.validate()
         } catch {

@@ -22,6 +22,9 @@ public struct MachineConfig: Sendable, Equatable {
     public var disks: [String] = []
     /// Network interfaces: vhost-user-net backend sockets and MACs.
     public var nets: [NetConfig] = []
+    /// Where to record how the domain ended (JSON), for a supervisor that
+    /// may not be this process's parent (apusd after a restart).
+    public var statusFile: String?
     /// Guest RAM backing: a memfd only when a vhost-user backend must map
     /// it (as Firecracker does); private anonymous memory, eligible for
     /// transparent huge pages, otherwise.
@@ -116,6 +119,17 @@ public enum ExitReason: Equatable, Sendable, CustomStringConvertible {
     case vmmError(String)
     /// The host stopped the domain (SIGTERM/SIGINT, or `quit` on the control socket).
     case stopped
+
+    /// A short machine-readable name.
+    public var name: String {
+        switch self {
+        case .powerOff: return "poweroff"
+        case .reboot: return "reboot"
+        case .crash: return "crash"
+        case .vmmError: return "error"
+        case .stopped: return "stopped"
+        }
+    }
 
     /// Process exit status (documented in README.md and `apus-hv --help`).
     public var status: Int32 {

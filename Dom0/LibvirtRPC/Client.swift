@@ -1,0 +1,333 @@
+import ApusSys
+import NIOCore
+import Toolstack
+
+/// One client connection: its protocol state (opened, read-only), its event
+/// registrations and its console streams. NIO's handler feeds it packets;
+/// procedure calls run as tasks, so a slow call never delays a keepalive
+/// PONG or another call's reply.
+final class Client: @unchecked Sendable {
+    // SAFETY (Sendable): every mutable field is guarded by `lock`; `channel`
+    // is thread-safe.
+    let channel: Channel
+    let dispatcher: Dispatcher
+    private let lock = ConditionLock()
+
+    /// Set by CONNECT_OPEN; before it only the handshake procedures work.
+    private var opened = false
+    /// Connected through the -ro socket, or opened with VIR_CONNECT_RO.
+    private(set) var readOnly: Bool
+    private var inFlight = 0
+    private var closed = false
+
+    /// Event registrations: callbackID → (eventID, domain filter).
+    private var callbacks: [Int32: (event: Int32, domain: DomainUUID?)] = [:]
+    /// Legacy registrations (procs 167/168): event IDs.
+    private var legacyEvents: Set<Int32> = []
+    private var subscription: UInt64?
+
+    /// Console streams by the serial of their OPEN_CONSOLE call.
+    private var streams: [UInt32: Stream] = [:]
+    struct Stream {
+        var session: ConsoleSession?
+        /// The OPEN_CONSOLE reply has been queued: data may follow it.
+        var replied = false
+        /// Guest output that arrived before the reply.
+        var buffered: [[UInt8]] = []
+        /// EOF arrived before the reply.
+        var endedEarly = false
+    }
+
+    /// Calls in progress before the connection stops reading (libvirtd's
+    /// max_client_requests is 5; this is generous).
+    static let maxInFlight = 32
+
+    init(channel: Channel, dispatcher: Dispatcher, readOnly: Bool) {
+        self.channel = channel
+        self.dispatcher = dispatcher
+        self.readOnly = readOnly
+    }
+
+    // MARK: inbound
+
+    /// Called on the channel's event loop for every decoded packet.
+    func received(_ packet: Packet) {
+        let h = packet.header
+        switch h.program {
+        case PacketHeader.keepaliveProgram:
+            // Answered inline, whatever calls are running.
+            if h.procedure == KeepaliveProc.ping.rawValue && h.type == .message {
+                send(Packet(header: PacketHeader(program: h.program, version: 1, procedure: KeepaliveProc.pong.rawValue,
+                                                 type: .message, serial: 0, status: .ok)))
+            }
+        case PacketHeader.remoteProgram where h.version == 1:
+            switch h.type {
+            case .call: call(packet)
+            case .stream: streamPacket(packet)
+            default: break // clients never send replies or messages on this program
+            }
+        default:
+            if h.type == .call {
+                reply(to: h, error: ToolstackError(.rpc, "Cannot find program \(h.program) version \(h.version)", origin: .rpc))
+            }
+        }
+    }
+
+    private func call(_ packet: Packet) {
+        let h = packet.header
+        guard let proc = Proc(rawValue: h.procedure) else {
+            reply(to: h, error: .unknownProcedure(h.procedure))
+            return
+        }
+        let isOpen = lock.withLock { opened }
+        if !isOpen && ![.authList, .connectSupportsFeature, .connectOpen, .connectClose].contains(proc) {
+            reply(to: h, error: .internalError("hypervisor connection not open"))
+            return
+        }
+        if readOnly && !proc.isReadOnlySafe {
+            reply(to: h, error: .denied("read only access prevents \(proc.apiName)"))
+            return
+        }
+        let throttle = lock.withLock { () -> Bool in
+            inFlight += 1
+            return inFlight == Self.maxInFlight
+        }
+        if throttle { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        let payload = packet.payload
+        Task {
+            let result: Result<Dispatcher.Reply, ToolstackError>
+            do throws(ToolstackError) {
+                var args = XDRReader(payload)
+                result = .success(try await dispatcher.call(proc, &args, client: self, serial: h.serial))
+            } catch {
+                result = .failure(error)
+            }
+            switch result {
+            case .success(let r):
+                send(Packet(header: replyHeader(h, .ok), payload: r.payload))
+                r.afterReply?()
+            case .failure(let e):
+                reply(to: h, error: e)
+            }
+            let resume = lock.withLock { () -> Bool in
+                inFlight -= 1
+                return inFlight == Self.maxInFlight - 1
+            }
+            if resume { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
+        }
+    }
+
+    private func replyHeader(_ call: PacketHeader, _ status: PacketHeader.Status) -> PacketHeader {
+        PacketHeader(program: call.program, version: call.version, procedure: call.procedure, type: .reply, serial: call.serial, status: status)
+    }
+
+    private func reply(to call: PacketHeader, error: ToolstackError) {
+        send(Packet(header: replyHeader(call, .error), payload: encodeError(error)))
+    }
+
+    func send(_ packet: Packet) {
+        channel.writeAndFlush(packet, promise: nil)
+    }
+
+    /// The socket closed: end console sessions and event delivery.
+    func disconnected() {
+        let (sessions, sub) = lock.withLock { () -> ([ConsoleSession], UInt64?) in
+            closed = true
+            defer { streams.removeAll(); callbacks.removeAll(); legacyEvents.removeAll(); subscription = nil }
+            return (streams.values.compactMap(\.session), subscription)
+        }
+        for s in sessions { s.close() }
+        if let sub { dispatcher.events.unsubscribe(sub) }
+    }
+
+    // MARK: connection state (used by the dispatcher)
+
+    func open(readOnly ro: Bool) {
+        lock.withLock {
+            opened = true
+            if ro { readOnly = true }
+        }
+    }
+
+    // MARK: events
+
+    private static let nextCallback = AtomicCounter()
+
+    /// Registers for `event` (optionally one domain); returns the callback ID.
+    func registerEvent(_ event: Int32, domain: DomainUUID?) -> Int32 {
+        let id = Int32(truncatingIfNeeded: Self.nextCallback.next())
+        lock.withLock { callbacks[id] = (event, domain) }
+        ensureSubscribed()
+        return id
+    }
+
+    func deregisterEvent(callback: Int32) -> Bool {
+        lock.withLock { callbacks.removeValue(forKey: callback) != nil }
+    }
+
+    func registerLegacyEvent(_ event: Int32) -> Bool {
+        let added = lock.withLock { legacyEvents.insert(event).inserted }
+        ensureSubscribed()
+        return added
+    }
+
+    func deregisterLegacyEvent(_ event: Int32) -> Bool {
+        lock.withLock { legacyEvents.remove(event) != nil }
+    }
+
+    private func ensureSubscribed() {
+        let needed = lock.withLock { subscription == nil && !closed }
+        guard needed else { return }
+        let id = dispatcher.events.subscribe { [weak self] event in self?.deliver(event) }
+        let keep = lock.withLock { () -> Bool in
+            guard subscription == nil && !closed else { return false }
+            subscription = id
+            return true
+        }
+        if !keep { dispatcher.events.unsubscribe(id) }
+    }
+
+    private func deliver(_ event: DomainEvent) {
+        let eventID: Int32
+        switch event.kind {
+        case .lifecycle: eventID = EventID.lifecycle
+        case .reboot: eventID = EventID.reboot
+        }
+        let (targets, legacy) = lock.withLock { () -> ([Int32], Bool) in
+            let ids = callbacks.filter { $0.value.event == eventID && ($0.value.domain == nil || $0.value.domain == event.uuid) }
+                .map(\.key).sorted()
+            return (ids, legacyEvents.contains(eventID))
+        }
+        var body = XDRWriter()
+        body.domain(name: event.name, uuid: event.uuid, id: event.id)
+        if case .lifecycle(let e, let detail) = event.kind {
+            body.int(e)
+            body.int(detail)
+        }
+        for callback in targets {
+            var w = XDRWriter()
+            w.int(callback)
+            w.append(body)
+            let proc = eventID == EventID.lifecycle ? Proc.domainEventCallbackLifecycle : Proc.domainEventCallbackReboot
+            send(message(proc, w.bytes))
+        }
+        if legacy {
+            let proc = eventID == EventID.lifecycle ? Proc.domainEventLifecycle : Proc.domainEventReboot
+            send(message(proc, body.bytes))
+        }
+    }
+
+    private func message(_ proc: Proc, _ payload: [UInt8]) -> Packet {
+        Packet(header: PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: proc.rawValue,
+                                    type: .message, serial: 0, status: .ok), payload: payload)
+    }
+
+    // MARK: console streams
+
+    private func streamHeader(_ serial: UInt32, _ status: PacketHeader.Status) -> PacketHeader {
+        PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: Proc.domainOpenConsole.rawValue,
+                     type: .stream, serial: serial, status: status)
+    }
+
+    /// Reserves a stream for an OPEN_CONSOLE call before the session opens,
+    /// so output that arrives before the reply is kept.
+    func beginStream(serial: UInt32) {
+        lock.withLock { streams[serial] = Stream() }
+    }
+
+    func attach(_ session: ConsoleSession, serial: UInt32) -> Bool {
+        lock.withLock {
+            guard streams[serial] != nil, !closed else { return false }
+            streams[serial]?.session = session
+            return true
+        }
+    }
+
+    func abandonStream(serial: UInt32) {
+        _ = lock.withLock { streams.removeValue(forKey: serial) }
+    }
+
+    /// Guest output for the stream (from the IO hub thread).
+    func streamOutput(_ bytes: [UInt8], serial: UInt32) {
+        lock.withLock {
+            guard streams[serial] != nil else { return }
+            if streams[serial]!.replied {
+                sendChunks(bytes, serial: serial)
+            } else {
+                streams[serial]!.buffered.append(bytes)
+            }
+        }
+    }
+
+    private func sendChunks(_ bytes: [UInt8], serial: UInt32) {
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + PacketHeader.streamChunk)
+            send(Packet(header: streamHeader(serial, .continue), payload: Array(bytes[offset..<end])))
+            offset = end
+        }
+    }
+
+    /// The console closed (domain stopped or another session took over):
+    /// EOF is an empty CONTINUE; the client then finishes the stream.
+    func streamEnded(serial: UInt32) {
+        lock.withLock {
+            guard streams[serial] != nil else { return }
+            streams[serial]!.session = nil
+            if streams[serial]!.replied {
+                send(Packet(header: streamHeader(serial, .continue)))
+            } else {
+                streams[serial]!.endedEarly = true
+            }
+        }
+    }
+
+    /// The OPEN_CONSOLE reply was queued: release what was held back.
+    func streamReplied(serial: UInt32) {
+        lock.withLock {
+            guard var s = streams[serial] else { return }
+            s.replied = true
+            for chunk in s.buffered { sendChunks(chunk, serial: serial) }
+            s.buffered.removeAll()
+            if s.endedEarly { send(Packet(header: streamHeader(serial, .continue))) }
+            streams[serial] = s
+        }
+    }
+
+    /// A STREAM packet from the client: keystrokes, finish or abort.
+    private func streamPacket(_ packet: Packet) {
+        let h = packet.header
+        guard h.procedure == Proc.domainOpenConsole.rawValue else { return }
+        switch h.status {
+        case .continue:
+            let session = lock.withLock { streams[h.serial]?.session }
+            if !packet.payload.isEmpty { session?.send(packet.payload) }
+        case .ok, .error:
+            // Finish or abort: confirm with an empty STREAM OK. Late packets
+            // for a stream already closed are dropped, as libvirtd does.
+            let (known, session) = lock.withLock { () -> (Bool, ConsoleSession?) in
+                guard let s = streams.removeValue(forKey: h.serial) else { return (false, nil) }
+                return (true, s.session)
+            }
+            guard known else { return }
+            session?.close()
+            send(Packet(header: streamHeader(h.serial, .ok)))
+        }
+    }
+}
+
+/// Domain event IDs (virDomainEventID).
+enum EventID {
+    static let lifecycle: Int32 = 0, reboot: Int32 = 1
+    /// IDs 0...26 exist in libvirt 9.0; Apus accepts registrations for all
+    /// of them and emits lifecycle and reboot.
+    static let last: Int32 = 26
+}
+
+/// A process-wide counter for callback IDs (libvirtd's are global too).
+final class AtomicCounter: @unchecked Sendable {
+    // SAFETY (Sendable): guarded by `lock`.
+    private let lock = ConditionLock()
+    private var value: Int64 = 0
+    func next() -> Int64 { lock.withLock { value += 1; return value } }
+}

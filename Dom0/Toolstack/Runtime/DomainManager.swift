@@ -1,0 +1,543 @@
+import ApusSys
+import Foundation
+
+/// A domain as clients see it at one instant.
+public struct DomainInfo: Sendable, Equatable {
+    public let name: String
+    public let uuid: DomainUUID
+    /// Run-time id; -1 when inactive; 0 for Domain-0.
+    public let id: Int32
+    public let state: DomainState
+    public let reason: Int32
+    public let persistent: Bool
+    public let autostart: Bool
+    public let maxMemoryKiB: UInt64
+    public let memoryKiB: UInt64
+    public let vcpus: Int
+    public let title: String?
+    public let description: String?
+    public var isActive: Bool { id >= 0 }
+}
+
+/// Filters of virConnectListAllDomains (VIR_CONNECT_LIST_DOMAINS_*).
+public struct ListFilter: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let active = ListFilter(rawValue: 1), inactive = ListFilter(rawValue: 2)
+    public static let persistent = ListFilter(rawValue: 4), transient = ListFilter(rawValue: 8)
+    public static let running = ListFilter(rawValue: 16), paused = ListFilter(rawValue: 32)
+    public static let shutoff = ListFilter(rawValue: 64), other = ListFilter(rawValue: 128)
+    public static let managedSave = ListFilter(rawValue: 256), noManagedSave = ListFilter(rawValue: 512)
+    public static let autostart = ListFilter(rawValue: 1024), noAutostart = ListFilter(rawValue: 2048)
+    public static let hasSnapshot = ListFilter(rawValue: 4096), noSnapshot = ListFilter(rawValue: 8192)
+    public static let hasCheckpoint = ListFilter(rawValue: 16384), noCheckpoint = ListFilter(rawValue: 32768)
+
+    /// Whether `d` passes: groups are AND-ed, bits within a group OR-ed.
+    func admits(_ d: DomainInfo) -> Bool {
+        func group(_ a: ListFilter, _ b: ListFilter, _ isA: Bool) -> Bool {
+            let bits = intersection([a, b])
+            if bits.isEmpty { return true }
+            return isA ? bits.contains(a) : bits.contains(b)
+        }
+        guard group(.active, .inactive, d.isActive) else { return false }
+        guard group(.persistent, .transient, d.persistent) else { return false }
+        guard group(.autostart, .noAutostart, d.autostart) else { return false }
+        guard group(.managedSave, .noManagedSave, false) else { return false }
+        guard group(.hasSnapshot, .noSnapshot, false) else { return false }
+        guard group(.hasCheckpoint, .noCheckpoint, false) else { return false }
+        let states = intersection([.running, .paused, .shutoff, .other])
+        if !states.isEmpty {
+            switch d.state {
+            case .running: return states.contains(.running)
+            case .paused: return states.contains(.paused)
+            case .shutoff: return states.contains(.shutoff)
+            default: return states.contains(.other)
+            }
+        }
+        return true
+    }
+}
+
+/// apusd's domains: definitions, the lifecycle state machine, the processes
+/// of running domains (one apus-hv each, plus its Dom0 backends), events.
+public actor DomainManager {
+    public nonisolated let paths: ApusPaths
+    public nonisolated let events: EventBus
+    let store: DomainStore
+    let hub: IOHub
+
+    /// One domain: its persistent config (if defined) and its live instance (if running).
+    struct Domain {
+        var config: DomainDefinition?
+        var autostart = false
+        var live: Live?
+        var state = DomainState.shutoff
+        var reason = StateReason.shutoffUnknown
+        var name: String { live?.definition.name ?? config?.name ?? "" }
+        var uuid: DomainUUID { live?.definition.uuid ?? config?.uuid ?? .zero }
+    }
+
+    /// A running domain.
+    struct Live {
+        var definition: DomainDefinition
+        var id: Int32
+        var record: RuntimeRecord
+        var shutdownRequested = false
+        var rebootRequested = false
+        var resetRequested = false
+        var destroying = false
+    }
+
+    var domains: [DomainUUID: Domain] = [:]
+    var nextID: Int32 = 1
+    /// Problems found loading state (reported once by apusd).
+    public private(set) var warnings: [String] = []
+
+    public init(paths: ApusPaths, hub: IOHub, events: EventBus = EventBus()) {
+        self.paths = paths
+        self.hub = hub
+        self.events = events
+        self.store = DomainStore(paths: paths)
+    }
+
+    // MARK: loading, restart safety, autostart
+
+    /// Loads definitions and finds running domains again from /run/apus.
+    public func load() {
+        let (defs, problems) = store.loadAll()
+        warnings += problems
+        for d in defs {
+            domains[d.uuid] = Domain(config: d, autostart: store.isAutostart(d.name))
+        }
+        if let text = ProcessControl.readText(paths.runtime + "/next-id"), let n = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            nextID = max(1, n)
+        }
+        for record in RuntimeRecord.loadAll(paths) {
+            adopt(record)
+        }
+    }
+
+    /// A domain a previous apusd started: still running, or ended meanwhile.
+    func adopt(_ record: RuntimeRecord) {
+        guard let uuid = DomainUUID(record.uuid), let definition = try? DomainXML.parse(record.xml) else {
+            warnings.append("ignoring unreadable runtime record for '\(record.name)'")
+            return
+        }
+        var domain = domains[uuid] ?? Domain(config: nil)
+        let alive = ProcessControl.isAlive(record.hypervisorPid)
+            && ProcessControl.commandLine(record.hypervisorPid).first?.hasSuffix("apus-hv") == true
+        nextID = max(nextID, Int32(record.id) + 1)
+        guard alive else {
+            // It ended while apusd was away: tidy up; it stays defined if persistent.
+            cleanUp(record)
+            if domain.config != nil {
+                domain.state = .shutoff
+                domain.reason = StateReason.shutoffDaemon
+                domains[uuid] = domain
+            }
+            return
+        }
+        domain.live = Live(definition: definition, id: Int32(record.id), record: record)
+        domain.state = record.paused ? .paused : .running
+        domain.reason = record.paused ? StateReason.pausedUser : StateReason.runningBooted
+        domains[uuid] = domain
+        hub.attachConsole(name: record.name, socket: record.console, log: paths.consoleLog(record.name))
+        watch(uuid, pid: record.hypervisorPid)
+    }
+
+    /// Starts every persistent domain marked autostart that is not running.
+    public func autostartAll() async {
+        for (uuid, d) in domains where d.autostart && d.live == nil && d.config != nil {
+            do {
+                _ = try await start(uuid, paused: false)
+            } catch {
+                warnings.append("autostart of '\(d.name)' failed: \(error.message)")
+            }
+        }
+    }
+
+    // MARK: queries
+
+    func info(_ d: Domain) -> DomainInfo {
+        let def = d.live?.definition ?? d.config!
+        return DomainInfo(name: def.name, uuid: def.uuid, id: d.live?.id ?? -1, state: d.state, reason: d.reason,
+                          persistent: d.config != nil, autostart: d.autostart, maxMemoryKiB: def.memoryKiB,
+                          memoryKiB: d.live != nil ? def.currentMemoryKiB : def.currentMemoryKiB, vcpus: def.vcpus,
+                          title: def.title, description: def.description)
+    }
+
+    /// Domain-0, the service domain, listed as Xen's toolstack lists dom0.
+    public nonisolated static var domain0: DomainInfo {
+        DomainInfo(name: "Domain-0", uuid: .zero, id: 0, state: .running, reason: StateReason.runningBooted, persistent: true,
+                   autostart: false, maxMemoryKiB: HostInfo.memoryKiB, memoryKiB: HostInfo.memoryKiB, vcpus: HostInfo.cpuCount,
+                   title: "Dom0: the Apus service domain", description: nil)
+    }
+
+    public func list(_ filter: ListFilter) -> [DomainInfo] {
+        var out = domains.values.filter { $0.config != nil || $0.live != nil }.map(info)
+        out.append(Self.domain0)
+        return out.filter { filter.admits($0) }
+    }
+
+    public func count(active: Bool) -> Int {
+        domains.values.filter { ($0.live != nil) == active && ($0.config != nil || $0.live != nil) }.count + (active ? 1 : 0)
+    }
+
+    public func lookup(name: String) throws(ToolstackError) -> DomainInfo {
+        if name == "Domain-0" { return Self.domain0 }
+        guard let d = domains.values.first(where: { $0.name == name }) else { throw .noDomain("no domain with matching name '\(name)'") }
+        return info(d)
+    }
+
+    public func lookup(uuid: DomainUUID) throws(ToolstackError) -> DomainInfo {
+        if uuid == .zero { return Self.domain0 }
+        guard let d = domains[uuid] else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        return info(d)
+    }
+
+    public func lookup(id: Int32) throws(ToolstackError) -> DomainInfo {
+        if id == 0 { return Self.domain0 }
+        guard let d = domains.values.first(where: { $0.live?.id == id }) else { throw .noDomain("no domain with matching id \(id)") }
+        return info(d)
+    }
+
+    func domain(_ uuid: DomainUUID) throws(ToolstackError) -> Domain {
+        guard uuid != .zero else { throw .invalidState("Domain-0 is the service domain and is managed by the host") }
+        guard let d = domains[uuid] else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        return d
+    }
+
+    /// The domain XML: the running definition, or with `inactive` the persistent one.
+    public func xml(_ uuid: DomainUUID, inactive: Bool) throws(ToolstackError) -> String {
+        if uuid == .zero {
+            var d0 = DomainDefinition(name: "Domain-0", uuid: .zero, memoryKiB: HostInfo.memoryKiB, vcpus: HostInfo.cpuCount)
+            d0.console = false
+            return DomainXML.format(d0, id: 0)
+        }
+        let d = try domain(uuid)
+        if inactive, let config = d.config { return DomainXML.format(config) }
+        if let live = d.live { return DomainXML.format(live.definition, id: Int(live.id)) }
+        return DomainXML.format(d.config!)
+    }
+
+    /// The definition a running domain runs with (for stats paths).
+    public func runtime(_ uuid: DomainUUID) throws(ToolstackError) -> (DomainDefinition, RuntimeRecord) {
+        let d = try domain(uuid)
+        guard let live = d.live else { throw .invalidState("domain is not running") }
+        return (live.definition, live.record)
+    }
+
+    // MARK: definitions
+
+    public func define(xml: String, strict: Bool) throws(ToolstackError) -> DomainInfo {
+        let def = try DomainXML.parse(xml, strict: strict)
+        if let other = domains.values.first(where: { $0.name == def.name }), other.uuid != def.uuid {
+            throw .failed("domain '\(def.name)' already exists with uuid \(other.uuid)")
+        }
+        if let same = domains[def.uuid], same.name != def.name {
+            throw .failed("domain '\(same.name)' is already defined with uuid \(def.uuid)")
+        }
+        var d = domains[def.uuid] ?? Domain(config: nil)
+        let existed = d.config != nil || d.live != nil
+        try store.save(def)
+        d.config = def
+        if d.live == nil { d.state = .shutoff; d.reason = StateReason.shutoffUnknown }
+        domains[def.uuid] = d
+        emit(d, .lifecycle(event: LifecycleEvent.defined, detail: existed ? 1 : 0))
+        return info(d)
+    }
+
+    public func undefine(_ uuid: DomainUUID) throws(ToolstackError) {
+        var d = try domain(uuid)
+        guard let config = d.config else { throw .invalidState("cannot undefine transient domain") }
+        store.delete(config.name)
+        emit(d, .lifecycle(event: LifecycleEvent.undefined, detail: 0))
+        d.config = nil
+        d.autostart = false
+        if d.live == nil {
+            domains.removeValue(forKey: uuid)
+        } else {
+            // A running domain becomes transient: it vanishes when it stops.
+            d.live?.record.persistent = false
+            d.live?.record.save(paths)
+            domains[uuid] = d
+        }
+    }
+
+    public func setAutostart(_ uuid: DomainUUID, _ on: Bool) throws(ToolstackError) {
+        var d = try domain(uuid)
+        guard let config = d.config else { throw .invalidState("cannot set autostart for transient domain") }
+        guard store.setAutostart(config.name, on) else { throw .failed("cannot write the autostart marker of '\(config.name)'") }
+        d.autostart = on
+        domains[uuid] = d
+    }
+
+    public func isAutostart(_ uuid: DomainUUID) throws(ToolstackError) -> Bool {
+        if uuid == .zero { return false }
+        return try domain(uuid).autostart
+    }
+
+    public func updateMetadata(_ uuid: DomainUUID, title: String?, description: String?) throws(ToolstackError) {
+        var d = try domain(uuid)
+        if var config = d.config {
+            config.title = title
+            config.description = description
+            try store.save(config)
+            d.config = config
+        }
+        d.live?.definition.title = title
+        d.live?.definition.description = description
+        domains[uuid] = d
+    }
+
+    // MARK: lifecycle
+
+    /// `virsh create`: a transient domain, or the inactive persistent domain with the same name and uuid.
+    public func create(xml: String, paused: Bool, strict: Bool) async throws(ToolstackError) -> DomainInfo {
+        let def = try DomainXML.parse(xml, strict: strict)
+        if let existing = domains.values.first(where: { $0.name == def.name }) {
+            guard existing.uuid == def.uuid else { throw .failed("domain '\(def.name)' already exists with uuid \(existing.uuid)") }
+            guard existing.live == nil else { throw .invalidState("domain '\(def.name)' is already active") }
+            return try await start(def.uuid, paused: paused, definition: def)
+        }
+        if let same = domains[def.uuid] { throw .failed("domain '\(same.name)' is already defined with uuid \(def.uuid)") }
+        domains[def.uuid] = Domain(config: nil)
+        do {
+            return try await start(def.uuid, paused: paused, definition: def)
+        } catch {
+            if domains[def.uuid]?.live == nil && domains[def.uuid]?.config == nil { domains.removeValue(forKey: def.uuid) }
+            throw error
+        }
+    }
+
+    /// `virsh start`.
+    public func start(_ uuid: DomainUUID, paused: Bool, definition: DomainDefinition? = nil) async throws(ToolstackError) -> DomainInfo {
+        var d = try domain(uuid)
+        guard d.live == nil else { throw .invalidState("domain is already running") }
+        guard let def = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let id = allocateID()
+        // Mark it starting so concurrent calls see it as active.
+        d.live = Live(definition: def, id: id, record: RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
+                                                                      control: "", console: "", statusFile: "", backends: [], paused: paused,
+                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Date().timeIntervalSince1970))
+        d.state = paused ? .paused : .running
+        d.reason = paused ? StateReason.pausedStartingUp : StateReason.runningBooted
+        domains[uuid] = d
+        let record: RuntimeRecord
+        do {
+            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, paths: paths)
+        } catch {
+            if var again = domains[uuid] {
+                again.live = nil
+                again.state = .shutoff
+                again.reason = StateReason.shutoffFailed
+                if again.config == nil { domains.removeValue(forKey: uuid) } else { domains[uuid] = again }
+            }
+            throw error
+        }
+        guard var now = domains[uuid], now.live != nil else {
+            // Destroyed while starting.
+            Supervisor.stop(record, paths: paths)
+            throw .failed("domain was destroyed while starting")
+        }
+        now.live?.record = record
+        domains[uuid] = now
+        record.save(paths)
+        hub.attachConsole(name: def.name, socket: record.console, log: paths.consoleLog(def.name))
+        watch(uuid, pid: record.hypervisorPid)
+        emit(now, .lifecycle(event: LifecycleEvent.started, detail: 0))
+        if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: 0)) }
+        return info(now)
+    }
+
+    func allocateID() -> Int32 {
+        let id = nextID
+        nextID += 1
+        try? ProcessControl.writeFileAtomically(paths.runtime + "/next-id", "\(nextID)\n")
+        return id
+    }
+
+    func live(_ uuid: DomainUUID) throws(ToolstackError) -> (Domain, Live) {
+        let d = try domain(uuid)
+        guard let live = d.live, live.record.hypervisorPid > 0 else { throw .invalidState("domain is not running") }
+        return (d, live)
+    }
+
+    func control(_ live: Live, _ command: String) throws(ToolstackError) {
+        do {
+            let reply = try ControlClient.json(live.record.control, command)
+            guard reply["ok"] as? Bool == true else {
+                throw ToolstackError.failed("\(command): \(reply["error"] as? String ?? "refused by apus-hv")")
+            }
+        } catch let e as ToolstackError {
+            throw e
+        } catch {
+            throw .failed("cannot reach the hypervisor of '\(live.definition.name)': \(error)")
+        }
+    }
+
+    /// `virsh shutdown`: asynchronous; the guest powers off when it wants to.
+    public func shutdown(_ uuid: DomainUUID) throws(ToolstackError) {
+        let (d, live) = try live(uuid)
+        guard d.state != .paused else { throw .invalidState("domain is not running") }
+        try control(live, "power-button")
+        domains[uuid]?.live?.shutdownRequested = true
+    }
+
+    /// `virsh reboot`: the guest shuts down, then apusd starts it again.
+    public func reboot(_ uuid: DomainUUID) throws(ToolstackError) {
+        let (d, live) = try live(uuid)
+        guard d.state != .paused else { throw .invalidState("domain is not running") }
+        try control(live, "power-button")
+        domains[uuid]?.live?.rebootRequested = true
+    }
+
+    /// `virsh reset`: a hard reset, the guest restarts at once.
+    public func reset(_ uuid: DomainUUID) throws(ToolstackError) {
+        let (_, live) = try live(uuid)
+        domains[uuid]?.live?.resetRequested = true
+        try control(live, "reset")
+    }
+
+    public func suspend(_ uuid: DomainUUID) throws(ToolstackError) {
+        var (d, live) = try live(uuid)
+        guard d.state != .paused else { throw .invalidState("domain is already paused") }
+        try control(live, "pause")
+        d.state = .paused
+        d.reason = StateReason.pausedUser
+        live.record.paused = true
+        live.record.save(paths)
+        d.live = live
+        domains[uuid] = d
+        emit(d, .lifecycle(event: LifecycleEvent.suspended, detail: 0))
+    }
+
+    public func resume(_ uuid: DomainUUID) throws(ToolstackError) {
+        var (d, live) = try live(uuid)
+        guard d.state == .paused else { throw .invalidState("domain is not paused") }
+        try control(live, "resume")
+        d.state = .running
+        d.reason = StateReason.runningUnpaused
+        live.record.paused = false
+        live.record.save(paths)
+        d.live = live
+        domains[uuid] = d
+        emit(d, .lifecycle(event: LifecycleEvent.resumed, detail: 0))
+    }
+
+    /// `virsh destroy`: synchronous; the domain is off when this returns.
+    public func destroy(_ uuid: DomainUUID) async throws(ToolstackError) {
+        let (_, live) = try live(uuid)
+        guard !live.destroying else { throw .invalidState("domain is being destroyed") }
+        domains[uuid]?.live?.destroying = true
+        let record = live.record
+        await Supervisor.terminate(record)
+        stopped(uuid, record: record, state: .shutoff, reason: StateReason.shutoffDestroyed,
+                events: [.lifecycle(event: LifecycleEvent.stopped, detail: 1)])
+    }
+
+    // MARK: process exits
+
+    func watch(_ uuid: DomainUUID, pid: Int32) {
+        let watched = hub.watchExit(pid) { [weak self] in
+            Task { await self?.processExited(uuid, pid: pid) }
+        }
+        if !watched { Task { await self.processExited(uuid, pid: pid) } }
+    }
+
+    /// apus-hv exited: apply the domain's on_poweroff / on_reboot / on_crash.
+    func processExited(_ uuid: DomainUUID, pid: Int32) async {
+        guard let d = domains[uuid], let live = d.live, live.record.hypervisorPid == pid, !live.destroying else { return }
+        let status = Supervisor.exitStatus(live.record)
+        let def = live.definition
+        let hostRequested = live.shutdownRequested
+        switch status.reason {
+        case "poweroff":
+            if live.rebootRequested || def.onPoweroff == .restart || def.onPoweroff == .renameRestart {
+                await restartInPlace(uuid, reboot: live.rebootRequested)
+            } else {
+                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
+                        events: [.lifecycle(event: LifecycleEvent.shutdown, detail: hostRequested ? 2 : 1),
+                                 .lifecycle(event: LifecycleEvent.stopped, detail: 0)])
+            }
+        case "reboot":
+            if live.resetRequested || def.onReboot == .restart || def.onReboot == .renameRestart {
+                await restartInPlace(uuid, reboot: true)
+            } else {
+                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
+                        events: [.lifecycle(event: LifecycleEvent.stopped, detail: 0)])
+            }
+        case "crash":
+            switch def.onCrash {
+            case .restart, .renameRestart, .coredumpRestart:
+                emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
+                await restartInPlace(uuid, reboot: false)
+            case .preserve:
+                stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
+                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0)], keepListed: true)
+            default:
+                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
+                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
+            }
+        default:
+            stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
+                    events: [.lifecycle(event: LifecycleEvent.stopped, detail: 5)])
+        }
+    }
+
+    /// Reboot: a new apus-hv for the same domain; the backends keep running.
+    func restartInPlace(_ uuid: DomainUUID, reboot: Bool) async {
+        guard var d = domains[uuid], var live = d.live else { return }
+        do {
+            let record = try await Supervisor.relaunchHypervisor(live.record, definition: live.definition, paths: paths)
+            live.record = record
+            live.shutdownRequested = false
+            live.rebootRequested = false
+            live.resetRequested = false
+            d.live = live
+            d.state = .running
+            d.reason = StateReason.runningBooted
+            domains[uuid] = d
+            record.save(paths)
+            hub.attachConsole(name: record.name, socket: record.console, log: paths.consoleLog(record.name))
+            watch(uuid, pid: record.hypervisorPid)
+            if reboot { emit(d, .reboot) }
+        } catch {
+            stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
+                    events: [.lifecycle(event: LifecycleEvent.stopped, detail: 5)])
+        }
+    }
+
+    /// The domain stopped: clean up its processes and state, emit events.
+    func stopped(_ uuid: DomainUUID, record: RuntimeRecord, state: DomainState, reason: Int32, events kinds: [DomainEvent.Kind], keepListed: Bool = false) {
+        guard var d = domains[uuid] else { return }
+        let liveID = d.live?.id ?? -1
+        Supervisor.stop(record, paths: paths)
+        hub.detachConsole(name: record.name)
+        d.live = nil
+        d.state = state
+        d.reason = reason
+        for (i, k) in kinds.enumerated() {
+            // Events carry the id at emission time: the last one is emitted inactive.
+            publish(name: record.name, uuid: uuid, id: i + 1 == kinds.count ? -1 : liveID, kind: k)
+        }
+        if d.config == nil && !keepListed {
+            domains.removeValue(forKey: uuid)
+        } else {
+            domains[uuid] = d
+        }
+    }
+
+    func emit(_ d: Domain, _ kind: DomainEvent.Kind) {
+        publish(name: d.name, uuid: d.uuid, id: d.live?.id ?? -1, kind: kind)
+    }
+
+    func publish(name: String, uuid: DomainUUID, id: Int32, kind: DomainEvent.Kind) {
+        events.publish(DomainEvent(name: name, uuid: uuid, id: id, kind: kind))
+    }
+
+    /// Tidies up what a domain that ended left behind (after an apusd restart).
+    nonisolated func cleanUp(_ record: RuntimeRecord) {
+        Supervisor.stop(record, paths: paths)
+    }
+}

@@ -1,0 +1,59 @@
+import ApusSys
+
+/// libvirt domain states (virDomainState) and the reasons Apus reports.
+public enum DomainState: Int32, Sendable {
+    case noState = 0, running = 1, blocked = 2, paused = 3, shutdown = 4, shutoff = 5, crashed = 6, pmSuspended = 7
+}
+
+public enum StateReason {
+    public static let runningBooted: Int32 = 1, runningUnpaused: Int32 = 5
+    public static let pausedUser: Int32 = 1, pausedStartingUp: Int32 = 11
+    public static let shutoffUnknown: Int32 = 0, shutoffShutdown: Int32 = 1, shutoffDestroyed: Int32 = 2
+    public static let shutoffCrashed: Int32 = 3, shutoffFailed: Int32 = 6, shutoffDaemon: Int32 = 8
+    public static let crashedPanicked: Int32 = 1
+}
+
+/// Lifecycle event numbers (virDomainEventType) and details.
+public enum LifecycleEvent {
+    public static let defined: Int32 = 0, undefined: Int32 = 1, started: Int32 = 2, suspended: Int32 = 3
+    public static let resumed: Int32 = 4, stopped: Int32 = 5, shutdown: Int32 = 6, crashed: Int32 = 8
+}
+
+/// A domain event as the RPC layer delivers it.
+public struct DomainEvent: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case lifecycle(event: Int32, detail: Int32)
+        case reboot
+    }
+    public let name: String
+    public let uuid: DomainUUID
+    /// The domain's id when the event was emitted (-1 if inactive).
+    public let id: Int32
+    public let kind: Kind
+}
+
+/// Fans events out to subscribers (one per client registration).
+public final class EventBus: @unchecked Sendable {
+    // SAFETY (Sendable): guarded by `lock`.
+    private let lock = ConditionLock()
+    private var subscribers: [UInt64: @Sendable (DomainEvent) -> Void] = [:]
+    private var next: UInt64 = 1
+
+    public init() {}
+
+    public func subscribe(_ handler: @escaping @Sendable (DomainEvent) -> Void) -> UInt64 {
+        lock.withLock {
+            let id = next
+            next += 1
+            subscribers[id] = handler
+            return id
+        }
+    }
+
+    public func unsubscribe(_ id: UInt64) { lock.withLock { _ = subscribers.removeValue(forKey: id) } }
+
+    public func publish(_ event: DomainEvent) {
+        let handlers = lock.withLock { Array(subscribers.values) }
+        for h in handlers { h(event) }
+    }
+}

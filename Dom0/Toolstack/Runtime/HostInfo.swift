@@ -1,0 +1,155 @@
+import ApusSys
+import Foundation
+
+/// Facts about Dom0's host for nodeinfo, capabilities and Domain-0.
+public enum HostInfo {
+    public static var cpuCount: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// Total memory in KiB (/proc/meminfo).
+    public static var memoryKiB: UInt64 {
+        let text = ProcessControl.readText("/proc/meminfo") ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            return UInt64(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+        return 0
+    }
+
+    /// CPU frequency in MHz (/proc/cpuinfo), 0 if unknown.
+    public static var mhz: Int32 {
+        let text = ProcessControl.readText("/proc/cpuinfo") ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("cpu MHz") {
+            if let v = line.split(separator: ":").last.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }) { return Int32(v) }
+        }
+        return 0
+    }
+
+    /// The CPU each thread last ran on (/proc/PID/task/TID/stat field 39).
+    public static func lastCPU(pid: Int32, tid: Int32) -> Int32 {
+        guard let text = ProcessControl.readText("/proc/\(pid)/task/\(tid)/stat"),
+              let close = text.lastIndex(of: ")") else { return -1 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // Fields after the command: state is field 3, processor is field 39.
+        return fields.count > 36 ? Int32(fields[36]) ?? -1 : -1
+    }
+
+    /// CPU time of every thread of a process, in ns (the sum of
+    /// /proc/PID/task/*/schedstat, which counts nanoseconds on the CPU).
+    public static func processCPUNanoseconds(pid: Int32) -> UInt64 {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var total: UInt64 = 0
+        for t in tasks {
+            guard let text = ProcessControl.readText("/proc/\(pid)/task/\(t)/schedstat"),
+                  let first = text.split(separator: " ").first, let ns = UInt64(first) else { continue }
+            total += ns
+        }
+        return total
+    }
+
+    /// Resident memory of a process in KiB.
+    public static func residentKiB(pid: Int32) -> UInt64 {
+        let text = ProcessControl.readText("/proc/\(pid)/status") ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return UInt64(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+        return 0
+    }
+
+    /// libvirt capabilities XML for this host.
+    public static func capabilitiesXML(hypervisor: String) -> String {
+        """
+        <capabilities>
+          <host>
+            <uuid>\(hostUUID)</uuid>
+            <cpu>
+              <arch>x86_64</arch>
+              <topology sockets='1' dies='1' cores='\(cpuCount)' threads='1'/>
+            </cpu>
+            <power_management/>
+            <iommu support='no'/>
+            <topology>
+              <cells num='1'>
+                <cell id='0'>
+                  <memory unit='KiB'>\(memoryKiB)</memory>
+                  <cpus num='\(cpuCount)'>
+        \((0..<cpuCount).map { "              <cpu id='\($0)' socket_id='0' die_id='0' core_id='\($0)' siblings='\($0)'/>" }.joined(separator: "\n"))
+                  </cpus>
+                </cell>
+              </cells>
+            </topology>
+          </host>
+          <guest>
+            <os_type>hvm</os_type>
+            <arch name='x86_64'>
+              <wordsize>64</wordsize>
+              <emulator>\(hypervisor)</emulator>
+              <machine>apus</machine>
+              <domain type='kvm'/>
+            </arch>
+            <features>
+              <acpi default='on' toggle='no'/>
+            </features>
+          </guest>
+        </capabilities>
+
+        """
+    }
+
+    /// SMBIOS facts of the host (`virsh sysinfo`), from /sys/class/dmi/id.
+    public static var sysinfoXML: String {
+        func dmi(_ f: String) -> String {
+            let v = (ProcessControl.readText("/sys/class/dmi/id/" + f) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            return XMLWriter.escape(v)
+        }
+        return """
+        <sysinfo type='smbios'>
+          <bios>
+            <entry name='vendor'>\(dmi("bios_vendor"))</entry>
+            <entry name='version'>\(dmi("bios_version"))</entry>
+            <entry name='date'>\(dmi("bios_date"))</entry>
+          </bios>
+          <system>
+            <entry name='manufacturer'>\(dmi("sys_vendor"))</entry>
+            <entry name='product'>\(dmi("product_name"))</entry>
+            <entry name='version'>\(dmi("product_version"))</entry>
+          </system>
+        </sysinfo>
+
+        """
+    }
+
+    /// What a domain may use on this host (`virsh domcapabilities`).
+    public static func domainCapabilitiesXML(hypervisor: String) -> String {
+        """
+        <domainCapabilities>
+          <path>\(XMLWriter.escape(hypervisor))</path>
+          <domain>kvm</domain>
+          <machine>apus</machine>
+          <arch>x86_64</arch>
+          <vcpu max='\(DomainDefinition.maxVCPUs)'/>
+          <os supported='yes'>
+            <loader supported='no'/>
+          </os>
+          <devices>
+            <disk supported='yes'>
+              <enum name='diskDevice'><value>disk</value></enum>
+              <enum name='bus'><value>virtio</value></enum>
+              <enum name='model'><value>virtio</value></enum>
+            </disk>
+            <graphics supported='no'/>
+            <video supported='no'/>
+            <hostdev supported='no'/>
+          </devices>
+          <features>
+            <acpi supported='yes'/>
+          </features>
+        </domainCapabilities>
+
+        """
+    }
+
+    /// A stable host UUID (/etc/machine-id), as libvirt derives one.
+    public static var hostUUID: String {
+        let id = (ProcessControl.readText("/etc/machine-id") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        return DomainUUID(id)?.description ?? DomainUUID.zero.description
+    }
+}

@@ -1,0 +1,215 @@
+import ApusSys
+import Foundation
+
+/// One thread that watches everything apusd waits on outside the RPC
+/// server: domain processes exiting (pidfds, which also work for processes
+/// a previous apusd started) and domain consoles (log + live sessions).
+public final class IOHub: @unchecked Sendable {
+    // SAFETY (Sendable): `pending` is guarded by `lock`; the loop and the
+    // console table are only touched on the hub thread.
+    private let loop: EventLoop
+    private let wake: EventFD
+    private let lock = ConditionLock()
+    private var pending: [(EventLoop) -> Void] = []
+    private var thread: OSThread?
+    private var consoles: [String: ConsolePump] = [:]
+
+    public init() throws {
+        loop = try EventLoop()
+        wake = try EventFD()
+        try loop.register(wake.fd) { [unowned self] _ in
+            self.wake.drain()
+            let work = self.lock.withLock { () -> [(EventLoop) -> Void] in
+                defer { self.pending.removeAll() }
+                return self.pending
+            }
+            for w in work { w(self.loop) }
+        }
+        // Zombies of processes this apusd spawned are reaped regularly too.
+        scheduleReap()
+    }
+
+    private func scheduleReap() {
+        loop.after(milliseconds: 1000) { [weak self] in
+            _ = ProcessControl.reapChildren()
+            self?.scheduleReap()
+        }
+    }
+
+    public func start() throws {
+        let t = OSThread(name: "apusd-io") { [unowned self] in try? self.loop.run() }
+        try t.start()
+        thread = t
+    }
+
+    /// Runs `body` on the hub thread.
+    public func perform(_ body: @escaping @Sendable (EventLoop) -> Void) {
+        lock.withLock { pending.append(body) }
+        wake.signal()
+    }
+
+    /// Calls `onExit` (on the hub thread) when process `pid` exits. False if
+    /// it cannot be watched (already gone).
+    public func watchExit(_ pid: Int32, _ onExit: @escaping @Sendable () -> Void) -> Bool {
+        guard let pidfd = try? ProcessControl.pidFD(pid) else { return false }
+        perform { loop in
+            let fd = pidfd.fd
+            _ = try? loop.register(fd) { _ in
+                loop.unregister(fd)
+                _ = ProcessControl.reapChildren()
+                withExtendedLifetime(pidfd) {}
+                onExit()
+            }
+        }
+        return true
+    }
+
+    // MARK: consoles
+
+    /// Starts logging and relaying the console of domain `name` from the
+    /// apus-hv console socket at `socket`.
+    public func attachConsole(name: String, socket: String, log: String) {
+        perform { [unowned self] loop in
+            self.consoles[name]?.close()
+            let pump = ConsolePump(name: name, socketPath: socket, logPath: log, loop: loop)
+            self.consoles[name] = pump
+            pump.connect()
+        }
+    }
+
+    /// Stops relaying a console (the domain stopped); any session gets EOF.
+    public func detachConsole(name: String) {
+        perform { [unowned self] _ in
+            self.consoles.removeValue(forKey: name)?.close()
+        }
+    }
+
+    /// Opens an interactive session. `output` receives guest output, `ended`
+    /// is called when the console closes. Fails if a session exists and
+    /// `force` is false.
+    public func openSession(name: String, force: Bool, output: @escaping @Sendable ([UInt8]) -> Void,
+                            ended: @escaping @Sendable () -> Void) async -> ConsoleSession? {
+        await withCheckedContinuation { (k: CheckedContinuation<ConsoleSession?, Never>) in
+            perform { [unowned self] _ in
+                guard let pump = self.consoles[name] else { k.resume(returning: nil); return }
+                k.resume(returning: pump.open(force: force, output: output, ended: ended, hub: self))
+            }
+        }
+    }
+
+    /// Whether a console session is open (for the "Active console session exists" check).
+    func input(_ bytes: [UInt8], name: String, session: UInt64) {
+        perform { [unowned self] _ in self.consoles[name]?.input(bytes, session: session) }
+    }
+
+    func closeSession(name: String, session: UInt64) {
+        perform { [unowned self] _ in self.consoles[name]?.closeSession(session) }
+    }
+}
+
+/// An open `virsh console` session.
+public final class ConsoleSession: Sendable {
+    let hub: IOHub
+    let name: String
+    let id: UInt64
+    init(hub: IOHub, name: String, id: UInt64) { self.hub = hub; self.name = name; self.id = id }
+
+    /// Keystrokes to the guest.
+    public func send(_ bytes: [UInt8]) { hub.input(bytes, name: name, session: id) }
+    /// Ends the session (the console keeps being logged).
+    public func close() { hub.closeSession(name: name, session: id) }
+}
+
+/// Reads a domain's console socket, appends to its log and relays to the
+/// session, if any. Lives on the hub thread.
+final class ConsolePump {
+    let name: String
+    let socketPath: String
+    let log: FileDescriptor?
+    unowned let loop: EventLoop
+    var socket: UnixSocket?
+    var closed = false
+    struct Session {
+        let id: UInt64
+        let output: @Sendable ([UInt8]) -> Void
+        let ended: @Sendable () -> Void
+    }
+    var session: Session?
+    var nextSession: UInt64 = 1
+    var attempts = 0
+
+    init(name: String, socketPath: String, logPath: String, loop: EventLoop) {
+        self.name = name
+        self.socketPath = socketPath
+        self.loop = loop
+        log = try? FileDescriptor.open(logPath, [.writeOnly, .create, .append], mode: 0o600)
+    }
+
+    func connect() {
+        guard !closed else { return }
+        guard let s = try? UnixSocket.connect(path: socketPath) else {
+            // apus-hv may still be starting; retry for a while.
+            attempts += 1
+            if attempts < 100 { loop.after(milliseconds: 100) { [weak self] in self?.connect() } }
+            return
+        }
+        try? s.fd.setNonBlocking(true)
+        socket = s
+        _ = try? loop.register(s.fd) { [weak self] _ in self?.readable() }
+    }
+
+    func readable() {
+        guard let s = socket else { return }
+        while true {
+            let r: UnixSocket.Received
+            do {
+                r = try s.receive(maxBytes: 65536, maxFDs: 0)
+            } catch {
+                if error == .wouldBlock { return }
+                disconnect()
+                return
+            }
+            if r.bytes.isEmpty {
+                disconnect()
+                return
+            }
+            if let log { try? log.writeAll(r.bytes) }
+            session?.output(r.bytes)
+        }
+    }
+
+    func disconnect() {
+        if let s = socket { loop.unregister(s.fd) }
+        socket = nil
+    }
+
+    func open(force: Bool, output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void, hub: IOHub) -> ConsoleSession? {
+        if let existing = session {
+            guard force else { return nil }
+            existing.ended()
+        }
+        let id = nextSession
+        nextSession += 1
+        session = Session(id: id, output: output, ended: ended)
+        return ConsoleSession(hub: hub, name: name, id: id)
+    }
+
+    func input(_ bytes: [UInt8], session id: UInt64) {
+        guard session?.id == id, let s = socket else { return }
+        try? s.fd.setNonBlocking(false)
+        _ = try? s.sendAll(bytes)
+        try? s.fd.setNonBlocking(true)
+    }
+
+    func closeSession(_ id: UInt64) {
+        if session?.id == id { session = nil }
+    }
+
+    func close() {
+        closed = true
+        disconnect()
+        session?.ended()
+        session = nil
+        log?.close()
+    }
+}

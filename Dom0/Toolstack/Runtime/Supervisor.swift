@@ -1,0 +1,183 @@
+import ApusSys
+import Foundation
+
+/// Starts and stops the processes of a running domain: one apus-hv, and
+/// the Dom0 backends its devices need. Processes run in their own sessions,
+/// so they survive an apusd restart.
+enum Supervisor {
+    /// How long a backend or apus-hv may take to come up.
+    static let startTimeout: Duration = .seconds(20)
+
+    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord {
+        guard let kernel = def.kernel else {
+            throw .unsupported("domain '\(def.name)' has no <kernel>; Apus boots Linux kernels directly (<os><kernel>)")
+        }
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
+        if let initrd = def.initrd, !fm.fileExists(atPath: initrd) { throw .failed("initrd '\(initrd)' does not exist") }
+        for disk in def.disks where !fm.fileExists(atPath: disk.source) {
+            throw .failed("cannot access storage file '\(disk.source)': No such file or directory")
+        }
+        guard def.interfaces.isEmpty || fm.fileExists(atPath: paths.binary("apus-netback")) else {
+            throw .unsupported("network interfaces need apus-netback next to apusd")
+        }
+
+        let dir = paths.runtimeDirectory(def.name)
+        try? fm.removeItem(atPath: dir)
+        do {
+            try ProcessControl.makeDirectories(dir, mode: 0o700)
+        } catch {
+            throw .failed("cannot create \(dir): \(error)")
+        }
+        let log = try? FileDescriptor.open(paths.logs + "/" + def.name + ".hypervisor.log", [.writeOnly, .create, .append], mode: 0o600)
+        defer { log?.close() }
+
+        var record = RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
+                                   control: dir + "/control.sock", console: dir + "/console.sock", statusFile: dir + "/status.json",
+                                   backends: [], paused: paused, persistent: persistent, xml: DomainXML.format(def),
+                                   startedAt: Date().timeIntervalSince1970)
+        do {
+            for disk in def.disks {
+                let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
+                var args = ["--socket", socket, "--image", disk.source, "--control", control, "--serial", "\(def.name)-\(disk.target)"]
+                if disk.readOnly { args.append("--readonly") }
+                let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
+                record.backends.append(.init(kind: "disk", device: disk.target, pid: pid, socket: socket, control: control, owned: true))
+            }
+            for (i, iface) in def.interfaces.enumerated() {
+                record.backends.append(try await NetbackPorts.attach(iface, index: i, domain: def.name, directory: dir, paths: paths, log: log))
+            }
+            for b in record.backends {
+                try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
+            }
+            record.hypervisorPid = try startHypervisor(record, definition: def, paused: paused, paths: paths, log: log)
+            try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
+        } catch {
+            stop(record, paths: paths)
+            throw error
+        }
+        return record
+    }
+
+    static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?) throws(ToolstackError) -> Int32 {
+        try? FileManager.default.removeItem(atPath: record.statusFile)
+        try? FileManager.default.removeItem(atPath: record.control)
+        var args = ["--kernel", def.kernel ?? "", "--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.vcpus),
+                    "--serial", "unix:" + record.console, "--control", record.control, "--status-file", record.statusFile]
+        if let initrd = def.initrd { args += ["--initrd", initrd] }
+        if let cmdline = def.cmdline { args += ["--cmdline", cmdline] }
+        if paused { args.append("--paused") }
+        for b in record.backends where b.kind == "disk" { args += ["--disk", "vhost-user:" + b.socket] }
+        for (b, iface) in zip(record.backends.filter { $0.kind == "net" }, def.interfaces) {
+            args += ["--net", "vhost-user:\(b.socket),mac=\(iface.mac)"]
+        }
+        return try spawn(paths.binary("apus-hv"), args, log: log)
+    }
+
+    /// A new apus-hv for a domain that rebooted; its backends are still up.
+    static func relaunchHypervisor(_ old: RuntimeRecord, definition: DomainDefinition, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord {
+        var record = old
+        let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", [.writeOnly, .create, .append], mode: 0o600)
+        defer { log?.close() }
+        record.paused = false
+        record.hypervisorPid = try startHypervisor(record, definition: definition, paused: false, paths: paths, log: log)
+        try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + definition.name + ".hypervisor.log")
+        return record
+    }
+
+    static func spawn(_ path: String, _ args: [String], log: FileDescriptor?) throws(ToolstackError) -> Int32 {
+        do {
+            return try ProcessControl.spawn(path, args, stdout: log, stderr: log)
+        } catch {
+            throw .internalError("cannot start \(path): \(error.errno)")
+        }
+    }
+
+    /// Waits until `path` exists; fails with the process's last log line if it exits first.
+    static func waitFor(_ path: String, pid: Int32, what: String, log: String) async throws(ToolstackError) {
+        let clock = ContinuousClock()
+        let deadline = clock.now + startTimeout
+        while clock.now < deadline {
+            if FileManager.default.fileExists(atPath: path) { return }
+            if pid > 0 && (!ProcessControl.isAlive(pid) || isZombie(pid)) {
+                _ = ProcessControl.reapChildren()
+                let last = (ProcessControl.readText(log) ?? "").split(separator: "\n").last.map(String.init) ?? "exited"
+                throw .internalError("\(what) failed to start: \(last)")
+            }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        throw ToolstackError(.operationTimeout, "Timed out during operation: \(what) did not come up")
+    }
+
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = ProcessControl.readText("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].dropFirst().first == "Z"
+    }
+
+    /// How apus-hv ended (its status file), or ("unknown") if it was killed.
+    static func exitStatus(_ record: RuntimeRecord) -> (status: Int32, reason: String) {
+        guard let text = ProcessControl.readText(record.statusFile),
+              let json = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+            return (-1, "unknown")
+        }
+        return (Int32(json["status"] as? Int ?? -1), json["reason"] as? String ?? "unknown")
+    }
+
+    /// Stops apus-hv now (quit, then SIGKILL) and waits until it is gone.
+    static func terminate(_ record: RuntimeRecord) async {
+        let pid = record.hypervisorPid
+        guard pid > 0, ProcessControl.isAlive(pid) else { return }
+        _ = try? ControlClient.send(record.control, "quit", timeoutMilliseconds: 1000)
+        let clock = ContinuousClock()
+        var deadline = clock.now + .seconds(3)
+        while ProcessControl.isAlive(pid) && !isZombie(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        if ProcessControl.isAlive(pid) && !isZombie(pid) {
+            ProcessControl.signal(pid, SIGKILL)
+            deadline = clock.now + .seconds(3)
+            while ProcessControl.isAlive(pid) && !isZombie(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        }
+        _ = ProcessControl.reapChildren()
+    }
+
+    /// Kills whatever is left of a domain and removes its runtime state.
+    static func stop(_ record: RuntimeRecord, paths: ApusPaths) {
+        if record.hypervisorPid > 0, ProcessControl.isAlive(record.hypervisorPid) {
+            ProcessControl.signal(record.hypervisorPid, SIGKILL)
+        }
+        for b in record.backends {
+            if b.owned {
+                if b.pid > 0 { ProcessControl.signal(b.pid, SIGTERM) }
+            } else {
+                NetbackPorts.detach(b, paths: paths)
+            }
+        }
+        _ = ProcessControl.reapChildren()
+        try? FileManager.default.removeItem(atPath: paths.runtimeDirectory(record.name))
+        try? FileManager.default.removeItem(atPath: paths.runtimeRecord(record.name))
+    }
+}
+
+/// Ports on Dom0's switch (apus-netback) for a domain's interfaces.
+enum NetbackPorts {
+    /// Adds a port for `iface` on the shared netback; returns its backend record.
+    static func attach(_ iface: InterfaceDefinition, index: Int, domain: String, directory: String, paths: ApusPaths, log: FileDescriptor?) async throws(ToolstackError) -> RuntimeRecord.Backend {
+        let control = paths.runtime + "/netback.ctl"
+        let port = iface.targetDevice ?? "\(domain)-net\(index)"
+        let socket = directory + "/net-\(index).sock"
+        do {
+            let reply = try ControlClient.json(control, "add-port \(port) \(socket)")
+            guard reply["ok"] as? Bool == true else {
+                throw ToolstackError.failed("netback refused port \(port): \(reply["error"] as? String ?? "")")
+            }
+        } catch let e as ToolstackError {
+            throw e
+        } catch {
+            throw .failed("Dom0's switch (apus-netback) is not reachable: \(error)")
+        }
+        return .init(kind: "net", device: port, pid: 0, socket: socket, control: control, owned: false)
+    }
+
+    static func detach(_ backend: RuntimeRecord.Backend, paths: ApusPaths) {
+        _ = try? ControlClient.send(backend.control, "remove-port \(backend.device)", timeoutMilliseconds: 1000)
+    }
+}

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CApusSys
+
+/// Spawning and watching processes for the Dom0 supervisor.
+public enum ProcessControl {
+    /// Starts `path` with `arguments` in a new session, so it outlives the
+    /// spawner and is not hit by signals sent to its process group.
+    public static func spawn(_ path: String, _ arguments: [String], environment: [String]? = nil,
+                             stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil, stderr: FileDescriptor? = nil) throws(SystemCallError) -> Int32 {
+        let argv = ([path] + arguments).map { strdup($0) }
+        let envStrings = environment ?? currentEnvironment()
+        let envp = envStrings.map { strdup($0) }
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        let pid = (argv + [nil]).withUnsafeBufferPointer { a in
+            (envp + [nil]).withUnsafeBufferPointer { e in
+                apus_spawn(path, a.baseAddress, e.baseAddress, stdin?.rawValue ?? -1, stdout?.rawValue ?? -1, stderr?.rawValue ?? -1)
+            }
+        }
+        guard pid > 0 else { throw SystemCallError("spawn \(path)", Errno(rawValue: -pid)) }
+        return pid
+    }
+
+    /// The current environment as KEY=VALUE strings.
+    public static func currentEnvironment() -> [String] {
+        var out: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            out.append(String(cString: entry))
+            p += 1
+        }
+        return out
+    }
+
+    /// A descriptor that becomes readable when `pid` exits (any process, not
+    /// only children: apusd uses it after a restart).
+    public static func pidFD(_ pid: Int32) throws(SystemCallError) -> OwnedDescriptor {
+        let fd = apus_pidfd_open(pid)
+        guard fd >= 0 else { throw SystemCallError("pidfd_open \(pid)", Errno.current) }
+        _ = apus_fcntl_int(fd, F_SETFD, FD_CLOEXEC)
+        return OwnedDescriptor(FileDescriptor(rawValue: fd))
+    }
+
+    /// Whether a process with this pid exists.
+    public static func isAlive(_ pid: Int32) -> Bool {
+        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
+
+    /// Sends a signal; false if the process is gone.
+    @discardableResult
+    public static func signal(_ pid: Int32, _ signal: Int32) -> Bool {
+        pid > 0 && kill(pid, signal) == 0
+    }
+
+    /// Reaps exited children (call on SIGCHLD or periodically); returns (pid, exit status or 128+signal).
+    public static func reapChildren() -> [(pid: Int32, status: Int32)] {
+        var out: [(Int32, Int32)] = []
+        while true {
+            var s: Int32 = 0
+            let pid = apus_reap_child(&s)
+            if pid <= 0 { break }
+            let status: Int32 = (s & 0x7F) == 0 ? (s >> 8) & 0xFF : 128 + (s & 0x7F)
+            out.append((pid, status))
+        }
+        return out
+    }
+
+    /// The command line of a process (from /proc), for recognizing our own after a restart.
+    public static func commandLine(_ pid: Int32) -> [String] {
+        guard let fd = try? FileDescriptor.open("/proc/\(pid)/cmdline", .readOnly) else { return [] }
+        defer { fd.close() }
+        guard let bytes = try? fd.readAll(limit: 1 << 16) else { return [] }
+        return bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Reads a small text file, or nil.
+    public static func readText(_ path: String) -> String? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
+        defer { fd.close() }
+        guard let bytes = try? fd.readAll(limit: 1 << 20) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Writes a file atomically (temporary file + rename).
+    public static func writeFileAtomically(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(SystemCallError) {
+        let tmp = path + ".tmp.\(getpid())"
+        let fd = try FileDescriptor.open(tmp, [.writeOnly, .create, .truncate], mode: mode)
+        do {
+            try fd.writeAll(contents)
+            try fd.dataSync()
+        } catch {
+            fd.close()
+            unlink(tmp)
+            throw SystemCallError("write \(tmp)", error)
+        }
+        fd.close()
+        guard rename(tmp, path) == 0 else {
+            let e = Errno.current
+            unlink(tmp)
+            throw SystemCallError("rename \(path)", e)
+        }
+    }
+
+    /// This host's name.
+    public static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, buf.count)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Creates a directory and its parents (mode for the ones created).
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(SystemCallError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) != 0 && errno != EEXIST {
+                throw SystemCallError("mkdir \(current)", Errno.current)
+            }
+        }
+    }
+}
