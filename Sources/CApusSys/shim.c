@@ -241,10 +241,18 @@ int apus_pidfd_open(int pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int apus_reap_child(int *status) {
+int apus_reap_child(int child, int *status) {
     int s = 0;
-    pid_t pid = waitpid(-1, &s, WNOHANG);
+    pid_t pid = waitpid(child, &s, WNOHANG);
     if (pid <= 0) return 0;
     *status = s;
     return (int)pid;
+}
+
+int apus_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int apus_spawn_actions_addchdir(posix_spawn_file_actions_t *actions, const char *dir) {
+    return posix_spawn_file_actions_addchdir_np(actions, dir);
 }

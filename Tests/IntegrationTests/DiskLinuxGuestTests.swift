@@ -38,16 +38,18 @@ struct DiskLinuxGuestTests {
         let dir = try TemporaryDirectory()
         let image = try makeImage(dir)
         let (backend, socket, control) = try blkback(dir, image: image)
-        let first = try boot(disk: socket, run: """
+        let first = try bootToExit(timeout: bootTimeout) { try boot(disk: socket, run: """
             mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt && \
             dd if=/dev/urandom of=/mnt/data bs=64k count=64 2>/dev/null && echo hello > /mnt/hello && \
             (cd /mnt && sha256sum data hello > sums) && umount /mnt && e2fsck -fn /dev/vda >/dev/null && echo FIRST-BOOT-OK
-            """)
-        #expect(first.waitForExit(timeout: bootTimeout) == 0, "\(first.output)")
+            """) }
+        #expect(first.status == 0, "\(first.output)")
         #expect(first.output.contains("FIRST-BOOT-OK"), "\(first.output)")
 
-        let second = try boot(disk: socket, run: "mount /dev/vda /mnt && cd /mnt && sha256sum -c sums && cat hello")
-        #expect(second.waitForExit(timeout: bootTimeout) == 0, "\(second.output)")
+        let second = try bootToExit(timeout: bootTimeout) {
+            try boot(disk: socket, run: "mount /dev/vda /mnt && cd /mnt && sha256sum -c sums && cat hello")
+        }
+        #expect(second.status == 0, "\(second.output)")
         #expect(second.output.contains("data: OK") && second.output.contains("hello: OK"), "\(second.output)")
         // The backend counted the guest's I/O (what domblkstat will show).
         let stats = try controlCommand(control, "stats")

@@ -33,31 +33,18 @@ public func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(
 public func runProcess(_ executable: String, _ arguments: [String], directory: String? = nil,
                        environment: [String: String]? = nil, input: [UInt8]? = nil,
                        timeout: TimeInterval = 120) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    let inPipe = Pipe()
-    p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
-    try p.run()
+    let child = try SpawnedChild(executable, arguments, environment: environment, directory: directory,
+                                 stdinFromPipe: input != nil)
+    let collector = OutputCollector(FileHandle(fileDescriptor: child.outputReader, closeOnDealloc: true))
     if let input {
-        inPipe.fileHandleForWriting.write(Data(input))
-        try? inPipe.fileHandleForWriting.close()
+        child.write(input)
+        child.closeInput()
     }
-    let collector = OutputCollector(out.fileHandleForReading)
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-    if p.isRunning {
-        p.terminate()
-        p.waitUntilExit()
-        throw TestError("\(executable) timed out after \(timeout)s; output:\n\(collector.text)")
+    guard let status = child.wait(timeout: timeout) else {
+        child.killAndReap()
+        throw TestError("\(executable) timed out after \(timeout)s; output:\n\(collector.finish(timeout: 2))")
     }
-    p.waitUntilExit()
-    return (p.terminationStatus, collector.finish())
+    return (status, collector.finish())
 }
 
 /// Collects a pipe's output on a background thread.

@@ -18,6 +18,7 @@
 #include <termios.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <fcntl.h>
 
 #ifdef __cplusplus
@@ -75,10 +76,17 @@ int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
 /// pidfd_open(2): a pollable descriptor that becomes readable when `pid` exits.
 int apus_pidfd_open(int pid);
-/// Reaps any exited child without blocking; returns its pid (0: none) and status.
-int apus_reap_child(int *status);
+/// Reaps `child` without blocking if it exited; returns its pid (0: still
+/// running, -1: not a child) and status.
+int apus_reap_child(int child, int *status);
 
 #ifdef __cplusplus
 }
 #endif
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start.
+int apus_pipe_cloexec(int fds[2]);
+
+/// posix_spawn_file_actions_addchdir_np (a GNU extension).
+int apus_spawn_actions_addchdir(posix_spawn_file_actions_t *actions, const char *dir);
+
 #endif
