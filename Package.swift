@@ -72,6 +72,10 @@ let package = Package(
             dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apusd"),
 
+        // MARK: libvirt's client library, for the apus CLI and the tests
+        .systemLibrary(name: "CLibvirt", path: "Sources/CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        .target(name: "LibvirtClient", dependencies: ["CLibvirt"], path: "Sources/LibvirtClient"),
+
         // MARK: benchmarks (Deploy/bench)
         .executableTarget(name: "apus-bench", path: "Deploy/Bench"),
 
@@ -79,9 +83,12 @@ let package = Package(
         .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend"], path: "Tests/Fuzz/FuzzTargets"),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-virtqueue"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-vhost-user"),
+        .target(name: "ToolstackFuzz", dependencies: ["ApusSys", "Toolstack", "LibvirtRPC"], path: "Tests/Fuzz/ToolstackFuzz"),
+        .executableTarget(name: "fuzz-libvirt-rpc", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-libvirt-rpc"),
+        .executableTarget(name: "fuzz-domain-xml", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-domain-xml"),
 
         // MARK: tests
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CApusSys"], path: "Tests/TestSupport"),
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),
@@ -89,7 +96,12 @@ let package = Package(
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
-        .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "TestSupport"], path: "Tests/FuzzCorpusTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/IntegrationTests"),
+        .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "ApusSys", "TestSupport"], path: "Tests/ToolstackTests"),
+        .testTarget(name: "LibvirtRPCTests",
+                    dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", "TestSupport",
+                                   .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+                    path: "Tests/LibvirtRPCTests"),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "ToolstackFuzz", "TestSupport"], path: "Tests/FuzzCorpusTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport"], path: "Tests/IntegrationTests"),
     ]
 )

@@ -94,7 +94,7 @@ final class Client: @unchecked Sendable {
         }
         if throttle { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
         let payload = packet.payload
-        Task {
+        Task(executorPreference: ToolstackExecutor.shared) { [self] in
             let result: Result<Dispatcher.Reply, ToolstackError>
             do throws(ToolstackError) {
                 var args = XDRReader(payload)

@@ -32,6 +32,9 @@ struct Apusd: AsyncParsableCommand {
     var noAutostart = false
 
     mutating func run() async throws {
+        // A parent may have left signals blocked (test runners do); apusd
+        // must see SIGTERM, and its children start with an empty mask.
+        Signals.unblockAll()
         signal(SIGPIPE, SIG_IGN)
         let binaryDirectory = binaries ?? Self.executableDirectory()
         let paths = ApusPaths(root: root, binaries: binaryDirectory)

@@ -22,8 +22,15 @@ public enum ProcessControl {
             }
         }
         guard pid > 0 else { throw SystemCallError("spawn \(path)", Errno(rawValue: -pid)) }
+        _ = spawned.withLock { children.insert(pid) }
         return pid
     }
+
+    /// Children started by `spawn` and not yet reaped. Only these are
+    /// reaped: other code in the process (Foundation's Process, tests) owns
+    /// its own children.
+    nonisolated(unsafe) private static var children: Set<Int32> = []
+    private static let spawned = ConditionLock()
 
     /// The current environment as KEY=VALUE strings.
     public static func currentEnvironment() -> [String] {
@@ -56,17 +63,23 @@ public enum ProcessControl {
         pid > 0 && kill(pid, signal) == 0
     }
 
-    /// Reaps exited children (call on SIGCHLD or periodically); returns (pid, exit status or 128+signal).
+    /// Reaps exited children started by `spawn` (call periodically or when
+    /// one exits); returns (pid, exit status or 128+signal).
+    @discardableResult
     public static func reapChildren() -> [(pid: Int32, status: Int32)] {
-        var out: [(Int32, Int32)] = []
-        while true {
-            var s: Int32 = 0
-            let pid = apus_reap_child(&s)
-            if pid <= 0 { break }
-            let status: Int32 = (s & 0x7F) == 0 ? (s >> 8) & 0xFF : 128 + (s & 0x7F)
-            out.append((pid, status))
+        spawned.withLock {
+            var out: [(Int32, Int32)] = []
+            for pid in children {
+                var s: Int32 = 0
+                let r = apus_reap_child(pid, &s)
+                if r == 0 { continue }
+                children.remove(pid)
+                if r == pid {
+                    out.append((pid, (s & 0x7F) == 0 ? (s >> 8) & 0xFF : 128 + (s & 0x7F)))
+                }
+            }
+            return out
         }
-        return out
     }
 
     /// The command line of a process (from /proc), for recognizing our own after a restart.

@@ -440,9 +440,9 @@ public actor DomainManager {
 
     func watch(_ uuid: DomainUUID, pid: Int32) {
         let watched = hub.watchExit(pid) { [weak self] in
-            Task { await self?.processExited(uuid, pid: pid) }
+            Task(executorPreference: ToolstackExecutor.shared) { await self?.processExited(uuid, pid: pid) }
         }
-        if !watched { Task { await self.processExited(uuid, pid: pid) } }
+        if !watched { Task(executorPreference: ToolstackExecutor.shared) { await self.processExited(uuid, pid: pid) } }
     }
 
     /// apus-hv exited: apply the domain's on_poweroff / on_reboot / on_crash.

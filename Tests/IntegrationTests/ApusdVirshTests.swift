@@ -1,0 +1,213 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// apusd driven by the real virsh (libvirt-clients 9.0), with stub-kernel
+/// domains that run under any KVM.
+@Suite(.enabled(if: kvmAvailable && guestImagesAvailable && fileExists("/usr/bin/virsh"), "needs /dev/kvm, guest images and virsh"),
+       .serialized)
+struct ApusdVirshTests {
+    func lines(_ s: String) -> [String] {
+        // (virsh -q sizes columns without the header: compare words)
+        s.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }.filter { !$0.isEmpty }
+    }
+
+    @Test func defineStartInspectStopUndefine() throws {
+        let d = try ApusdProcess()
+        let xml = try d.file("demo.xml", d.stubDomainXML("demo", uuid: "11111111-2222-3333-4444-555555555555", vcpus: 2))
+        #expect(try d.okVerbose("define", xml).contains("Domain 'demo' defined from"))
+        #expect(lines(try d.ok("list", "--all")) == ["0 Domain-0 running", "- demo shut off"])
+        #expect(try d.ok("domstate", "--reason", "demo").contains("shut off (unknown)"))
+        #expect(try d.okVerbose("start", "demo").contains("Domain 'demo' started"))
+        #expect(lines(try d.ok("list")) == ["0 Domain-0 running", "1 demo running"])
+        #expect(try d.virsh("start", "demo").output.contains("error: Domain is already active"))
+
+        let info = try d.ok("dominfo", "demo")
+        for expected in ["Id:             1", "UUID:           11111111-2222-3333-4444-555555555555", "OS Type:        hvm",
+                         "State:          running", "CPU(s):         2", "Max memory:     65536 KiB", "Persistent:     yes",
+                         "Autostart:      disable"] {
+            #expect(info.contains(expected), "\(expected) in\n\(info)")
+        }
+        #expect(try d.ok("domid", "demo").trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        #expect(try d.ok("domname", "1").trimmingCharacters(in: .whitespacesAndNewlines) == "demo")
+        #expect(try d.ok("domuuid", "demo").contains("11111111-2222-3333-4444-555555555555"))
+        #expect(try d.ok("domstate", "--reason", "demo").contains("running (booted)"))
+        let dumped = try d.ok("dumpxml", "demo")
+        #expect(dumped.contains("<domain type='kvm' id='1'>") && dumped.contains("<vcpu placement='static'>2</vcpu>"))
+        #expect(!(try d.ok("dumpxml", "--inactive", "demo")).contains("id='1'"))
+        let vcpus = try d.ok("vcpuinfo", "demo")
+        #expect(vcpus.contains("VCPU:           0") && vcpus.contains("VCPU:           1") && vcpus.contains("State:          running"))
+        let mem = try d.ok("dommemstat", "demo")
+        #expect(mem.contains("actual 65536") && mem.contains("rss "))
+        #expect(try d.ok("vcpucount", "demo").contains("current      live           2"))
+        #expect(try d.ok("nodeinfo").contains("CPU model:           x86_64"))
+        #expect(try d.ok("version").contains("Running hypervisor: APUS 0.1.0"))
+        #expect(try d.ok("capabilities").contains("<domain type='kvm'/>"))
+        #expect(!(try d.ok("hostname")).isEmpty)
+
+        #expect(try d.okVerbose("shutdown", "demo").contains("is being shutdown"))
+        #expect(d.waitForState("demo", "shut off"), "the stub powers off on the ACPI power button")
+        #expect(try d.ok("domstate", "--reason", "demo").contains("shut off (shutdown)"))
+        #expect(try d.okVerbose("undefine", "demo").contains("Domain 'demo' has been undefined"))
+        #expect(lines(try d.ok("list", "--all")) == ["0 Domain-0 running"])
+        #expect(try d.virsh("dominfo", "demo").output.contains("error: failed to get domain 'demo'"))
+    }
+
+    @Test func suspendResumeDestroyAndTransientDomains() throws {
+        let d = try ApusdProcess()
+        let xml = try d.file("t.xml", d.stubDomainXML("trans"))
+        #expect(try d.okVerbose("create", xml).contains("Domain 'trans' created from"))
+        #expect(try d.ok("dominfo", "trans").contains("Persistent:     no"))
+        _ = try d.ok("suspend", "trans")
+        #expect(try d.ok("domstate", "--reason", "trans").contains("paused (user)"))
+        #expect(try d.virsh("suspend", "trans").output.contains("Requested operation is not valid"))
+        _ = try d.ok("resume", "trans")
+        #expect(try d.ok("domstate", "--reason", "trans").contains("running (unpaused)"))
+        #expect(try d.okVerbose("destroy", "trans").contains("Domain 'trans' destroyed"))
+        // transient: gone once stopped
+        #expect(try d.virsh("domstate", "trans").output.contains("failed to get domain 'trans'"))
+        #expect(try d.virsh("list", "--all", "--name").output.contains("trans") == false)
+        // no processes or runtime state left behind
+        let left = try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/trans"]).output
+        #expect(left.isEmpty, "left: \(left)")
+        #expect(!fileExists(d.rootPath + "/run/apus/domains/trans"))
+
+        // start --paused: paused (starting up), then resume
+        let p = try d.file("p.xml", d.stubDomainXML("pdemo"))
+        _ = try d.ok("define", p)
+        _ = try d.ok("start", "--paused", "pdemo")
+        #expect(try d.ok("domstate", "--reason", "pdemo").contains("paused (starting up)"))
+        _ = try d.ok("resume", "pdemo")
+        #expect(try d.ok("console", "--help").contains("console"))
+        _ = try d.ok("destroy", "pdemo")
+        #expect(try d.ok("domstate", "--reason", "pdemo").contains("shut off (destroyed)"))
+        // a running persistent domain that is undefined becomes transient
+        _ = try d.ok("start", "pdemo")
+        _ = try d.ok("undefine", "pdemo")
+        #expect(try d.ok("dominfo", "pdemo").contains("Persistent:     no"))
+        _ = try d.ok("destroy", "pdemo")
+        #expect(try d.virsh("dominfo", "pdemo").status != 0)
+    }
+
+    @Test func consoleShowsTheGuestAndTakesInput() throws {
+        let d = try ApusdProcess()
+        _ = try d.ok("create", try d.file("c.xml", d.stubDomainXML("con")))
+        let out = try d.console("con", [(1.5, "help\r"), (1.5, "\u{1d}")])
+        #expect(out.contains("Connected to domain 'con'"), "\(out)")
+        #expect(out.contains("stub: commands: poweroff reboot crash help"), "\(out)")
+        // The log keeps everything the guest printed, session or not.
+        let log = String(decoding: try readFile(d.rootPath + "/var/log/apus/con.log"), as: UTF8.self)
+        #expect(log.contains("Apus stub kernel: hello from the guest") && log.contains("stub: commands:"))
+        // The guest powering off ends the session with EOF: virsh exits by itself.
+        let off = try d.console("con", [(1.5, "poweroff\r")], timeout: 20)
+        #expect(off.contains("stub: powering off"), "\(off)")
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try d.virsh("domstate", "con")).status == 0 { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(try d.virsh("domstate", "con").status != 0, "a transient domain vanishes when it powers off")
+    }
+
+    @Test func lifecycleEventsReachVirshEventLoop() throws {
+        let d = try ApusdProcess()
+        let events = try ChildProcess("/usr/bin/virsh", ["-c", d.uri, "event", "--loop", "--all", "--timeout", "30"], stdinFromPipe: false)
+        Thread.sleep(forTimeInterval: 1.0)
+        let xml = try d.file("e.xml", d.stubDomainXML("ev"))
+        _ = try d.ok("define", xml)
+        _ = try d.ok("start", "ev")
+        _ = try d.ok("suspend", "ev")
+        _ = try d.ok("resume", "ev")
+        _ = try d.ok("reboot", "ev")
+        #expect(events.waitFor("event 'reboot' for domain 'ev'", timeout: 20), "\(events.output)")
+        _ = try d.ok("destroy", "ev")
+        _ = try d.ok("undefine", "ev")
+        #expect(events.waitFor("Undefined Removed", timeout: 10), "\(events.output)")
+        let seen = events.lines.filter { $0.hasPrefix("event 'lifecycle'") }
+        #expect(seen == [
+            "event 'lifecycle' for domain 'ev': Defined Added",
+            "event 'lifecycle' for domain 'ev': Started Booted",
+            "event 'lifecycle' for domain 'ev': Suspended Paused",
+            "event 'lifecycle' for domain 'ev': Resumed Unpaused",
+            "event 'lifecycle' for domain 'ev': Stopped Destroyed",
+            "event 'lifecycle' for domain 'ev': Undefined Removed",
+        ], "\(events.output)")
+        events.signal(SIGINT)
+        _ = events.waitForExit(timeout: 10)
+    }
+
+    @Test func guestRebootAndCrashFollowTheOnActions() throws {
+        let d = try ApusdProcess()
+        // on_reboot restart (default): the domain comes back with the same id
+        _ = try d.ok("create", try d.file("r.xml", d.stubDomainXML("rb", extra: "<on_crash>destroy</on_crash>")))
+        _ = try d.console("rb", [(1.5, "reboot\r"), (2.0, "\u{1d}")])
+        Thread.sleep(forTimeInterval: 1)
+        #expect(try d.ok("domstate", "--reason", "rb").contains("running (booted)"))
+        #expect(try d.ok("domid", "rb").contains("1"))
+        // on_crash destroy: the transient domain is gone
+        _ = try d.console("rb", [(1.5, "crash\r")], timeout: 20)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try d.virsh("domstate", "rb")).status == 0 { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(try d.virsh("domstate", "rb").status != 0)
+
+        // on_crash preserve on a persistent domain: it stays, state crashed
+        _ = try d.ok("define", try d.file("p.xml", d.stubDomainXML("keep", extra: "<on_crash>preserve</on_crash>")))
+        _ = try d.ok("start", "keep")
+        _ = try d.console("keep", [(1.5, "crash\r")], timeout: 20)
+        #expect(d.waitForState("keep", "crashed"))
+        #expect(try d.ok("domstate", "--reason", "keep").contains("crashed (panicked)"))
+    }
+
+    @Test func readOnlySocketRefusesDestroy() throws {
+        let d = try ApusdProcess()
+        _ = try d.ok("create", try d.file("r.xml", d.stubDomainXML("ro")))
+        let viaSocket = try d.virsh(["destroy", "ro"], readOnly: true)
+        #expect(viaSocket.status == 1)
+        #expect(viaSocket.output.contains("error: operation forbidden: read only access prevents virDomainDestroy"), "\(viaSocket.output)")
+        let viaFlag = try runProcess("/usr/bin/virsh", ["-r", "-c", d.readOnlyURI, "destroy", "ro"])
+        #expect(viaFlag.status == 1 && viaFlag.output.contains("read only access prevents virDomainDestroy"))
+        let list = try d.virsh(["list"], readOnly: true)
+        #expect(list.status == 0 && list.output.contains("ro"))
+        #expect(try d.ok("domstate", "ro").contains("running"))
+    }
+
+    @Test func domainsSurviveAnApusdRestart() throws {
+        let d = try ApusdProcess()
+        _ = try d.ok("define", try d.file("s.xml", d.stubDomainXML("survivor")))
+        _ = try d.ok("start", "survivor")
+        _ = try d.ok("define", try d.file("a.xml", d.stubDomainXML("auto")))
+        _ = try d.ok("autostart", "auto")
+        let pidBefore = try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/survivor/control"]).output
+        #expect(d.stop() == 0)
+        // apusd is gone; the domain's apus-hv is not
+        #expect(try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/survivor/control"]).output == pidBefore)
+        try d.start()
+        #expect(try d.ok("domstate", "--reason", "survivor").contains("running"))
+        #expect(try d.ok("domid", "survivor").contains("1"))
+        // autostart started the other one when apusd came up
+        #expect(try d.ok("domstate", "auto").contains("running"))
+        #expect(try d.ok("dominfo", "auto").contains("Autostart:      enable"))
+        // the found-again domain is fully managed: console, events, destroy
+        let out = try d.console("survivor", [(1.5, "help\r"), (1.5, "\u{1d}")])
+        #expect(out.contains("stub: commands:"), "\(out)")
+        _ = try d.ok("destroy", "survivor")
+        #expect(try d.ok("domstate", "--reason", "survivor").contains("shut off (destroyed)"))
+        // new ids continue after the restart
+        _ = try d.ok("start", "survivor")
+        let id = Int(try d.ok("domid", "survivor").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(id >= 3)
+    }
+
+    @Test func badInputGetsLibvirtErrors() throws {
+        let d = try ApusdProcess()
+        let broken = try d.file("broken.xml", "<domain type='kvm'>\n  <name>b</name>\n  <memory>65536</memory\n</domain>")
+        let r = try d.virsh("define", broken)
+        #expect(r.status == 1 && r.output.contains("error: XML error: (domain_definition):"), "\(r.output)")
+        let noKernel = try d.file("nk.xml", "<domain type='kvm'><name>nk</name><memory>65536</memory><os><type>hvm</type><kernel>/nonexistent</kernel></os></domain>")
+        _ = try d.ok("define", noKernel)
+        let s = try d.virsh("start", "nk")
+        #expect(s.status == 1 && s.output.contains("operation failed: kernel '/nonexistent' does not exist"), "\(s.output)")
+        #expect(try d.ok("domstate", "nk").contains("shut off"))
+        let sameName = try d.file("dup.xml", "<domain type='kvm'><name>nk</name><uuid>99999999-2222-3333-4444-555555555555</uuid><memory>65536</memory><os><type>hvm</type></os></domain>")
+        #expect(try d.virsh("define", sameName).output.contains("operation failed: domain 'nk' already exists with uuid"))
+        #expect(try d.virsh("destroy", "Domain-0").output.contains("Requested operation is not valid"))
+        #expect(try d.virsh("save", "nk", "/tmp/x").output.contains("this function is not supported by the connection driver: virDomainSave"))
+    }
+}

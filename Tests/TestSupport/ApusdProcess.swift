@@ -1,0 +1,115 @@
+import Foundation
+
+/// An `apusd --root TMP` for a test, driven with the real virsh.
+public final class ApusdProcess: @unchecked Sendable {
+    public let root: TemporaryDirectory
+    public private(set) var daemon: ChildProcess?
+    public var rootPath: String { root.path }
+    public var socket: String { root.path + "/run/libvirt/virtapusd-sock" }
+    public var readOnlySocket: String { root.path + "/run/libvirt/virtapusd-sock-ro" }
+    public var uri: String { "apus+unix:///system?socket=" + socket }
+    public var readOnlyURI: String { "apus+unix:///system?socket=" + readOnlySocket }
+
+    public init() throws {
+        root = try TemporaryDirectory(prefix: "apusd")
+        try start()
+    }
+
+    /// Starts (or restarts) the daemon and waits for its sockets.
+    public func start(extra: [String] = []) throws {
+        try? FileManager.default.removeItem(atPath: socket)
+        let d = try ChildProcess(product("apusd"), ["--root", root.path] + extra, stdinFromPipe: false)
+        daemon = d
+        guard d.waitFor("listening on", timeout: 30) else { throw TestError("apusd did not start:\n\(d.output)") }
+    }
+
+    /// Stops the daemon with SIGTERM (domains keep running).
+    @discardableResult
+    public func stop() -> Int32? {
+        guard let d = daemon else { return nil }
+        d.signal(SIGTERM)
+        daemon = nil
+        return d.waitForExit(timeout: 20)
+    }
+
+    /// Runs virsh against this daemon: (exit status, output).
+    @discardableResult
+    public func virsh(_ args: [String], readOnly: Bool = false, quiet: Bool = true, timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
+        try runProcess("/usr/bin/virsh", (quiet ? ["-q"] : []) + ["-c", readOnly ? readOnlyURI : uri] + args, timeout: timeout)
+    }
+
+    public func virsh(_ args: String...) throws -> (status: Int32, output: String) { try virsh(args) }
+
+    /// virsh that must succeed; returns its output.
+    public func ok(_ args: String..., file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let r = try virsh(args)
+        guard r.status == 0 else { throw TestError("virsh \(args.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
+        return r.output
+    }
+
+    /// virsh that must succeed, without -q: its informational messages
+    /// ("Domain 'x' started") are printed too.
+    public func okVerbose(_ args: String...) throws -> String {
+        let r = try virsh(args, quiet: false)
+        guard r.status == 0 else { throw TestError("virsh \(args.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
+        return r.output
+    }
+
+    /// `virsh console` in a pseudo-terminal (virsh needs one, as `script`
+    /// provides): writes `input` (each after its delay), returns what was
+    /// shown; "\u{1d}" (Ctrl-]) ends the session.
+    public func console(_ domain: String, _ input: [(delay: Double, text: String)], timeout: TimeInterval = 30) throws -> String {
+        var script = ""
+        for (delay, text) in input {
+            let escaped = text.unicodeScalars.map { String(format: "\\%03o", $0.value) }.joined()
+            script += "sleep \(delay); printf '\(escaped)'; "
+        }
+        let command = "(\(script)) | /usr/bin/script -qfec \"/usr/bin/virsh -c '\(uri)' console \(domain)\" /dev/null"
+        return try runProcess("/bin/sh", ["-c", command], timeout: timeout).output
+    }
+
+    /// A domain XML with the stub kernel.
+    public func stubDomainXML(_ name: String, uuid: String? = nil, vcpus: Int = 1, extra: String = "") -> String {
+        """
+        <domain type='kvm'>
+          <name>\(name)</name>
+          \(uuid.map { "<uuid>\($0)</uuid>" } ?? "")
+          <memory unit='MiB'>64</memory>
+          <vcpu>\(vcpus)</vcpu>
+          <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
+          \(extra)
+          <devices><serial type='pty'/><console type='pty'/></devices>
+        </domain>
+        """
+    }
+
+    /// Writes `xml` to a file under the root and returns its path.
+    public func file(_ name: String, _ text: String) throws -> String {
+        let path = root.path + "/" + name
+        try writeFile(path, Array(text.utf8))
+        return path
+    }
+
+    /// Polls virsh domstate until it prints `state` (e.g. "shut off").
+    public func waitForState(_ domain: String, _ state: String, timeout: TimeInterval = 20) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let r = try? virsh(["domstate", domain]), r.output.trimmingCharacters(in: .whitespacesAndNewlines) == state { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return false
+    }
+
+    /// Destroys everything still running under this root and stops apusd.
+    deinit {
+        if daemon != nil, let list = try? virsh(["list", "--name"]) {
+            for name in list.output.split(separator: "\n") where name != "Domain-0" {
+                _ = try? virsh(["destroy", String(name)])
+            }
+        }
+        stop()
+        // Anything left (apusd killed mid-test): kill by runtime records' processes.
+        let pids = (try? runProcess("/usr/bin/pgrep", ["-f", root.path]).output) ?? ""
+        for p in pids.split(separator: "\n") { if let pid = Int32(p) { kill(pid, SIGKILL) } }
+    }
+}

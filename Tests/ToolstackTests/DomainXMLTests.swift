@@ -1,0 +1,206 @@
+import Testing
+@testable import Toolstack
+
+@Suite struct XMLParserTests {
+    @Test func parsesElementsAttributesTextAndEntities() throws {
+        let root = try XMLParser.parse("""
+            <?xml version="1.0"?>
+            <!-- a comment -->
+            <a x='1' y="two &amp; three"><b>t&lt;e&#x41;&#66;</b><![CDATA[<raw>]]><c/></a>
+            """)
+        #expect(root.name == "a" && root.attribute("y") == "two & three")
+        #expect(root.childText("b") == "t<eAB")
+        #expect(root.elements().map(\.name) == ["b", "c"])
+        #expect(root.line == 3)
+    }
+
+    @Test(arguments: [
+        ("", 1, "Document is empty"),
+        ("<a>", 1, "Premature end of data in tag a line 1"),
+        ("<a>\n</b>", 2, "Opening and ending tag mismatch: a line 1 and b"),
+        ("<a x='1' x='2'/>", 1, "Attribute x redefined"),
+        ("<a>&bogus;</a>", 1, "Entity 'bogus' not defined"),
+        ("<!DOCTYPE a [<!ENTITY e 'x'>]><a/>", 1, "DOCTYPE is not allowed"),
+        ("<a/><b/>", 1, "Extra content at the end of the document"),
+        ("<a x=1/>", 1, "AttValue: \" or ' expected"),
+    ])
+    func malformedDocumentsReportWhere(text: String, line: Int, message: String) {
+        #expect {
+            try XMLParser.parse(text)
+        } throws: { e in
+            guard let e = e as? XMLParseError else { return false }
+            return e.line == line && e.message == message
+        }
+    }
+
+    @Test func nestingIsBounded() {
+        let deep = String(repeating: "<a>", count: 100) + String(repeating: "</a>", count: 100)
+        #expect(throws: XMLParseError.self) { try XMLParser.parse(deep) }
+    }
+
+    @Test func writerEscapes() {
+        let e = XMLElement("t", attributes: [("v", "a'b<\"&")], children: [.text("x<y&z>")])
+        let text = XMLWriter.write(e)
+        let back = try? XMLParser.parse(text)
+        #expect(back?.attribute("v") == "a'b<\"&" && back?.text == "x<y&z>")
+    }
+}
+
+@Suite struct DomainXMLTests {
+    static let full = """
+        <domain type='kvm'>
+          <name>web</name>
+          <uuid>11111111-2222-3333-4444-555555555555</uuid>
+          <title>A web server</title>
+          <description>serves &lt;pages&gt;</description>
+          <memory unit='GiB'>1</memory>
+          <currentMemory unit='MiB'>512</currentMemory>
+          <vcpu placement='static'>2</vcpu>
+          <os>
+            <type arch='x86_64' machine='pc'>hvm</type>
+            <kernel>/boot/vmlinuz</kernel>
+            <initrd>/boot/initrd</initrd>
+            <cmdline>console=ttyS0 quiet</cmdline>
+          </os>
+          <on_poweroff>destroy</on_poweroff>
+          <on_reboot>restart</on_reboot>
+          <on_crash>preserve</on_crash>
+          <devices>
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='raw'/>
+              <source file='/var/lib/images/web.img'/>
+              <target dev='vda' bus='virtio'/>
+            </disk>
+            <disk type='block' device='disk'>
+              <source dev='/dev/sdb'/>
+              <target dev='vdb'/>
+              <readonly/>
+            </disk>
+            <interface type='network'>
+              <mac address='52:54:00:AA:BB:CC'/>
+              <source network='default'/>
+              <target dev='vnet7'/>
+              <model type='virtio'/>
+            </interface>
+            <serial type='pty'/>
+          </devices>
+        </domain>
+        """
+
+    @Test func parsesEverythingApusModels() throws {
+        let d = try DomainXML.parse(Self.full)
+        #expect(d.name == "web" && d.uuid.description == "11111111-2222-3333-4444-555555555555")
+        #expect(d.title == "A web server" && d.description == "serves <pages>")
+        #expect(d.memoryKiB == 1 << 20 && d.currentMemoryKiB == 512 << 10 && d.vcpus == 2)
+        #expect(d.kernel == "/boot/vmlinuz" && d.initrd == "/boot/initrd" && d.cmdline == "console=ttyS0 quiet")
+        #expect(d.onCrash == .preserve && d.onReboot == .restart)
+        #expect(d.disks == [DiskDefinition(type: .file, source: "/var/lib/images/web.img", target: "vda"),
+                            DiskDefinition(type: .block, source: "/dev/sdb", target: "vdb", readOnly: true)])
+        #expect(d.interfaces == [InterfaceDefinition(type: .network, source: "default", mac: "52:54:00:aa:bb:cc", targetDevice: "vnet7")])
+        #expect(d.console)
+    }
+
+    @Test func formatRoundTrips() throws {
+        let d = try DomainXML.parse(Self.full)
+        let text = DomainXML.format(d)
+        #expect(try DomainXML.parse(text) == d)
+        #expect(DomainXML.format(try DomainXML.parse(text)) == text)
+        #expect(DomainXML.format(d, id: 7).hasPrefix("<domain type='kvm' id='7'>"))
+    }
+
+    @Test func defaultsAreLibvirts() throws {
+        let d = try DomainXML.parse("<domain type='kvm'><name>m</name><memory>65536</memory><os><type>hvm</type></os></domain>")
+        #expect(d.memoryKiB == 65536 && d.currentMemoryKiB == 65536 && d.vcpus == 1)
+        #expect(d.onPoweroff == .destroy && d.onReboot == .restart && d.onCrash == .destroy)
+        #expect(!d.console && d.disks.isEmpty)
+        // a UUID is generated; an interface without a MAC gets a stable one
+        let n = try DomainXML.parse("<domain type='kvm'><name>n</name><uuid>00000000-0000-0000-0000-0000000000aa</uuid><memory>65536</memory><os><type>hvm</type></os><devices><interface type='bridge'><source bridge='br0'/></interface></devices></domain>")
+        #expect(n.interfaces.first?.mac == "52:54:00:00:00:aa")
+    }
+
+    static func domain(_ inner: String, type: String = "kvm") -> String {
+        "<domain type='\(type)'>\(inner)</domain>"
+    }
+    static let base = "<name>x</name><memory>65536</memory><os><type>hvm</type></os>"
+
+    @Test(arguments: [
+        (domain("<memory>65536</memory><os><type>hvm</type></os>"), "XML error: missing name information"),
+        (domain("<name>x</name><os><type>hvm</type></os>"), "XML error: Memory size must be specified via <memory> or in the <numa> configuration"),
+        (domain("<name>x</name><memory unit='parsecs'>1</memory><os><type>hvm</type></os>"), "XML error: unknown suffix 'parsecs'"),
+        (domain(base, type: "xen"), "unsupported configuration: domain type 'xen' is not supported by Apus (use 'kvm')"),
+        (domain("<name>a/b</name><memory>65536</memory><os><type>hvm</type></os>"), "XML error: name a/b cannot contain '/'"),
+        (domain("<name>x</name><memory>65536</memory><os><type>xen</type></os>"), "unsupported configuration: os type 'xen' is not supported by Apus (hvm only)"),
+        (domain(base + "<uuid>not-a-uuid</uuid>"), "XML error: malformed uuid element"),
+        (domain(base + "<vcpu>0</vcpu>"), "XML error: Invalid vcpus count"),
+        (domain(base + "<on_crash>explode</on_crash>"), "XML error: invalid on_crash value: 'explode'"),
+        (domain(base + "<devices><disk type='file'><source file='/a'/><target dev='sda'/></disk></devices>"),
+         "unsupported configuration: disk target 'sda' is not supported (virtio disks are vda, vdb, ...)"),
+        (domain(base + "<devices><disk type='file'><driver type='qcow2'/><source file='/a'/><target dev='vda'/></disk></devices>"),
+         "unsupported configuration: disk format 'qcow2' is not supported (raw only)"),
+        (domain(base + "<devices><disk type='file'><source file='/a'/><target dev='vda'/></disk><disk type='file'><source file='/b'/><target dev='vda'/></disk></devices>"),
+         "XML error: target 'vda' duplicated for disk sources '/b'"),
+        (domain(base + "<devices><interface type='network'><mac address='01:00:00:00:00:01'/></interface></devices>"),
+         "XML error: expected unicast mac address, found multicast '01:00:00:00:00:01'"),
+        (domain(base + "<devices><interface type='direct'/></devices>"),
+         "unsupported configuration: interface type 'direct' is not supported (bridge or network: a port on Dom0's switch)"),
+        ("<network/>", "XML error: unexpected root element <network>, expecting <domain>"),
+    ])
+    func invalidDefinitionsGetLibvirtLikeMessages(xml: String, message: String) {
+        #expect {
+            try DomainXML.parse(xml)
+        } throws: { e in
+            (e as? ToolstackError)?.message == message
+        }
+    }
+
+    @Test func syntaxErrorsCarryTheLine() {
+        #expect {
+            try DomainXML.parse("<domain type='kvm'>\n<name>x</name>\n<memory>1</mem>\n</domain>")
+        } throws: { e in
+            guard let e = e as? ToolstackError else { return false }
+            return e.code == .xmlError && e.message.hasPrefix("XML error: (domain_definition):3:")
+        }
+    }
+
+    @Test func strictValidationRejectsUnknownElements() throws {
+        let xml = Self.domain(Self.base + "<blkiotune/>")
+        _ = try DomainXML.parse(xml)
+        #expect {
+            try DomainXML.parse(xml, strict: true)
+        } throws: { e in
+            (e as? ToolstackError)?.message.contains("element 'blkiotune' is not allowed in <domain>") == true
+        }
+    }
+}
+
+@Suite struct DomainModelTests {
+    @Test func uuidsParseInLibvirtsForms() {
+        let u = DomainUUID("6695eb01-f6a4-8304-79aa-97f2502e193f")
+        #expect(u?.description == "6695eb01-f6a4-8304-79aa-97f2502e193f")
+        #expect(DomainUUID("6695eb01f6a4830479aa97f2502e193f") == u)
+        #expect(DomainUUID("6695eb01-f6a4-8304-79aa-97f2502e193") == nil)
+        #expect(DomainUUID("zz95eb01-f6a4-8304-79aa-97f2502e193f") == nil)
+        #expect(DomainUUID.random() != DomainUUID.random())
+    }
+
+    func info(id: Int32, state: DomainState, persistent: Bool = true, autostart: Bool = false) -> DomainInfo {
+        DomainInfo(name: "d\(id)", uuid: .random(), id: id, state: state, reason: 0, persistent: persistent, autostart: autostart,
+                   maxMemoryKiB: 1, memoryKiB: 1, vcpus: 1, title: nil, description: nil)
+    }
+
+    @Test func listFiltersAndGroupsButOrWithin() {
+        let running = info(id: 1, state: .running)
+        let paused = info(id: 2, state: .paused, persistent: false)
+        let off = info(id: -1, state: .shutoff, autostart: true)
+        let all = [running, paused, off]
+        func names(_ f: ListFilter) -> [String] { all.filter { f.admits($0) }.map(\.name) }
+        #expect(names([]) == ["d1", "d2", "d-1"])
+        #expect(names(.active) == ["d1", "d2"])
+        #expect(names([.active, .inactive]) == ["d1", "d2", "d-1"])
+        #expect(names([.active, .running]) == ["d1"])
+        #expect(names([.paused, .shutoff]) == ["d2", "d-1"])
+        #expect(names(.transient) == ["d2"])
+        #expect(names([.persistent, .autostart]) == ["d-1"])
+        #expect(names(.managedSave).isEmpty && names(.noSnapshot).count == 3)
+    }
+}
