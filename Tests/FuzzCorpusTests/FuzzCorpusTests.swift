@@ -2,6 +2,7 @@ import Testing
 import Foundation
 import TestSupport
 import FuzzTargets
+import ToolstackFuzz
 
 /// Replays the checked-in fuzz corpus (and any crash inputs saved under
 /// Tests/Fuzz/corpus) through the fuzz targets' code paths: every one of
@@ -25,6 +26,20 @@ import FuzzTargets
         for input in corpus { VhostUserFuzz.run(input) }
     }
 
+    @Test func libvirtRPCCorpus() throws {
+        let corpus = try inputs("fuzz-libvirt-rpc")
+        #expect(!corpus.isEmpty)
+        // Each seed is a real virsh session: the server answers the
+        // sentinel call after it, so it handled the whole stream.
+        for input in corpus { #expect(LibvirtRPCFuzz.run(input)) }
+    }
+
+    @Test func domainXMLCorpus() throws {
+        let corpus = try inputs("fuzz-domain-xml")
+        #expect(!corpus.isEmpty)
+        for input in corpus { DomainXMLFuzz.run(input) }
+    }
+
     @Test func randomInputsDoNotTrap() {
         var state: UInt64 = 0x1234_5678
         for _ in 0..<300 {
@@ -35,6 +50,7 @@ import FuzzTargets
             }
             VirtqueueFuzz.run(bytes)
             VhostUserFuzz.run(bytes)
+            DomainXMLFuzz.run(bytes)
         }
     }
 }
