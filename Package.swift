@@ -77,7 +77,7 @@ let package = Package(
         .target(name: "LibvirtClient", dependencies: ["CLibvirt"], path: "Sources/LibvirtClient"),
 
         // MARK: benchmarks (Deploy/bench)
-        .executableTarget(name: "apus-bench", path: "Deploy/Bench"),
+        .executableTarget(name: "apus-bench", dependencies: ["LibvirtClient"], path: "Deploy/Bench"),
 
         // MARK: fuzz targets (Deploy/fuzz builds them with -sanitize=fuzzer)
         .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend"], path: "Tests/Fuzz/FuzzTargets"),

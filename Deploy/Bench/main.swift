@@ -3,12 +3,14 @@
 // which builds release binaries and uses the KVM box when needed.
 //
 //   apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR]
+//   apus-bench apusd [--domains N] [--runs N] [--cycles N] [--guest DIR]
 import Foundation
 
 func usage() -> Never {
     print("""
     USAGE: apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR] [--apus-hv PATH] [--qemu PATH]
            apus-bench disk-exits [--guest DIR] [--apus-hv PATH] [--blkback PATH]
+           apus-bench apusd [--domains N] [--runs N] [--cycles N] [--guest DIR] [--apusd PATH]
     """)
     exit(2)
 }
@@ -36,6 +38,16 @@ case "disk-exits":
     let root = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
     DiskExitsBenchmark(guest: option("--guest", root + "/../guest"), apusHV: option("--apus-hv", root + "/apus-hv"),
                        blkback: option("--blkback", root + "/apus-blkback")).run()
+case "apusd":
+    let root = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    do {
+        try ApusdBenchmark(apusd: option("--apusd", root + "/apusd"), guest: option("--guest", root + "/../guest"),
+                           domains: Int(option("--domains", "1000")) ?? 1000, runs: Int(option("--runs", "30")) ?? 30,
+                           cycles: Int(option("--cycles", "50")) ?? 50).run()
+    } catch {
+        FileHandle.standardError.write(Data("apus-bench apusd: \(error)\n".utf8))
+        exit(1)
+    }
 default:
     usage()
 }

@@ -1,0 +1,75 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// apusd running a real Linux domain with a disk on apus-blkback, driven by
+/// virsh. Needs a KVM that boots Linux (Deploy/kvm-box on this project's
+/// machines).
+@Suite(.enabled(if: kvmBootsLinux && guestImagesAvailable, "needs hardware KVM (or Deploy/kvm-box) and guest images"),
+       .serialized)
+struct ApusdLinuxGuestTests {
+    @Test func aLinuxDomainWithADiskBootsReadsAndShutsDown() throws {
+        let d = try ApusdProcess()
+        let image = d.rootPath + "/disk.img"
+        let mkfs = try runProcess("/sbin/mkfs.ext4", ["-q", "-F", image, "32M"])
+        #expect(mkfs.status == 0, "\(mkfs.output)")
+        let xml = """
+            <domain type='kvm'>
+              <name>linux</name>
+              <memory unit='MiB'>256</memory>
+              <vcpu>2</vcpu>
+              <os>
+                <type arch='x86_64'>hvm</type>
+                <kernel>\(guestDirectory)/vmlinuz</kernel>
+                <initrd>\(guestDirectory)/initramfs.cpio.gz</initrd>
+                <cmdline>console=ttyS0 reboot=acpi panic=-1 pci=off quiet</cmdline>
+              </os>
+              <devices>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='raw'/>
+                  <source file='\(image)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <console type='pty'/>
+              </devices>
+            </domain>
+            """
+        _ = try d.ok("define", try d.file("linux.xml", xml))
+        #expect(try d.ok("domblklist", "linux").split(separator: "\n").map { $0.split(separator: " ") }.contains(["vda", Substring(image)]))
+        _ = try d.ok("start", "linux")
+        let log = d.rootPath + "/var/log/apus/linux.log"
+        func console() -> String { (try? String(decoding: readFile(log), as: UTF8.self)) ?? "" }
+        // virsh console (in a pseudo-terminal, as a user runs it) reaches the
+        // guest's shell: mount the disk made on the host and read from it.
+        let session = try ChildProcess("/usr/bin/script", ["-qfec", "/usr/bin/virsh -c '\(d.uri)' console linux", "/dev/null"])
+        #expect(session.waitFor("Connected to domain 'linux'", timeout: 30), "\(session.output)")
+        let deadline = Date().addingTimeInterval(300)
+        while Date() < deadline, !console().contains("apus-guest:") { Thread.sleep(forTimeInterval: 0.5) }
+        #expect(console().contains("APUS-INIT: ready cpus=2"), "\(console())")
+        session.send("\r")
+        #expect(session.waitFor("apus-guest:", timeout: 60), "\(session.output)")
+        session.send("mount /dev/vda /mnt && ls /mnt && dd if=/dev/vda of=/dev/null bs=64k count=128 && echo READ-$((6 * 7))-DONE\r")
+        #expect(session.waitFor("READ-42-DONE", timeout: 120), "\(session.output)")
+        #expect(session.output.contains("lost+found"), "the guest sees the filesystem made on the host")
+        session.send("\u{1d}")
+        #expect(session.waitForExit(timeout: 20) == 0, "Ctrl-] ends virsh console")
+
+        // blkback's counters, through apusd, as libvirt reports them.
+        let stats = try d.ok("domblkstat", "linux", "vda")
+        func counter(_ name: String) -> Int {
+            stats.split(separator: "\n").first { $0.contains(" \(name) ") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        // dd read 8 MiB (the guest merges its 64 KiB reads into larger requests).
+        #expect(counter("rd_req") > 0 && counter("rd_bytes") >= 8 << 20, "\(stats)")
+        #expect(try d.ok("domstate", "--reason", "linux").contains("running (booted)"))
+
+        // Graceful shutdown reaches the guest's ACPI power button.
+        _ = try d.ok("shutdown", "linux")
+        #expect(d.waitForState("linux", "shut off", timeout: 120), "\(console())")
+        #expect(console().contains("APUS-INIT: shutting down"), "\(console())")
+        #expect(try d.ok("domstate", "--reason", "linux").contains("shut off (shutdown)"))
+        // Every process apusd started for the domain is gone.
+        let left = try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/linux"]).output
+        #expect(left.isEmpty, "left behind: \(left)")
+    }
+}
