@@ -401,14 +401,20 @@ public final class Dispatcher: Sendable {
             let format = try a.string(max: 64)
             let config = try a.string()
             try checkFlags(try a.uint(), allowed: 0, "virConnectDomainXMLFromNative")
-            guard let nativeFormats else { throw ToolstackError.notSupported(proc.apiName) }
-            w.string(try nativeFormats.toXML(format, config))
+            if let nativeFormats {
+                w.string(try nativeFormats.toXML(format, config))
+            } else {
+                w.string(try NativeConfig.toXML(format: format, config: config))
+            }
         case .connectDomainXMLToNative:
             let format = try a.string(max: 64)
             let xml = try a.string()
             try checkFlags(try a.uint(), allowed: 0, "virConnectDomainXMLToNative")
-            guard let nativeFormats else { throw ToolstackError.notSupported(proc.apiName) }
-            w.string(try nativeFormats.fromXML(format, xml))
+            if let nativeFormats {
+                w.string(try nativeFormats.fromXML(format, xml))
+            } else {
+                w.string(try NativeConfig.fromXML(format: format, xml: xml))
+            }
 
         case .domainEventLifecycle, .domainEventReboot, .domainEventCallbackLifecycle, .domainEventCallbackReboot:
             // Server-to-client messages, never calls.

@@ -10,6 +10,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case invalidArgument = 8
         case operationFailed = 9
         case xmlError = 27
+        case configSyntax = 33
         case systemError = 38
         case rpc = 39
         case noDomain = 42

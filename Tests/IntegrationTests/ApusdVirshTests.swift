@@ -210,4 +210,28 @@ struct ApusdVirshTests {
         #expect(try d.virsh("destroy", "Domain-0").output.contains("Requested operation is not valid"))
         #expect(try d.virsh("save", "nk", "/tmp/x").output.contains("this function is not supported by the connection driver: virDomainSave"))
     }
+
+    @Test func xenXLConfigsConvertBothWays() throws {
+        let d = try ApusdProcess()
+        let cfg = try d.file("guest.cfg", """
+            # an xl.cfg as Xen users write them
+            name = "xlguest"
+            memory = 64
+            vcpus = 2
+            kernel = "\(guestDirectory)/stub.bzImage"
+            disk = [ '/srv/xlguest.img,raw,xvda,rw' ]
+            """)
+        let xml = try d.ok("domxml-from-native", "xen-xl", cfg)
+        #expect(xml.contains("<name>xlguest</name>") && xml.contains("<vcpu placement='static'>2</vcpu>"), "\(xml)")
+        #expect(xml.contains("<target dev='vda' bus='virtio'/>"), "\(xml)")
+        // The XML defines and runs as any other.
+        let xmlFile = try d.file("xlguest.xml", xml)
+        _ = try d.ok("define", xmlFile)
+        let back = try d.ok("domxml-to-native", "xen-xl", xmlFile)
+        #expect(back.contains("name = 'xlguest'") && back.contains("vcpus = 2") && back.contains("vdev=xvda"), "\(back)")
+        let broken = try d.file("broken.cfg", "name = 'x'\nmemory = 64M\n")
+        let r = try d.virsh("domxml-from-native", "xen-xl", broken)
+        #expect(r.status == 1)
+        #expect(r.output.contains("error: configuration file syntax error: xl.cfg:2:10: malformed number '64M'"), "\(r.output)")
+    }
 }

@@ -1,8 +1,9 @@
 import Toolstack
 
-/// Domain XML from an untrusted file or client: the XML parser, the domain
-/// model's validation, and the format/parse round trip (whatever parses must
-/// format to XML that parses back to the same definition).
+/// Domain configurations from an untrusted file or client: the XML parser,
+/// domain XML validation and its format/parse round trip (whatever parses
+/// must format to XML that parses back to the same definition), and the
+/// same for Xen xl.cfg files.
 public enum DomainXMLFuzz {
     public static func run(_ input: [UInt8]) {
         let text = String(decoding: input, as: UTF8.self)
@@ -17,6 +18,12 @@ public enum DomainXMLFuzz {
             }
             guard again == definition else {
                 fatalError("domain XML round trip changed the definition:\n\(formatted)")
+            }
+        }
+        if let xl = try? XLDomain.parse(text) {
+            let written = XLDomain.format(xl.definition)
+            guard let again = try? XLDomain.parse(written), again.definition == xl.definition else {
+                fatalError("xl.cfg round trip changed the definition:\n\(written)")
             }
         }
     }
