@@ -10,8 +10,6 @@ public final class Dispatcher: Sendable {
     public var events: EventBus { manager.events }
     /// What CONNECT_GET_URI answers.
     let uri: String
-    /// Optional converters for CONNECT_DOMAIN_XML_FROM/TO_NATIVE.
-    let nativeFormats: NativeFormats?
 
     /// A procedure's result: the `_ret` payload, and work to do once the
     /// reply is queued (a console stream's data must follow its reply).
@@ -24,11 +22,10 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    public init(manager: DomainManager, hub: IOHub, uri: String = "apus:///system", nativeFormats: NativeFormats? = nil) {
+    public init(manager: DomainManager, hub: IOHub, uri: String = "apus:///system") {
         self.manager = manager
         self.hub = hub
         self.uri = uri
-        self.nativeFormats = nativeFormats
     }
 
     func call(_ proc: Proc, _ a: inout XDRReader, client: Client, serial: UInt32) async throws(ToolstackError) -> Reply {
@@ -401,20 +398,12 @@ public final class Dispatcher: Sendable {
             let format = try a.string(max: 64)
             let config = try a.string()
             try checkFlags(try a.uint(), allowed: 0, "virConnectDomainXMLFromNative")
-            if let nativeFormats {
-                w.string(try nativeFormats.toXML(format, config))
-            } else {
-                w.string(try NativeConfig.toXML(format: format, config: config))
-            }
+            w.string(try NativeConfig.toXML(format: format, config: config))
         case .connectDomainXMLToNative:
             let format = try a.string(max: 64)
             let xml = try a.string()
             try checkFlags(try a.uint(), allowed: 0, "virConnectDomainXMLToNative")
-            if let nativeFormats {
-                w.string(try nativeFormats.fromXML(format, xml))
-            } else {
-                w.string(try NativeConfig.fromXML(format: format, xml: xml))
-            }
+            w.string(try NativeConfig.fromXML(format: format, xml: xml))
 
         case .domainEventLifecycle, .domainEventReboot, .domainEventCallbackLifecycle, .domainEventCallbackReboot:
             // Server-to-client messages, never calls.
@@ -479,15 +468,3 @@ public final class Dispatcher: Sendable {
     }
 }
 
-/// Converters between libvirt XML and other config formats (xl.cfg),
-/// for `virsh domxml-from-native` / `domxml-to-native`.
-public struct NativeFormats: Sendable {
-    public let toXML: @Sendable (_ format: String, _ config: String) throws(ToolstackError) -> String
-    public let fromXML: @Sendable (_ format: String, _ xml: String) throws(ToolstackError) -> String
-
-    public init(toXML: @escaping @Sendable (String, String) throws(ToolstackError) -> String,
-                fromXML: @escaping @Sendable (String, String) throws(ToolstackError) -> String) {
-        self.toXML = toXML
-        self.fromXML = fromXML
-    }
-}

@@ -23,6 +23,8 @@ import Testing
         ("<!DOCTYPE a [<!ENTITY e 'x'>]><a/>", 1, "DOCTYPE is not allowed"),
         ("<a/><b/>", 1, "Extra content at the end of the document"),
         ("<a x=1/>", 1, "AttValue: \" or ' expected"),
+        ("<a>\n<![CDATA[ok\u{0}]]></a>", 2, "invalid character 0x0"),
+        ("<a><![CDATA[never closed</a>", 1, "unterminated CDATA section"),
     ])
     func malformedDocumentsReportWhere(text: String, line: Int, message: String) {
         #expect {

@@ -123,6 +123,18 @@ import Testing
         }
     }
 
+    @Test func deepNestingIsRefusedWithoutRecursing() {
+        let text = "name = 'a'\nx = " + String(repeating: "[ ", count: 200_000)
+        #expect(throws: XLConfigError(file: "xl.cfg", line: 2, column: 7, message: "lists cannot be nested")) {
+            try XLDomain.parse(text)
+        }
+    }
+
+    @Test func maxmemAloneSetsBothSizes() throws {
+        let d = try XLDomain.parse("name = 'm'\nmaxmem = 64\n").definition
+        #expect(d.memoryKiB == 64 * 1024 && d.currentMemoryKiB == 64 * 1024)
+    }
+
     @Test func xlToXMLToXLRoundTripsTheSupportedKeys() throws {
         let text = """
             name = 'round'

@@ -97,10 +97,10 @@ public struct XLConfigFile: Equatable, Sendable {
             while true {
                 var t = try lexer.next(skippingNewlines: true)
                 if case .closeBracket = t.kind { return .list(items) }
+                // Refused before descending: no input can recurse deeply.
+                if case .openBracket = t.kind { throw lexer.error(t, "lists cannot be nested") }
                 lexer.pushBack(t)
-                let item = try parseValue(&lexer)
-                if case .list = item { throw lexer.error(t, "lists cannot be nested") }
-                items.append(item)
+                items.append(try parseValue(&lexer))
                 guard items.count <= maxListItems else { throw lexer.error(t, "list longer than \(maxListItems) items") }
                 t = try lexer.next(skippingNewlines: true)
                 switch t.kind {

@@ -26,9 +26,11 @@ public enum XLDomain {
     public static func parse(_ text: String, file: String = "xl.cfg") throws(XLConfigError) -> Result {
         let cfg = try XLConfigFile.parse(text, file: file)
         var warnings: [String] = []
-        func fail(_ s: XLConfigFile.Setting, _ message: String) -> XLConfigError {
-            XLConfigError(file: file, line: s.line, column: s.column, message: message)
+        func fail(_ s: XLConfigFile.Setting?, _ message: String) -> XLConfigError {
+            XLConfigError(file: file, line: s?.line ?? 1, column: s?.column ?? 1, message: message)
         }
+        /// The first of `keys` the file sets (for error positions).
+        func setting(_ keys: String...) -> XLConfigFile.Setting? { keys.lazy.compactMap { cfg[$0] }.first }
         func string(_ key: String) throws(XLConfigError) -> String? {
             guard let s = cfg[key] else { return nil }
             guard case .string(let v) = s.value else { throw fail(s, "'\(key)' must be a quoted string") }
@@ -76,7 +78,7 @@ public enum XLDomain {
         }
         var uuid = DomainUUID.random()
         if let u = try string("uuid") {
-            guard let parsed = DomainUUID(u), parsed != .zero else { throw fail(cfg["uuid"]!, "malformed uuid '\(u)'") }
+            guard let parsed = DomainUUID(u), parsed != .zero else { throw fail(setting("uuid"), "malformed uuid '\(u)'") }
             uuid = parsed
         }
         var d = DomainDefinition(name: name, uuid: uuid)
@@ -85,26 +87,27 @@ public enum XLDomain {
         var typeValue = try string("type")
         if typeValue == nil { typeValue = try string("builder") }
         if let t = typeValue {
-            let s = cfg["type"] ?? cfg["builder"]!
+            let s = setting("type", "builder")
             switch t {
             case "pvh", "hvm": break
-            case "pv": warnings.append("\(file):\(s.line): warning: type 'pv' boots as a direct-kernel (PVH-style) Apus domain")
+            case "pv": warnings.append("\(file):\(s?.line ?? 1): warning: type 'pv' boots as a direct-kernel (PVH-style) Apus domain")
             default: throw fail(s, "unknown domain type '\(t)' (pvh, hvm or pv)")
             }
         }
 
         // Memory: MiB. `memory` is what the guest starts with, `maxmem` the
         // ceiling (libvirt's currentMemory and memory).
-        let memoryMiB = try number("memory") ?? 128
-        let maxMiB = try number("maxmem") ?? memoryMiB
-        let memorySetting = cfg["memory"] ?? cfg["maxmem"]
-        guard memoryMiB > 0, maxMiB > 0 else { throw fail(memorySetting!, "memory must be a positive number of MiB") }
-        guard maxMiB >= memoryMiB else { throw fail(cfg["maxmem"]!, "maxmem (\(maxMiB)) is smaller than memory (\(memoryMiB))") }
+        let maxmem = try number("maxmem")
+        let memoryMiB = try number("memory") ?? maxmem ?? 128
+        let maxMiB = maxmem ?? memoryMiB
+        let memorySetting = setting("memory", "maxmem")
+        guard memoryMiB > 0, maxMiB > 0 else { throw fail(memorySetting, "memory must be a positive number of MiB") }
+        guard maxMiB >= memoryMiB else { throw fail(setting("maxmem"), "maxmem (\(maxMiB)) is smaller than memory (\(memoryMiB))") }
         guard UInt64(maxMiB) <= DomainDefinition.maxMemoryKiB / 1024 else {
-            throw fail(memorySetting!, "memory must be at most \(DomainDefinition.maxMemoryKiB / 1024) MiB")
+            throw fail(memorySetting, "memory must be at most \(DomainDefinition.maxMemoryKiB / 1024) MiB")
         }
         guard UInt64(memoryMiB) * 1024 >= DomainDefinition.minMemoryKiB else {
-            throw fail(memorySetting!, "memory must be at least \(DomainDefinition.minMemoryKiB / 1024) MiB")
+            throw fail(memorySetting, "memory must be at least \(DomainDefinition.minMemoryKiB / 1024) MiB")
         }
         d.memoryKiB = UInt64(maxMiB) * 1024
         d.currentMemoryKiB = UInt64(memoryMiB) * 1024
@@ -113,10 +116,10 @@ public enum XLDomain {
         let maxVCPUs = try number("maxvcpus")
         let count = vcpus ?? maxVCPUs ?? 1
         guard count >= 1, count <= Int64(DomainDefinition.maxVCPUs) else {
-            throw fail((cfg["vcpus"] ?? cfg["maxvcpus"])!, "vcpus must be between 1 and \(DomainDefinition.maxVCPUs)")
+            throw fail(setting("vcpus", "maxvcpus"), "vcpus must be between 1 and \(DomainDefinition.maxVCPUs)")
         }
         if let maxVCPUs, let vcpus, maxVCPUs != vcpus {
-            warnings.append("\(file):\(cfg["maxvcpus"]!.line): warning: 'maxvcpus' ignored: Apus domains run 'vcpus' (\(vcpus)) vCPUs")
+            warnings.append("\(file):\(setting("maxvcpus")?.line ?? 1): warning: 'maxvcpus' ignored: Apus domains run 'vcpus' (\(vcpus)) vCPUs")
         }
         d.vcpus = Int(count)
 
@@ -129,14 +132,14 @@ public enum XLDomain {
             if let extra = try string("extra") { parts.append(extra) }
             if !parts.isEmpty { cmdline = parts.joined(separator: " ") }
         } else if cfg["root"] != nil || cfg["extra"] != nil {
-            warnings.append("\(file):\(cfg["cmdline"]!.line): warning: 'cmdline' given: 'root' and 'extra' are ignored (as xl does)")
+            warnings.append("\(file):\(setting("cmdline")?.line ?? 1): warning: 'cmdline' given: 'root' and 'extra' are ignored (as xl does)")
         }
         d.cmdline = cmdline
 
         for (key, keyPath) in [("on_poweroff", \DomainDefinition.onPoweroff), ("on_reboot", \.onReboot), ("on_crash", \.onCrash)] {
             guard let v = try string(key) else { continue }
             guard let action = LifecycleAction(rawValue: v) else {
-                throw fail(cfg[key]!, "unknown \(key) action '\(v)' (destroy, restart, preserve, rename-restart, coredump-destroy, coredump-restart)")
+                throw fail(setting(key), "unknown \(key) action '\(v)' (destroy, restart, preserve, rename-restart, coredump-destroy, coredump-restart)")
             }
             d[keyPath: keyPath] = action
         }
@@ -150,7 +153,7 @@ public enum XLDomain {
         }
         var targets = Set<String>()
         for disk in d.disks where !targets.insert(disk.target).inserted {
-            throw fail(cfg["disk"]!, "disk vdev '\(disk.target)' used twice")
+            throw fail(setting("disk"), "disk vdev '\(disk.target)' used twice")
         }
         for (spec, setting) in try list("vif") {
             do {
@@ -163,7 +166,7 @@ public enum XLDomain {
         }
         var macs = Set<String>()
         for i in d.interfaces where !macs.insert(i.mac).inserted {
-            throw fail(cfg["vif"]!, "MAC address '\(i.mac)' is used by more than one vif")
+            throw fail(setting("vif"), "MAC address '\(i.mac)' is used by more than one vif")
         }
         var startValue = try number("start")
         if startValue == nil { startValue = try number("autostart") }

@@ -399,30 +399,24 @@ public actor DomainManager {
         try control(live, "reset")
     }
 
-    public func suspend(_ uuid: DomainUUID) throws(ToolstackError) {
-        var (d, live) = try live(uuid)
-        guard d.state != .paused else { throw .invalidState("domain is already paused") }
-        try control(live, "pause")
-        d.state = .paused
-        d.reason = StateReason.pausedUser
-        live.record.paused = true
-        live.record.save(paths)
-        d.live = live
-        domains[uuid] = d
-        emit(d, .lifecycle(event: LifecycleEvent.suspended, detail: 0))
-    }
+    public func suspend(_ uuid: DomainUUID) throws(ToolstackError) { try setPaused(uuid, true) }
 
-    public func resume(_ uuid: DomainUUID) throws(ToolstackError) {
+    public func resume(_ uuid: DomainUUID) throws(ToolstackError) { try setPaused(uuid, false) }
+
+    /// Pauses or resumes every vCPU through apus-hv's control socket.
+    private func setPaused(_ uuid: DomainUUID, _ paused: Bool) throws(ToolstackError) {
         var (d, live) = try live(uuid)
-        guard d.state == .paused else { throw .invalidState("domain is not paused") }
-        try control(live, "resume")
-        d.state = .running
-        d.reason = StateReason.runningUnpaused
-        live.record.paused = false
+        guard (d.state == .paused) != paused else {
+            throw .invalidState(paused ? "domain is already paused" : "domain is not paused")
+        }
+        try control(live, paused ? "pause" : "resume")
+        d.state = paused ? .paused : .running
+        d.reason = paused ? StateReason.pausedUser : StateReason.runningUnpaused
+        live.record.paused = paused
         live.record.save(paths)
         d.live = live
         domains[uuid] = d
-        emit(d, .lifecycle(event: LifecycleEvent.resumed, detail: 0))
+        emit(d, .lifecycle(event: paused ? LifecycleEvent.suspended : LifecycleEvent.resumed, detail: 0))
     }
 
     /// `virsh destroy`: synchronous; the domain is off when this returns.

@@ -7,9 +7,12 @@ import ApusSys
 /// apusd's latency does not depend on what else shares the pool.
 /// Tasks started with this preference also run default-actor code here.
 public final class ToolstackExecutor: TaskExecutor, @unchecked Sendable {
-    // SAFETY (Sendable): `jobs` is only touched under `lock`.
+    // SAFETY (Sendable): `jobs` and `head` are only touched under `lock`.
     private let lock = ConditionLock()
+    /// A FIFO: jobs[head...] are waiting; the consumed prefix is dropped
+    /// once it is half the array, so dequeuing stays O(1) amortized.
     private var jobs: [UnownedJob] = []
+    private var head = 0
     private var threads: [OSThread] = []
 
     /// The executor apusd's tasks use (started on first use).
@@ -36,8 +39,17 @@ public final class ToolstackExecutor: TaskExecutor, @unchecked Sendable {
     private func work() {
         while true {
             let job = lock.withLock { () -> UnownedJob in
-                while jobs.isEmpty { lock.wait() }
-                return jobs.removeFirst()
+                while head == jobs.count { lock.wait() }
+                let job = jobs[head]
+                head += 1
+                if head == jobs.count {
+                    jobs.removeAll(keepingCapacity: true)
+                    head = 0
+                } else if head >= 64 && head * 2 >= jobs.count {
+                    jobs.removeFirst(head)
+                    head = 0
+                }
+                return job
             }
             job.runSynchronously(on: asUnownedTaskExecutor())
         }

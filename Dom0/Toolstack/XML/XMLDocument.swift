@@ -201,10 +201,9 @@ public struct XMLParser {
                 try skip(until: "-->", what: "comment")
             } else if starts(with: "<![CDATA[") {
                 try expect("<![CDATA[")
-                let start = i
-                while !atEnd && !starts(with: "]]>") { advance() }
+                // CDATA skips markup, not the rules on characters.
+                while !atEnd && !starts(with: "]]>") { text += try character() }
                 guard !atEnd else { throw error("unterminated CDATA section") }
-                text += String(decoding: bytes[start..<i], as: UTF8.self)
                 try expect("]]>")
             } else if starts(with: "<?") {
                 try skip(until: "?>", what: "processing instruction")
