@@ -105,6 +105,7 @@ import Testing
         ("name = 'a'\ndisk = [ '/a.qcow2,qcow2,xvda' ]", "f.cfg:2:1: disk '/a.qcow2,qcow2,xvda': format 'qcow2' is not supported (raw only)"),
         ("name = 'a'\ndisk = [ '/a.iso,raw,hdc,ro,cdrom' ]", "f.cfg:2:1: disk '/a.iso,raw,hdc,ro,cdrom': cdrom devices are not supported"),
         ("name = 'a'\ndisk = [ '/a.img,raw' ]", "f.cfg:2:1: disk '/a.img,raw': missing vdev"),
+        ("name = 'a'\ndisk = [ 'phy:,raw,xvda' ]", "f.cfg:2:1: disk 'phy:,raw,xvda': missing target (the image path)"),
         ("name = 'a'\nvif = [ 'mac=01:00:00:00:00:01' ]", "f.cfg:2:1: vif 'mac=01:00:00:00:00:01': expected a unicast mac address, found '01:00:00:00:00:01'"),
         ("name = 'a'\non_reboot = 'explode'", "f.cfg:2:1: unknown on_reboot action 'explode' (destroy, restart, preserve, rename-restart, coredump-destroy, coredump-restart)"),
         ("memory = 64", "f.cfg:1:1: missing 'name'"),

@@ -228,9 +228,10 @@ public enum XLDomain {
                 positional += 1
             }
         }
-        guard var path = target, !path.isEmpty else { throw SpecError(message: "missing target (the image path)") }
+        guard var path = target else { throw SpecError(message: "missing target (the image path)") }
         // Legacy "phy:" / "file:" / "aio:" prefixes.
         for prefix in ["phy:", "file:", "aio:", "tap:aio:"] where path.hasPrefix(prefix) { path = String(path.dropFirst(prefix.count)) }
+        guard !path.isEmpty else { throw SpecError(message: "missing target (the image path)") }
         let fmt = format ?? "raw"
         guard fmt == "raw" else { throw SpecError(message: "format '\(fmt)' is not supported (raw only)") }
         guard let v = vdev else { throw SpecError(message: "missing vdev") }
