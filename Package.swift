@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "apus-blkback", targets: ["apus-blkback"]),
         .executable(name: "apus-vhost-test", targets: ["apus-vhost-test"]),
         .executable(name: "apusd", targets: ["apusd"]),
+        .executable(name: "apus", targets: ["apus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -76,6 +77,16 @@ let package = Package(
         .systemLibrary(name: "CLibvirt", path: "Sources/CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .target(name: "LibvirtClient", dependencies: ["CLibvirt"], path: "Sources/LibvirtClient"),
 
+        // MARK: the apus CLI (xl-style verbs on the libvirt client library)
+        // ApusCLI holds what the verbs compute (apply plans, tables); the
+        // domain file formats come from the toolstack's model, which is
+        // plain Swift (no KVM, no machine).
+        .target(name: "ApusCLI", dependencies: ["Toolstack", "LibvirtClient"], path: "Sources/ApusCLI"),
+        .executableTarget(
+            name: "apus",
+            dependencies: ["ApusCLI", "LibvirtClient", "Toolstack", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/apus"),
+
         // MARK: benchmarks (Deploy/bench)
         .executableTarget(name: "apus-bench", dependencies: ["LibvirtClient"], path: "Deploy/Bench"),
 
@@ -101,6 +112,7 @@ let package = Package(
                     dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", "TestSupport",
                                    .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
                     path: "Tests/LibvirtRPCTests"),
+        .testTarget(name: "ApusCLITests", dependencies: ["ApusCLI", "Toolstack"], path: "Tests/ApusCLITests"),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "ToolstackFuzz", "TestSupport"], path: "Tests/FuzzCorpusTests"),
         .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport"], path: "Tests/IntegrationTests"),
     ]

@@ -25,8 +25,11 @@ struct Apusd: AsyncParsableCommand {
     @Option(help: "Directory under which every path lives (default: /, the real system).")
     var root: String = ""
 
-    @Option(help: "Directory holding apus-hv, apus-blkback and apus-netback (default: apusd's own directory).")
+    @Option(help: "Directory holding apus-hv, apus-blkback and apus-netback (default: apusd.conf's binaries_dir, else apusd's own directory).")
     var binaries: String?
+
+    @Option(help: "Configuration file (default: ROOT/etc/apus/apusd.conf if it exists; see Configs/apusd.conf).")
+    var config: String?
 
     @Flag(help: "Do not start autostart domains.")
     var noAutostart = false
@@ -36,8 +39,10 @@ struct Apusd: AsyncParsableCommand {
         // must see SIGTERM, and its children start with an empty mask.
         Signals.unblockAll()
         signal(SIGPIPE, SIG_IGN)
-        let binaryDirectory = binaries ?? Self.executableDirectory()
-        let paths = ApusPaths(root: root, binaries: binaryDirectory)
+        let settings = try loadConfig()
+        Self.logLevel = settings.logLevel
+        let binaryDirectory = binaries ?? settings.binariesDir.map { root + $0 } ?? Self.executableDirectory()
+        let paths = ApusPaths(root: root, binaries: binaryDirectory, config: settings)
         do {
             try paths.create()
         } catch {
@@ -45,9 +50,9 @@ struct Apusd: AsyncParsableCommand {
         }
         let hub = try IOHub()
         try hub.start()
-        let manager = DomainManager(paths: paths, hub: hub)
+        let manager = DomainManager(paths: paths, hub: hub, limits: settings.limits)
         await manager.load()
-        for w in await manager.warnings { log("warning: \(w)") }
+        for w in await manager.warnings { log("warning: \(w)", .warning) }
         let dispatcher = Dispatcher(manager: manager, hub: hub)
         let server = RPCServer(dispatcher: dispatcher)
         do {
@@ -57,21 +62,39 @@ struct Apusd: AsyncParsableCommand {
             throw ValidationError("cannot listen on \(paths.socketDirectory): \(error)")
         }
         log("listening on \(paths.readWriteSocket) and \(paths.readOnlySocket)")
-        if !noAutostart {
+        if !noAutostart && settings.autostart {
             let before = await manager.warnings.count
             await manager.autostartAll()
-            for w in await manager.warnings.dropFirst(before) { log("warning: \(w)") }
+            for w in await manager.warnings.dropFirst(before) { log("warning: \(w)", .warning) }
         }
         let signalled = await Self.waitForTermination()
         log("\(signalled): stopping (domains keep running)")
         await server.shutdown()
     }
 
-    static func log(_ s: String) {
+    /// apusd.conf's log_level: messages above it are not written.
+    nonisolated(unsafe) static var logLevel = DaemonConfig.LogLevel.info
+
+    static func log(_ s: String, _ level: DaemonConfig.LogLevel = .info) {
+        guard level <= logLevel else { return }
         FileHandle.standardError.write(Data("apusd: \(s)\n".utf8))
     }
 
-    func log(_ s: String) { Self.log(s) }
+    func log(_ s: String, _ level: DaemonConfig.LogLevel = .info) { Self.log(s, level) }
+
+    /// --config, or ROOT/etc/apus/apusd.conf when present, or the defaults.
+    func loadConfig() throws -> DaemonConfig {
+        let path = config ?? root + DaemonConfig.defaultPath
+        guard let data = FileManager.default.contents(atPath: path) else {
+            if config != nil { throw StartupError("cannot read the configuration file '\(path)'") }
+            return DaemonConfig()
+        }
+        do {
+            return try DaemonConfig.parse(String(decoding: data, as: UTF8.self), file: path)
+        } catch {
+            throw StartupError("\(error)")
+        }
+    }
 
     static func executableDirectory() -> String {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -111,4 +134,10 @@ final class OnceFlag: @unchecked Sendable {
         done = true
         return true
     }
+}
+
+/// Why apusd could not start: one line, no usage text.
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -10,8 +10,13 @@ public final class ApusdProcess: @unchecked Sendable {
     public var uri: String { "apus+unix:///system?socket=" + socket }
     public var readOnlyURI: String { "apus+unix:///system?socket=" + readOnlySocket }
 
-    public init() throws {
+    /// `config`: the text of ROOT/etc/apus/apusd.conf, if any.
+    public init(config: String? = nil) throws {
         root = try TemporaryDirectory(prefix: "apusd")
+        if let config {
+            try FileManager.default.createDirectory(atPath: root.path + "/etc/apus", withIntermediateDirectories: true)
+            try writeFile(root.path + "/etc/apus/apusd.conf", Array(config.utf8))
+        }
         try start()
     }
 
@@ -52,6 +57,19 @@ public final class ApusdProcess: @unchecked Sendable {
     public func okVerbose(_ args: String...) throws -> String {
         let r = try virsh(args, quiet: false)
         guard r.status == 0 else { throw TestError("virsh \(args.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
+        return r.output
+    }
+
+    /// Runs the apus CLI against this daemon: (exit status, output).
+    @discardableResult
+    public func apus(_ args: String..., timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
+        try runProcess(product("apus"), ["-c", uri] + args, timeout: timeout)
+    }
+
+    /// The apus CLI, which must succeed; returns its output.
+    public func apusOK(_ args: String..., timeout: TimeInterval = 60) throws -> String {
+        let r = try runProcess(product("apus"), ["-c", uri] + args, timeout: timeout)
+        guard r.status == 0 else { throw TestError("apus \(args.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
         return r.output
     }
 

@@ -28,17 +28,38 @@ import TestSupport
         let cfgs = try files("cfg")
         #expect(cfgs.count >= 4)
         for f in cfgs {
-            let xl = try XLDomain.parse(try text(f), file: f)
+            let xl = try DomainFile.parse(try text(f), path: f)
             #expect(xl.warnings.isEmpty, "\(f): \(xl.warnings)")
-            var fromXML = try DomainXML.parse(try text(String(f.dropLast(4)) + ".xml"))
+            // Configs/xl/NAME.cfg's twin is Configs/xml/NAME.xml (and so in two-guests/).
+            let twin = String(f.dropLast(4)).replacingOccurrences(of: "xl/", with: "xml/") + ".xml"
+            let xml = try DomainFile.parse(try text(twin), path: twin)
+            var fromXML = xml.definition
             fromXML.title = nil // xl.cfg has no title
             #expect(xl.definition == fromXML, "\(f)")
+            #expect(xl.start == xml.start && xl.autostart == xml.autostart, "\(f)")
+        }
+    }
+
+    @Test func theDemoIsStartedByApplyAndTheRestOnlyDefined() throws {
+        for f in try files("cfg") + files("xml") {
+            let d = try DomainFile.parse(try text(f), path: f)
+            #expect(d.autostart == (d.definition.name == "demo"), "\(f)")
+        }
+    }
+
+    @Test func apusdConfShowsTheDefaults() throws {
+        let c = try DaemonConfig.parse(try text("apusd.conf"), file: "apusd.conf")
+        #expect(c == DaemonConfig())
+        // Every key the parser knows is documented there.
+        for key in ["socket_dir", "state_dir", "runtime_dir", "log_dir", "binaries_dir", "log_level", "autostart",
+                    "max_running_domains", "max_domain_memory_mib", "max_domain_vcpus", "blkback_queues", "blkback_direct_io"] {
+            #expect(try text("apusd.conf").contains(key + " ="), "\(key)")
         }
     }
 
     @Test func theTwoGuestNetworkSharesOneSwitch() throws {
-        let a = try DomainXML.parse(try text("two-guests/guest-a.xml"))
-        let b = try DomainXML.parse(try text("two-guests/guest-b.xml"))
+        let a = try DomainXML.parse(try text("two-guests/xml/guest-a.xml"))
+        let b = try DomainXML.parse(try text("two-guests/xml/guest-b.xml"))
         #expect(a.interfaces.first?.source == b.interfaces.first?.source)
         #expect(a.interfaces.first?.mac != b.interfaces.first?.mac)
         #expect(a.uuid != b.uuid && a.disks.first?.source != b.disks.first?.source)

@@ -187,3 +187,39 @@ import Testing
         }
     }
 }
+
+/// apusd.conf: its settings, and its errors with positions.
+@Suite struct DaemonConfigTests {
+    @Test func settingsOverrideTheDefaults() throws {
+        let c = try DaemonConfig.parse("""
+            # comment
+            state_dir = "/srv/apus"
+            log_level = "debug"
+            autostart = 0
+            max_running_domains = 8
+            blkback_queues = 4
+            blkback_direct_io = 1
+            """, file: "a.conf")
+        #expect(c.stateDir == "/srv/apus" && c.logLevel == .debug && !c.autostart)
+        #expect(c.limits.maxRunningDomains == 8 && c.limits.blkbackQueues == 4 && c.limits.blkbackDirectIO)
+        let paths = ApusPaths(root: "/tmp/r/", binaries: "/b", config: c)
+        #expect(paths.definitions == "/tmp/r/srv/apus/domains" && paths.runtime == "/tmp/r/run/apus")
+    }
+
+    @Test(arguments: [
+        ("log_level = 'loud'", "a.conf:1:1: 'log_level' must be one of \"error\", \"warning\", \"info\", \"debug\""),
+        ("\n  blkback_queues = 99", "a.conf:2:3: 'blkback_queues' must be between 1 and 16"),
+        ("state_dir = 'relative'", "a.conf:1:1: 'state_dir' must be an absolute path in quotes"),
+        ("max_running_domain = 3", "a.conf:1:1: unknown setting 'max_running_domain'"),
+        ("autostart = '1'", "a.conf:1:1: 'autostart' must be a number"),
+        ("log_level = \"info", "a.conf:1:13: unterminated string"),
+    ])
+    func brokenFilesNameTheirPosition(text: String, message: String) {
+        do {
+            _ = try DaemonConfig.parse(text, file: "a.conf")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}

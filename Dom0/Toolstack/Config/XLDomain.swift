@@ -8,8 +8,10 @@ public enum XLDomain {
         public var definition: DomainDefinition
         public var warnings: [String]
         /// Whether the file asks for the domain to run (`start = 1` or
-        /// `autostart = 1`, Apus's extension for `apus apply`).
+        /// `autostart = 1`, Apus's extensions for `apus apply`).
         public var start: Bool
+        /// Whether the domain also starts with the host (`autostart = 1`).
+        public var autostart: Bool
     }
 
     /// Keys xl knows that do not apply to an Apus domain (accepted with a warning).
@@ -23,7 +25,8 @@ public enum XLDomain {
     ]
 
     /// Reads an xl.cfg file into a domain definition.
-    public static func parse(_ text: String, file: String = "xl.cfg") throws(XLConfigError) -> Result {
+    /// `defaultUUID` is used when the file has no `uuid` key.
+    public static func parse(_ text: String, file: String = "xl.cfg", defaultUUID: DomainUUID? = nil) throws(XLConfigError) -> Result {
         let cfg = try XLConfigFile.parse(text, file: file)
         var warnings: [String] = []
         func fail(_ s: XLConfigFile.Setting?, _ message: String) -> XLConfigError {
@@ -76,7 +79,7 @@ public enum XLDomain {
             let m = error.message
             throw fail(nameSetting, m.hasPrefix("XML error: ") ? String(m.dropFirst("XML error: ".count)) : m)
         }
-        var uuid = DomainUUID.random()
+        var uuid = defaultUUID ?? DomainUUID.random()
         if let u = try string("uuid") {
             guard let parsed = DomainUUID(u), parsed != .zero else { throw fail(setting("uuid"), "malformed uuid '\(u)'") }
             uuid = parsed
@@ -168,10 +171,10 @@ public enum XLDomain {
         for i in d.interfaces where !macs.insert(i.mac).inserted {
             throw fail(setting("vif"), "MAC address '\(i.mac)' is used by more than one vif")
         }
-        var startValue = try number("start")
-        if startValue == nil { startValue = try number("autostart") }
-        let start = (startValue ?? 0) != 0
-        return Result(definition: d, warnings: warnings, start: start)
+        let autostart = try (number("autostart") ?? 0) != 0
+        let startKey = try (number("start") ?? 0) != 0
+        let start = autostart || startKey
+        return Result(definition: d, warnings: warnings, start: start, autostart: autostart)
     }
 
     struct SpecError: Error { let message: String }

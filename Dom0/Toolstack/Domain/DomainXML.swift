@@ -5,7 +5,9 @@ public enum DomainXML {
     /// Parses and validates a domain document. With `strict` (virsh
     /// `--validate`), elements Apus does not know are errors; otherwise they
     /// are ignored, as libvirt ignores what its schema does not model.
-    public static func parse(_ text: String, strict: Bool = false) throws(ToolstackError) -> DomainDefinition {
+    /// `defaultUUID` is used when the document has no <uuid> (so a file
+    /// re-read against an existing domain keeps its UUID and default MACs).
+    public static func parse(_ text: String, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
         let root: XMLElement
         do {
             root = try XMLParser.parse(text)
@@ -21,7 +23,7 @@ public enum DomainXML {
         }
         guard let name = root.childText("name"), !name.isEmpty else { throw .xml("missing name information") }
         try validateName(name)
-        var uuid = DomainUUID.random()
+        var uuid = defaultUUID ?? DomainUUID.random()
         if let u = root.childText("uuid") {
             guard let parsed = DomainUUID(u) else { throw .xml("malformed uuid element") }
             guard parsed != .zero else { throw .xml("the all-zero UUID belongs to Domain-0") }

@@ -93,8 +93,12 @@ public actor DomainManager {
     /// Problems found loading state (reported once by apusd).
     public private(set) var warnings: [String] = []
 
-    public init(paths: ApusPaths, hub: IOHub, events: EventBus = EventBus()) {
+    /// apusd.conf's limits on what domains may use.
+    public nonisolated let limits: DaemonLimits
+
+    public init(paths: ApusPaths, hub: IOHub, events: EventBus = EventBus(), limits: DaemonLimits = DaemonLimits()) {
         self.paths = paths
+        self.limits = limits
         self.hub = hub
         self.events = events
         self.store = DomainStore(paths: paths)
@@ -315,6 +319,7 @@ public actor DomainManager {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
         guard let def = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        try checkLimits(def)
         let id = allocateID()
         // Mark it starting so concurrent calls see it as active.
         d.live = Live(definition: def, id: id, record: RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
@@ -325,7 +330,7 @@ public actor DomainManager {
         domains[uuid] = d
         let record: RuntimeRecord
         do {
-            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, paths: paths)
+            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, paths: paths, limits: limits)
         } catch {
             if var again = domains[uuid] {
                 again.live = nil
@@ -348,6 +353,20 @@ public actor DomainManager {
         emit(now, .lifecycle(event: LifecycleEvent.started, detail: 0))
         if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: 0)) }
         return info(now)
+    }
+
+    /// apusd.conf's max_running_domains, max_domain_memory_mib, max_domain_vcpus.
+    func checkLimits(_ def: DomainDefinition) throws(ToolstackError) {
+        let running = domains.values.filter { $0.live != nil }.count
+        guard running < limits.maxRunningDomains else {
+            throw .failed("\(running) domains are running, the most apusd.conf allows (max_running_domains = \(limits.maxRunningDomains))")
+        }
+        guard def.memoryKiB <= UInt64(limits.maxDomainMemoryMiB) << 10 else {
+            throw .unsupported("memory \(def.memoryKiB >> 10) MiB is more than apusd.conf allows a domain (max_domain_memory_mib = \(limits.maxDomainMemoryMiB))")
+        }
+        guard def.vcpus <= limits.maxDomainVCPUs else {
+            throw .unsupported("\(def.vcpus) vCPUs are more than apusd.conf allows a domain (max_domain_vcpus = \(limits.maxDomainVCPUs))")
+        }
     }
 
     func allocateID() -> Int32 {

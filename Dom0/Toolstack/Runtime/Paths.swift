@@ -6,25 +6,34 @@ public struct ApusPaths: Sendable {
     /// Directory holding apus-hv, apus-blkback, apus-netback.
     public let binaries: String
 
-    public init(root: String = "", binaries: String) {
+    /// libvirt's socket directory: `virsh -c apus:///system` connects here.
+    public let socketDirectory: String
+    /// Persistent state: definitions and autostart markers.
+    public let state: String
+    /// Runtime state of running domains (survives an apusd restart, not a reboot).
+    public let runtime: String
+    /// Console and hypervisor logs.
+    public let logs: String
+
+    /// The directories of `config` (apusd.conf's defaults: /run/libvirt,
+    /// /var/lib/apus, /run/apus, /var/log/apus), each under `root`.
+    public init(root: String = "", binaries: String, config: DaemonConfig = DaemonConfig()) {
         var r = root
         while r.hasSuffix("/") { r.removeLast() }
         self.root = r
         self.binaries = binaries
+        socketDirectory = r + config.socketDir
+        state = r + config.stateDir
+        runtime = r + config.runtimeDir
+        logs = r + config.logDir
     }
 
-    /// libvirt's socket directory: `virsh -c apus:///system` connects here.
-    public var socketDirectory: String { root + "/run/libvirt" }
     public var readWriteSocket: String { socketDirectory + "/virtapusd-sock" }
     public var readOnlySocket: String { socketDirectory + "/virtapusd-sock-ro" }
     /// Persistent domain definitions.
-    public var definitions: String { root + "/var/lib/apus/domains" }
+    public var definitions: String { state + "/domains" }
     /// Autostart markers (one file per domain name).
-    public var autostart: String { root + "/var/lib/apus/autostart" }
-    /// Runtime state of running domains (survives an apusd restart, not a reboot).
-    public var runtime: String { root + "/run/apus" }
-    /// Console logs.
-    public var logs: String { root + "/var/log/apus" }
+    public var autostart: String { state + "/autostart" }
 
     /// A running domain's runtime directory (sockets, status file).
     public func runtimeDirectory(_ name: String) -> String { runtime + "/domains/" + name }

@@ -8,7 +8,8 @@ enum Supervisor {
     /// How long a backend or apus-hv may take to come up.
     static let startTimeout: Duration = .seconds(20)
 
-    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord {
+    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, paths: ApusPaths,
+                       limits: DaemonLimits) async throws(ToolstackError) -> RuntimeRecord {
         guard let kernel = def.kernel else {
             throw .unsupported("domain '\(def.name)' has no <kernel>; Apus boots Linux kernels directly (<os><kernel>)")
         }
@@ -41,6 +42,8 @@ enum Supervisor {
                 let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
                 var args = ["--socket", socket, "--image", disk.source, "--control", control, "--serial", "\(def.name)-\(disk.target)"]
                 if disk.readOnly { args.append("--readonly") }
+                if limits.blkbackDirectIO { args.append("--direct") }
+                if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
                 let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
                 record.backends.append(.init(kind: "disk", device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }

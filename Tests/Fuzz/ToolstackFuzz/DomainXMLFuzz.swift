@@ -3,7 +3,7 @@ import Toolstack
 /// Domain configurations from an untrusted file or client: the XML parser,
 /// domain XML validation and its format/parse round trip (whatever parses
 /// must format to XML that parses back to the same definition), and the
-/// same for Xen xl.cfg files.
+/// same for Xen xl.cfg files; apusd.conf and `apus apply`'s file loader.
 public enum DomainXMLFuzz {
     public static func run(_ input: [UInt8]) {
         let text = String(decoding: input, as: UTF8.self)
@@ -26,5 +26,7 @@ public enum DomainXMLFuzz {
                 fatalError("xl.cfg round trip changed the definition:\n\(written)")
             }
         }
+        _ = try? DaemonConfig.parse(text)
+        _ = try? DomainFile.parse(text, path: "fuzz")
     }
 }

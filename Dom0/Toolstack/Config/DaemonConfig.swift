@@ -1,0 +1,86 @@
+/// apusd's configuration file (`/etc/apus/apusd.conf`, see
+/// Configs/apusd.conf), in the `key = value` syntax libvirtd.conf and
+/// xl.cfg share: quoted strings, numbers, `#` comments. Unknown keys and
+/// out-of-range values are errors with file:line:column, so a typo never
+/// silently runs a daemon with the defaults.
+public struct DaemonConfig: Equatable, Sendable {
+    public enum LogLevel: String, Sendable, Comparable, CaseIterable {
+        case error, warning, info, debug
+        var rank: Int { Self.allCases.firstIndex(of: self)! }
+        public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rank < b.rank }
+    }
+
+    // Paths (each under apusd's --root when one is given).
+    public var socketDir = "/run/libvirt"
+    public var stateDir = "/var/lib/apus"
+    public var runtimeDir = "/run/apus"
+    public var logDir = "/var/log/apus"
+    /// Where apus-hv and the backends are; nil: next to apusd.
+    public var binariesDir: String?
+
+    public var logLevel = LogLevel.info
+    /// Start domains marked autostart when apusd starts.
+    public var autostart = true
+
+    // Limits.
+    public var limits = DaemonLimits()
+
+    public static let defaultPath = "/etc/apus/apusd.conf"
+
+    public init() {}
+
+    public static func parse(_ text: String, file: String = defaultPath) throws(XLConfigError) -> DaemonConfig {
+        let cfg = try XLConfigFile.parse(text, file: file)
+        var c = DaemonConfig()
+        for s in cfg.settings {
+            func fail(_ message: String) -> XLConfigError {
+                XLConfigError(file: file, line: s.line, column: s.column, message: message)
+            }
+            func path() throws(XLConfigError) -> String {
+                guard case .string(let v) = s.value, v.hasPrefix("/") else { throw fail("'\(s.key)' must be an absolute path in quotes") }
+                return v
+            }
+            func number(_ range: ClosedRange<Int64>) throws(XLConfigError) -> Int {
+                guard case .number(let n) = s.value else { throw fail("'\(s.key)' must be a number") }
+                guard range.contains(n) else { throw fail("'\(s.key)' must be between \(range.lowerBound) and \(range.upperBound)") }
+                return Int(n)
+            }
+            switch s.key {
+            case "socket_dir": c.socketDir = try path()
+            case "state_dir": c.stateDir = try path()
+            case "runtime_dir": c.runtimeDir = try path()
+            case "log_dir": c.logDir = try path()
+            case "binaries_dir": c.binariesDir = try path()
+            case "log_level":
+                guard case .string(let v) = s.value, let level = LogLevel(rawValue: v) else {
+                    throw fail("'log_level' must be one of \(LogLevel.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                }
+                c.logLevel = level
+            case "autostart": c.autostart = try number(0...1) == 1
+            case "max_running_domains": c.limits.maxRunningDomains = try number(1...100_000)
+            case "max_domain_memory_mib": c.limits.maxDomainMemoryMiB = try number(16...(1 << 20))
+            case "max_domain_vcpus": c.limits.maxDomainVCPUs = try number(1...Int64(DomainDefinition.maxVCPUs))
+            case "blkback_queues": c.limits.blkbackQueues = try number(1...16)
+            case "blkback_direct_io": c.limits.blkbackDirectIO = try number(0...1) == 1
+            default: throw fail("unknown setting '\(s.key)'")
+            }
+        }
+        return c
+    }
+}
+
+/// What one apusd lets its domains use, and how it runs their backends.
+public struct DaemonLimits: Equatable, Sendable {
+    /// Domains running at once; starting one more is refused.
+    public var maxRunningDomains = 1024
+    /// The largest <memory> a domain may start with.
+    public var maxDomainMemoryMiB = 65_536
+    /// The most vCPUs a domain may start with.
+    public var maxDomainVCPUs = 64
+    /// Queues (and worker threads) per apus-blkback disk.
+    public var blkbackQueues = 1
+    /// Open disk images with O_DIRECT (bypass Dom0's page cache).
+    public var blkbackDirectIO = false
+
+    public init() {}
+}
