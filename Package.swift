@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "apus-hv", targets: ["apus-hv"]),
         .executable(name: "apus-bench", targets: ["apus-bench"]),
         .executable(name: "apus-blkback", targets: ["apus-blkback"]),
+        .executable(name: "apus-netback", targets: ["apus-netback"]),
         .executable(name: "apus-vhost-test", targets: ["apus-vhost-test"]),
         .executable(name: "apusd", targets: ["apusd"]),
         .executable(name: "apus", targets: ["apus"]),
@@ -61,6 +62,12 @@ let package = Package(
             dependencies: ["BlockBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
 
+        .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser"], path: "Dom0/NetBackend"),
+        .executableTarget(
+            name: "apus-netback",
+            dependencies: ["NetBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Dom0/apus-netback"),
+
         // The toolstack: domain model, libvirt XML, supervision of domains.
         .target(name: "Toolstack", dependencies: ["ApusSys"], path: "Dom0/Toolstack"),
         // libvirt's remote protocol (XDR, framing, procedures) on SwiftNIO.
@@ -107,6 +114,7 @@ let package = Package(
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
+        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "VhostTest", "TestSupport", "Virtqueue", "VirtioDriver", "VhostUser", "GuestMemory", "ApusSys"], path: "Tests/NetBackendTests"),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "ApusSys", "TestSupport"], path: "Tests/ToolstackTests"),
         .testTarget(name: "LibvirtRPCTests",
                     dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", "TestSupport",

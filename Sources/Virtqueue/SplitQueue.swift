@@ -124,6 +124,13 @@ public final class SplitQueue: @unchecked Sendable {
         }
     }
 
+    /// Gives back the last `count` chains popped and not yet used (they are
+    /// still in the avail ring): a device that took buffers for a packet
+    /// which turned out not to fit returns them untouched.
+    public func rewind(_ count: UInt16) {
+        lastAvailIndex &-= count
+    }
+
     /// A malformed chain: `head` is set when the used ring can still take it back.
     public struct PopError: Error, Equatable, Sendable {
         public let head: UInt16?

@@ -1,0 +1,32 @@
+import ApusSys
+
+// Logging shared by Dom0's vhost-user backends (blkback, netback).
+
+/// Rate-limited warnings on stderr (guest-triggered problems must not flood the log).
+public final class ErrorLog: @unchecked Sendable {
+    // SAFETY (Sendable): guarded by `lock`.
+    public static let shared = ErrorLog()
+    private let lock = ConditionLock()
+    private var last: UInt64 = 0
+    private var suppressed = 0
+
+    public init() {}
+
+    public func warn(_ message: @autoclosure () -> String) {
+        let now = Clock.monotonicNanoseconds()
+        let (emit, skipped) = lock.withLock { () -> (Bool, Int) in
+            if last != 0 && now - last < 1_000_000_000 { suppressed += 1; return (false, 0) }
+            last = now
+            defer { suppressed = 0 }
+            return (true, suppressed)
+        }
+        guard emit else { return }
+        let extra = skipped > 0 ? " (\(skipped) similar messages suppressed)" : ""
+        try? FileDescriptor.standardError.writeAll("\(BackendLog.program): \(message())\(extra)\n")
+    }
+}
+
+/// The program name prefixed to backend log lines.
+public enum BackendLog {
+    nonisolated(unsafe) public static var program = "apus-blkback"
+}
