@@ -288,10 +288,11 @@ public final class SwitchEngine: @unchecked Sendable {
     private func tryReceive(_ frame: [UInt8], _ p: Port) -> Bool {
         guard let rx = p.queues[VirtioNet.receiveQueue] else { return true }
         let q = rx.queue
-        let packet = VirtioNet.receiveHeader(buffers: 1) + frame
+        let header = VirtioNet.headerSize
+        let total = header + frame.count
         var used: [(head: UInt16, length: UInt32, chain: DescriptorChain)] = []
         var written = 0
-        while written < packet.count {
+        while written < total {
             let chain: DescriptorChain
             do {
                 guard let c = try q.pop() else {
@@ -317,9 +318,15 @@ public final class SwitchEngine: @unchecked Sendable {
                 p.pendingUsed = true
                 return true
             }
-            let n = min(room, packet.count - written)
+            let n = min(room, total - written)
             do {
-                try ChainIO.write(q.memory, chain.writable, bytes: Array(packet[written..<(written + n)]))
+                if written == 0 {
+                    // The first buffer: the header, then the frame's start.
+                    try ChainIO.write(q.memory, chain.writable, bytes: VirtioNet.receiveHeader(buffers: 1))
+                    try ChainIO.write(q.memory, chain.writable, offset: UInt64(header), bytes: frame[0..<(n - header)])
+                } else {
+                    try ChainIO.write(q.memory, chain.writable, bytes: frame[(written - header)..<(written - header + n)])
+                }
             } catch {
                 try? q.addUsed(head: chain.head, length: 0)
                 for u in used { try? q.addUsed(head: u.head, length: 0) }
@@ -329,7 +336,7 @@ public final class SwitchEngine: @unchecked Sendable {
             }
             used.append((chain.head, UInt32(n), chain))
             written += n
-            if written < packet.count && !p.mergeable {
+            if written < total && !p.mergeable {
                 // One buffer per frame without MRG_RXBUF, and this one is too small.
                 try? q.addUsed(head: chain.head, length: 0)
                 p.counters.txErrors += 1

@@ -297,13 +297,20 @@ public enum ChainIO {
     /// Copies `bytes` into `buffers` starting `offset` bytes in; returns how many fit.
     @discardableResult
     public static func write(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, bytes: [UInt8]) throws(GuestMemoryError) -> Int {
+        try write(memory, buffers, offset: offset, bytes: bytes[...])
+    }
+
+    /// Copies a slice (no copy of it is made first).
+    @discardableResult
+    public static func write(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, bytes: ArraySlice<UInt8>) throws(GuestMemoryError) -> Int {
         var done = 0
         var skip = offset
         for b in buffers {
             if done >= bytes.count { break }
             if skip >= UInt64(b.length) { skip -= UInt64(b.length); continue }
             let take = min(Int(UInt64(b.length) - skip), bytes.count - done)
-            try memory.write(bytes: bytes[done..<(done + take)], at: GuestAddress(b.address.raw + skip))
+            let start = bytes.startIndex + done
+            try memory.write(bytes: bytes[start..<(start + take)], at: GuestAddress(b.address.raw + skip))
             done += take
             skip = 0
         }

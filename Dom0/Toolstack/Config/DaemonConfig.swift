@@ -6,7 +6,14 @@
 public struct DaemonConfig: Equatable, Sendable {
     public enum LogLevel: String, Sendable, Comparable, CaseIterable {
         case error, warning, info, debug
-        var rank: Int { Self.allCases.firstIndex(of: self)! }
+        var rank: Int {
+            switch self {
+            case .error: 0
+            case .warning: 1
+            case .info: 2
+            case .debug: 3
+            }
+        }
         public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rank < b.rank }
     }
 

@@ -45,18 +45,17 @@ public struct DomainFile: Sendable {
             } catch {
                 throw ToolstackError.configSyntax(error)
             }
-            let hasUUID = (try? XLConfigFile.parse(text, file: path))?["uuid"] != nil
-            return DomainFile(path: path, format: .xl, definition: r.definition, hasUUID: hasUUID,
+            return DomainFile(path: path, format: .xl, definition: r.definition, hasUUID: r.hasUUID,
                               start: r.start, autostart: r.autostart, warnings: r.warnings)
         case .xml:
+            let root: XMLElement
             let d: DomainDefinition
             do {
-                d = try DomainXML.parse(text, defaultUUID: defaultUUID)
+                root = try DomainXML.document(text)
+                d = try DomainXML.parse(root, defaultUUID: defaultUUID)
             } catch {
                 throw ToolstackError(error.code, "\(path): \(error.message)", origin: error.origin)
             }
-            // DomainXML.parse succeeded, so the document is well-formed.
-            let root = (try? XMLParser.parse(text)) ?? XMLElement("domain")
             let deploy = root.element("metadata")?.elements().first { e in
                 e.name.hasSuffix(":deploy") || e.name == "deploy"
             }

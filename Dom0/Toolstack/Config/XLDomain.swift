@@ -12,6 +12,8 @@ public enum XLDomain {
         public var start: Bool
         /// Whether the domain also starts with the host (`autostart = 1`).
         public var autostart: Bool
+        /// Whether the file set `uuid` (otherwise one was made up or defaulted).
+        public var hasUUID: Bool
     }
 
     /// Keys xl knows that do not apply to an Apus domain (accepted with a warning).
@@ -174,7 +176,7 @@ public enum XLDomain {
         let autostart = try (number("autostart") ?? 0) != 0
         let startKey = try (number("start") ?? 0) != 0
         let start = autostart || startKey
-        return Result(definition: d, warnings: warnings, start: start, autostart: autostart)
+        return Result(definition: d, warnings: warnings, start: start, autostart: autostart, hasUUID: cfg["uuid"] != nil)
     }
 
     struct SpecError: Error { let message: String }

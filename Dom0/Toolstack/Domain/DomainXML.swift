@@ -8,12 +8,20 @@ public enum DomainXML {
     /// `defaultUUID` is used when the document has no <uuid> (so a file
     /// re-read against an existing domain keeps its UUID and default MACs).
     public static func parse(_ text: String, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
-        let root: XMLElement
+        try parse(try document(text), strict: strict, defaultUUID: defaultUUID)
+    }
+
+    /// The XML document of a domain definition, with libvirt's error wording.
+    public static func document(_ text: String) throws(ToolstackError) -> XMLElement {
         do {
-            root = try XMLParser.parse(text)
+            return try XMLParser.parse(text)
         } catch {
             throw .xml("(domain_definition):\(error.line): \(error.message)")
         }
+    }
+
+    /// Validates an already parsed document (see ``parse(_:strict:defaultUUID:)``).
+    public static func parse(_ root: XMLElement, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
         guard root.name == "domain" else { throw .xml("unexpected root element <\(root.name)>, expecting <domain>") }
         if strict { try checkKnown(root) }
 
