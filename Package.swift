@@ -122,6 +122,6 @@ let package = Package(
                     path: "Tests/LibvirtRPCTests"),
         .testTarget(name: "ApusCLITests", dependencies: ["ApusCLI", "Toolstack"], path: "Tests/ApusCLITests"),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "ToolstackFuzz", "TestSupport"], path: "Tests/FuzzCorpusTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport"], path: "Tests/IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport", "Toolstack"], path: "Tests/IntegrationTests"),
     ]
 )

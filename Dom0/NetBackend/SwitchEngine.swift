@@ -18,6 +18,8 @@ public final class SwitchEngine: @unchecked Sendable {
         var backlogHead = 0
         var counters = PortCounters()
         var mergeable = false
+        /// The host uplink: a TAP device instead of virtqueues.
+        var tap: TapDevice?
         /// Receive used entries added since the last publish.
         var pendingUsed = false
         init(id: Int, name: String) {
@@ -62,6 +64,8 @@ public final class SwitchEngine: @unchecked Sendable {
     private var thread: OSThread?
     private var stopped = false
     private var lastExpiry: UInt64 = 0
+    /// One frame read from the uplink (the switch thread's).
+    private var uplinkBuffer = [UInt8](repeating: 0, count: 65536)
     static let wakeToken = UInt64.max
 
     public init(ageingSeconds: UInt64 = 300) throws(SystemCallError) {
@@ -90,6 +94,18 @@ public final class SwitchEngine: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Adds the uplink to the host: a port whose frames come from and go
+    /// to a TAP device (the host's end of the switch).
+    public func addUplink(_ name: String, tap: TapDevice) throws -> Int {
+        let id = try addPort(name)
+        try lock.withLock {
+            ports[id]?.tap = tap
+            try epoll.add(tap.fd, events: .readable, token: UInt64(id) << 1)
+        }
+        wake.signal()
+        return id
+    }
+
     /// Removes a port (its queues must have been stopped: the port's
     /// vhost-user server is stopped first). False if there is no such port.
     @discardableResult
@@ -97,6 +113,7 @@ public final class SwitchEngine: @unchecked Sendable {
         lock.withLock {
             guard let id = byName.removeValue(forKey: name), let p = ports.removeValue(forKey: id) else { return false }
             for q in p.queues.compactMap({ $0 }) { epoll.remove(q.kick.fd) }
+            if let tap = p.tap { epoll.remove(tap.fd) }
             table.removePort(id)
             return true
         }
@@ -174,12 +191,17 @@ public final class SwitchEngine: @unchecked Sendable {
                         _ = wake.drain()
                         // Serve every port (after start, or a budget ran out).
                         for p in ports.values {
+                            if p.tap != nil { again = receiveFromUplink(p, &touched) || again }
                             if p.queues[1] != nil { again = transmit(p, &touched) || again }
                             if p.backlogCount > 0 { flushBacklog(p) ; touched.insert(p.id) }
                         }
                         continue
                     }
                     guard let p = ports[Int(r.token >> 1)] else { continue }
+                    if p.tap != nil {
+                        again = receiveFromUplink(p, &touched) || again
+                        continue
+                    }
                     let index = Int(r.token & 1)
                     guard let q = p.queues[index] else { continue }
                     _ = q.kick.drain()
@@ -252,9 +274,53 @@ public final class SwitchEngine: @unchecked Sendable {
         return more
     }
 
+    /// Frames the host sent into the uplink's TAP device, switched like a
+    /// guest's transmissions; true if more are waiting.
+    private func receiveFromUplink(_ p: Port, _ touched: inout Set<Int>) -> Bool {
+        guard let tap = p.tap else { return false }
+        var taken = 0
+        while taken < Self.transmitBudget {
+            let n: Int
+            do {
+                guard let got = try uplinkBuffer.withUnsafeMutableBytes({ b throws(Errno) in try tap.receive(into: b) }) else { return false }
+                n = got
+            } catch {
+                p.counters.rxErrors += 1
+                return false
+            }
+            taken += 1
+            guard n >= VirtioNet.minFrame, n <= VirtioNet.maxFrame else {
+                p.counters.rxErrors += 1
+                continue
+            }
+            let frame = Array(uplinkBuffer[0..<n])
+            p.counters.rxPackets += 1
+            p.counters.rxBytes += UInt64(n)
+            for d in table.forward(frame, from: p.id, now: Clock.monotonicNanoseconds()) {
+                guard let dp = ports[d] else { continue }
+                deliver(frame, to: dp)
+                touched.insert(d)
+            }
+        }
+        return true
+    }
+
     /// Queues `frame` for `p`'s guest: straight into its receive buffers, or
     /// into the backlog until it posts more.
     private func deliver(_ frame: [UInt8], to p: Port) {
+        if let tap = p.tap {
+            do {
+                if try tap.send(frame) {
+                    p.counters.txPackets += 1
+                    p.counters.txBytes += UInt64(frame.count)
+                } else {
+                    p.counters.txDrops += 1
+                }
+            } catch {
+                p.counters.txErrors += 1
+            }
+            return
+        }
         guard p.queues[VirtioNet.receiveQueue] != nil else {
             p.counters.txDrops += 1
             return

@@ -26,12 +26,18 @@ struct NetBackendCommand: ParsableCommand {
     @Option(name: .customLong("port"), help: "A port to serve from the start, as NAME=SOCKET (repeatable).")
     var ports: [String] = []
 
+    @Option(help: "Uplink to the host: tap:IFNAME joins a TAP interface (created if missing) to the switch as port 'uplink'.")
+    var uplink: String?
+
     @Option(help: "Seconds a learned MAC address stays in the forwarding table without traffic.")
     var ageing: UInt64 = 300
 
     func validate() throws {
         for p in ports where p.split(separator: "=", maxSplits: 1).count != 2 {
             throw ValidationError("--port '\(p)': expected NAME=SOCKET")
+        }
+        if let u = uplink, !u.hasPrefix("tap:") || u.count <= 4 {
+            throw ValidationError("--uplink '\(u)': expected tap:IFNAME")
         }
         guard (1...86_400).contains(ageing) else { throw ValidationError("--ageing must be between 1 and 86400 seconds") }
     }
@@ -45,6 +51,15 @@ struct NetBackendCommand: ParsableCommand {
             try engine.start()
         } catch {
             throw ValidationError("cannot start the switch: \(error)")
+        }
+        if let u = uplink {
+            let name = String(u.dropFirst(4))
+            do {
+                let tap = try TapDevice(name: name)
+                _ = try engine.addUplink("uplink", tap: tap)
+            } catch {
+                throw ValidationError("--uplink \(u): \(error)")
+            }
         }
         let set = PortSet(engine: engine)
         for p in ports {

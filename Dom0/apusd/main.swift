@@ -51,6 +51,7 @@ struct Apusd: AsyncParsableCommand {
         let hub = try IOHub()
         try hub.start()
         let manager = DomainManager(paths: paths, hub: hub, limits: settings.limits)
+        await manager.setReport { Self.log("warning: \($0)", .warning) }
         await manager.load()
         for w in await manager.warnings { log("warning: \(w)", .warning) }
         let dispatcher = Dispatcher(manager: manager, hub: hub)

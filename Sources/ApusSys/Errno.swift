@@ -46,6 +46,8 @@ public struct Errno: Error, RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let exists = Errno(rawValue: EEXIST)
     /// No space left on device.
     public static let noSpace = Errno(rawValue: ENOSPC)
+    /// ENOBUFS
+    public static let noBufferSpace = Errno(rawValue: ENOBUFS)
     /// Bad address.
     public static let badAddress = Errno(rawValue: EFAULT)
 }

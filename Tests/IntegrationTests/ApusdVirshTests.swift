@@ -1,6 +1,7 @@
 import Testing
 import Foundation
 import TestSupport
+import Toolstack
 
 /// apusd driven by the real virsh (libvirt-clients 9.0), with stub-kernel
 /// domains that run under any KVM.
@@ -193,6 +194,55 @@ struct ApusdVirshTests {
         _ = try d.ok("start", "survivor")
         let id = Int(try d.ok("domid", "survivor").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         #expect(id >= 3)
+    }
+
+    @Test func interfacesArePortsOnDom0sSwitch() throws {
+        let d = try ApusdProcess()
+        let xml = """
+            <domain type='kvm'>
+              <name>nic</name>
+              <memory unit='MiB'>64</memory>
+              <vcpu>1</vcpu>
+              <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
+              <devices>
+                <interface type='network'>
+                  <mac address='52:54:00:12:34:56'/><source network='default'/><model type='virtio'/><target dev='vnet7'/>
+                </interface>
+                <serial type='pty'/>
+              </devices>
+            </domain>
+            """
+        _ = try d.ok("define", try d.file("nic.xml", xml))
+        let control = d.rootPath + "/run/apus/netback.ctl"
+        #expect(!FileManager.default.fileExists(atPath: control), "no switch until a domain needs one")
+        _ = try d.ok("start", "nic")
+        // apusd started Dom0's switch and gave the domain a port on it
+        let ports = { (try? ControlClient.json(control, "ports"))?["ports"] as? [String] ?? ["unreachable"] }
+        #expect(ports() == ["vnet7"])
+        #expect(lines(try d.ok("domiflist", "nic")).contains("vnet7 network default virtio 52:54:00:12:34:56"))
+        let stat = try d.ok("domifstat", "nic", "vnet7")
+        #expect(stat.contains("vnet7 rx_bytes 0") && stat.contains("vnet7 tx_drop 0"), "\(stat)")
+
+        // The switch dies: apusd starts it again with the domain's port.
+        let pidFile = d.rootPath + "/run/apus/netback.pid"
+        let first = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try runProcess("/bin/kill", ["-9", first])
+        var back = false
+        for _ in 0..<100 where !back {
+            Thread.sleep(forTimeInterval: 0.1)
+            let now = (try? String(contentsOfFile: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            back = now != nil && now != first && ports() == ["vnet7"]
+        }
+        #expect(back, "apusd restarts the switch with the running domain's port")
+        #expect(try d.ok("domstate", "nic").contains("running"))
+
+        // Restart safety: a new apusd finds the switch again.
+        #expect(d.stop() == 0)
+        try d.start()
+        #expect(try d.ok("domifstat", "nic", "vnet7").contains("vnet7 rx_packets 0"))
+        _ = try d.ok("destroy", "nic")
+        #expect(ports() == [], "destroy takes the port off the switch")
+        #expect(try d.virsh("domifstat", "nic", "vnet7").output.contains("error: Requested operation is not valid: domain is not running"))
     }
 
     @Test func badInputGetsLibvirtErrors() throws {

@@ -199,9 +199,11 @@ import Testing
             max_running_domains = 8
             blkback_queues = 4
             blkback_direct_io = 1
+            netback_uplink = "tap:apus0"
             """, file: "a.conf")
         #expect(c.stateDir == "/srv/apus" && c.logLevel == .debug && !c.autostart)
         #expect(c.limits.maxRunningDomains == 8 && c.limits.blkbackQueues == 4 && c.limits.blkbackDirectIO)
+        #expect(c.limits.netbackUplink == "tap:apus0")
         let paths = ApusPaths(root: "/tmp/r/", binaries: "/b", config: c)
         #expect(paths.definitions == "/tmp/r/srv/apus/domains" && paths.runtime == "/tmp/r/run/apus")
     }
@@ -212,6 +214,7 @@ import Testing
         ("state_dir = 'relative'", "a.conf:1:1: 'state_dir' must be an absolute path in quotes"),
         ("max_running_domain = 3", "a.conf:1:1: unknown setting 'max_running_domain'"),
         ("autostart = '1'", "a.conf:1:1: 'autostart' must be a number"),
+        ("netback_uplink = 'eth0'", "a.conf:1:1: 'netback_uplink' must be \"tap:IFNAME\" (a TAP interface name of 1-15 characters) or \"\""),
         ("log_level = \"info", "a.conf:1:13: unterminated string"),
     ])
     func brokenFilesNameTheirPosition(text: String, message: String) {

@@ -69,6 +69,11 @@ public struct DaemonConfig: Equatable, Sendable {
             case "max_domain_vcpus": c.limits.maxDomainVCPUs = try number(1...Int64(DomainDefinition.maxVCPUs))
             case "blkback_queues": c.limits.blkbackQueues = try number(1...16)
             case "blkback_direct_io": c.limits.blkbackDirectIO = try number(0...1) == 1
+            case "netback_uplink":
+                guard case .string(let v) = s.value, v.isEmpty || (v.hasPrefix("tap:") && (5...19).contains(v.count) && !v.contains(" ") && !v.contains("/")) else {
+                    throw fail("'netback_uplink' must be \"tap:IFNAME\" (a TAP interface name of 1-15 characters) or \"\"")
+                }
+                c.limits.netbackUplink = v.isEmpty ? nil : v
             default: throw fail("unknown setting '\(s.key)'")
             }
         }
@@ -88,6 +93,8 @@ public struct DaemonLimits: Equatable, Sendable {
     public var blkbackQueues = 1
     /// Open disk images with O_DIRECT (bypass Dom0's page cache).
     public var blkbackDirectIO = false
+    /// Dom0's switch's uplink to the host ("tap:IFNAME"), or none.
+    public var netbackUplink: String?
 
     public init() {}
 }

@@ -92,6 +92,11 @@ public actor DomainManager {
     var nextID: Int32 = 1
     /// Problems found loading state (reported once by apusd).
     public private(set) var warnings: [String] = []
+    /// Where problems found while running go (apusd's log).
+    public var report: @Sendable (String) -> Void = { _ in }
+    public func setReport(_ r: @escaping @Sendable (String) -> Void) { report = r }
+    /// Dom0's switch (apus-netback) this apusd watches; 0 when none.
+    var netbackPid: Int32 = 0
 
     /// apusd.conf's limits on what domains may use.
     public nonisolated let limits: DaemonLimits
@@ -118,6 +123,10 @@ public actor DomainManager {
         }
         for record in RuntimeRecord.loadAll(paths) {
             adopt(record)
+        }
+        if let pid = Self.runningNetback(paths) {
+            netbackPid = pid
+            watchNetback(pid)
         }
     }
 
@@ -330,6 +339,7 @@ public actor DomainManager {
         domains[uuid] = d
         let record: RuntimeRecord
         do {
+            if !def.interfaces.isEmpty { try await ensureNetback() }
             record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, paths: paths, limits: limits)
         } catch {
             if var again = domains[uuid] {
