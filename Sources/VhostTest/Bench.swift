@@ -115,19 +115,7 @@ public enum Bench {
     }
 
     static func format4(_ workload: String, _ depth: Int, _ name: String, _ r: Result) -> String {
-        func f(_ v: Double, _ digits: Int) -> String {
-            guard v.isFinite else { return "-" }
-            var scale = 1.0
-            for _ in 0..<digits { scale *= 10 }
-            let rounded = (v * scale).rounded() / scale
-            if digits == 0 { return String(Int(rounded)) }
-            var s = String(rounded)
-            if let dot = s.firstIndex(of: ".") {
-                let decimals = s.distance(from: dot, to: s.endIndex) - 1
-                if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
-            }
-            return s
-        }
+        let f = Report.decimal
         return "| \(workload) | \(depth) | \(name) | \(f(r.iops, 0)) | \(f(r.mibPerSecond, 1)) | \(f(r.p50Microseconds, 1)) | \(f(r.p99Microseconds, 1)) |"
     }
 }

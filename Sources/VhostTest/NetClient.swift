@@ -127,6 +127,13 @@ public final class NetClient: @unchecked Sendable {
         return n
     }
 
+    /// Waits up to `timeoutMilliseconds` for the backend to complete transmitted chains.
+    public func waitForTransmitRoom(timeoutMilliseconds: Int32) throws {
+        for u in try tx.waitUsed(timeoutMilliseconds: timeoutMilliseconds) {
+            if let slot = txSlots.removeValue(forKey: u.head) { freeTxSlots.append(slot) }
+        }
+    }
+
     /// Waits until the backend has completed every transmitted chain.
     public func waitTransmitted(timeoutMilliseconds: Int32 = 5000) throws -> Bool {
         let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000

@@ -34,6 +34,21 @@ public final class Report: @unchecked Sendable {
         try? FileDescriptor.standardOutput.writeAll(line + "\n")
     }
 
+    /// `v` with `digits` decimals ("-" when not finite), for tables.
+    public static func decimal(_ v: Double, _ digits: Int) -> String {
+        guard v.isFinite else { return "-" }
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (v * scale).rounded() / scale
+        if digits == 0 { return String(Int(rounded)) }
+        var s = String(rounded)
+        if let dot = s.firstIndex(of: ".") {
+            let decimals = s.distance(from: dot, to: s.endIndex) - 1
+            if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
+        }
+        return s
+    }
+
     public func summary(_ mode: String) {
         emit("\(mode): \(checks.count - failures.count)/\(checks.count) checks passed")
     }

@@ -1,14 +1,15 @@
 // apus-vhost-test: the backend test harness. A vhost-user frontend that
 // plays the guest with real shared memory and drives any vhost-user-blk
-// backend (apus-blkback, qemu-storage-daemon --export type=vhost-user-blk).
+// backend (apus-blkback, qemu-storage-daemon --export type=vhost-user-blk),
+// or two ports of any vhost-user-net switch (`net`: apus-netback).
 import ArgumentParser
 import VhostTest
 
 struct VhostTestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apus-vhost-test",
-        abstract: "Test and benchmark any vhost-user-blk backend.",
-        subcommands: [ConformanceCommand.self, IntegrityCommand.self, HostileCommand.self, BenchCommand.self, AllCommand.self])
+        abstract: "Test and benchmark any vhost-user-blk backend, or vhost-user-net switch ports (net).",
+        subcommands: [ConformanceCommand.self, IntegrityCommand.self, HostileCommand.self, BenchCommand.self, AllCommand.self, NetCommand.self])
 }
 
 struct Target: ExpressibleByArgument {
@@ -83,6 +84,68 @@ struct AllCommand: ParsableCommand {
         Conformance.run(socket: socket, report: report)
         Integrity.run(socket: socket, report: report, seed: 1, operations: 200)
         Hostile.run(socket: socket, report: report)
+        try finish(report)
+    }
+}
+
+struct NetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "net", abstract: "Two vhost-user-net ports of one switch, driven as two guests.",
+        subcommands: [NetIntegrityCommand.self, NetHostileCommand.self, NetBenchCommand.self])
+}
+
+struct NetPorts: ParsableArguments {
+    @Option(help: "Socket of the first port.") var a: String
+    @Option(help: "Socket of the second port (on the same switch).") var b: String
+}
+
+struct NetIntegrityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "integrity", abstract: "Flooding, no echo, unicast frames of 60-1514 bytes intact and in order both ways.")
+    @OptionGroup var ports: NetPorts
+    @Option(help: "Frames each way.") var frames: Int = 2000
+    func run() throws {
+        let report = Report()
+        NetModes.integrity(a: ports.a, b: ports.b, frames: max(1, frames), report: report)
+        try finish(report)
+    }
+}
+
+struct NetHostileCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "hostile", abstract: "Malformed transmit chains: each completed, none forwarded, the switch carries on.")
+    @OptionGroup var ports: NetPorts
+    func run() throws {
+        let report = Report()
+        NetModes.hostile(a: ports.a, b: ports.b, report: report)
+        try finish(report)
+    }
+}
+
+struct NetPair: ExpressibleByArgument {
+    let name: String, a: String, b: String
+    init?(argument: String) {
+        // NAME=SOCKET_A,SOCKET_B
+        guard let eq = argument.firstIndex(of: "=") else { return nil }
+        let socks = argument[argument.index(after: eq)...].split(separator: ",", omittingEmptySubsequences: false)
+        guard eq != argument.startIndex, socks.count == 2, !socks[0].isEmpty, !socks[1].isEmpty else { return nil }
+        name = String(argument[..<eq])
+        a = String(socks[0])
+        b = String(socks[1])
+    }
+}
+
+struct NetBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Packets/s and Gbit/s from port a to port b at 64, 512 and 1500-byte frames.")
+    @Option(name: .customLong("pair"), help: "NAME=SOCKET_A,SOCKET_B: two ports of one switch; repeat to compare switches.")
+    var pairs: [NetPair]
+    @Option(help: "Seconds per frame size and switch.") var seconds: Double = 3
+    @Option(parsing: .upToNextOption, help: "Frame sizes in bytes (60-1514).") var sizes: [Int] = [64, 512, 1500]
+    func validate() throws {
+        guard sizes.allSatisfy({ (60...1514).contains($0) }) else { throw ValidationError("frame sizes must be 60-1514 bytes") }
+        guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+    }
+    func run() throws {
+        let report = Report()
+        _ = NetModes.bench(targets: pairs.map { ($0.name, $0.a, $0.b) }, sizes: sizes, seconds: seconds, report: report)
         try finish(report)
     }
 }

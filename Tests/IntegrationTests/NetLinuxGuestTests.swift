@@ -1,0 +1,113 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Guest networking through Dom0's switch: Linux guests under apus-hv whose
+/// NICs are ports of one apus-netback. Needs a KVM that boots Linux (the
+/// box on this project's machines).
+@Suite(.enabled(if: kvmBootsLinux && guestImagesAvailable, "needs hardware KVM (or Deploy/kvm-box) and guest images"), .serialized)
+struct NetLinuxGuestTests {
+    let timeout: TimeInterval = 420
+
+    func netback(_ dir: TemporaryDirectory, ports: [String], extra: [String] = []) throws -> (ChildProcess, String) {
+        let control = dir.path + "/netback.ctl"
+        let p = try ChildProcess(product("apus-netback"),
+                                 ["--control", control] + ports.flatMap { ["--port", "\($0)=\(dir.path)/\($0).sock"] } + extra)
+        #expect(waitForPath(control))
+        return (p, control)
+    }
+
+    /// A guest on `socket` that brings eth0 up as `address` and runs `command`.
+    func guest(_ socket: String, mac: String, address: String, run command: String) throws -> ChildProcess {
+        let script = "ip addr add \(address)/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + command
+        return try ChildProcess(product("apus-hv"), [
+            "--kernel", guestDirectory + "/vmlinuz", "--initrd", guestDirectory + "/initramfs.cpio.gz",
+            "--memory", "384", "--vcpus", "1", "--net", "vhost-user:\(socket),mac=\(mac)",
+            "--cmdline", "console=ttyS0 reboot=acpi panic=-1 pci=off quiet apus.run64=" + Data(script.utf8).base64EncodedString(),
+        ])
+    }
+
+    /// Pings `peer` until it answers (it may still be booting), then three more times.
+    func reach(_ peer: String) -> String {
+        "i=0; until ping -c 1 -W 1 \(peer) >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 240 ] || break; done; ping -c 3 \(peer)"
+    }
+
+    func value(_ key: String, in output: String) -> String? {
+        output.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map { String($0.dropFirst(key.count + 1)).trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
+    @Test func twoGuestsPingEachOtherAndMove64MiBIntact() throws {
+        let dir = try TemporaryDirectory()
+        let (switchProcess, control) = try netback(dir, ports: ["a", "b"])
+        let receiver = try guest(dir.path + "/a.sock", mac: "52:54:00:00:00:0a", address: "10.0.0.1", run: """
+            nc -l -p 5000 > /tmp/recv && echo "A-SUM $(sha256sum < /tmp/recv | cut -d' ' -f1)" && echo "A-SIZE $(wc -c < /tmp/recv)"
+            """)
+        let sender = try guest(dir.path + "/b.sock", mac: "52:54:00:00:00:0b", address: "10.0.0.2", run: """
+            dd if=/dev/urandom of=/tmp/send bs=1M count=64 2>/dev/null && echo "B-SUM $(sha256sum < /tmp/send | cut -d' ' -f1)" && \
+            \(reach("10.0.0.1")) && \
+            i=0; until nc 10.0.0.1 5000 < /tmp/send; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 1; done; echo B-SENT
+            """)
+        #expect(sender.waitForExit(timeout: timeout) == 0, "\(sender.output)")
+        #expect(receiver.waitForExit(timeout: 120) == 0, "\(receiver.output)")
+        #expect(sender.output.contains("3 packets received"), "\(sender.output)")
+        let sent = value("B-SUM", in: sender.output), received = value("A-SUM", in: receiver.output)
+        #expect(sent != nil && sent == received, "sha256 sent \(sent ?? "none"), received \(received ?? "none")")
+        #expect(value("A-SIZE", in: receiver.output) == "67108864", "\(receiver.output)")
+        // The switch counted it on both ports, and learned both guests.
+        let a = try JSONSerialization.jsonObject(with: Data(try controlCommand(control, "port-stats a").utf8)) as? [String: Any] ?? [:]
+        #expect((a["tx_bytes"] as? Int ?? 0) > 64 << 20, "\(a)")
+        let fdb = try controlCommand(control, "fdb")
+        #expect(fdb.contains("52:54:00:00:00:0a") && fdb.contains("52:54:00:00:00:0b"), "\(fdb)")
+        #expect(switchProcess.isRunning)
+    }
+
+    @Test(.enabled(if: getuid() == 0 && fileExists("/dev/net/tun") && ipTool != nil, "needs root, /dev/net/tun and iproute2"))
+    func aGuestReachesAHostAddressOnTheTapUplink() throws {
+        let ip = try #require(ipTool)
+        let ns = "apus-net-\(getpid())", tap = "apusup\(getpid() % 1000)"
+        #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
+        defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
+        let dir = try TemporaryDirectory()
+        let (switchProcess, control) = try netback(dir, ports: ["g"], extra: ["--uplink", "tap:" + tap])
+        for args in [["link", "set", tap, "netns", ns], ["-n", ns, "addr", "add", "10.0.1.1/24", "dev", tap], ["-n", ns, "link", "set", tap, "up"]] {
+            let r = try runProcess(ip, args)
+            #expect(r.status == 0, "ip \(args.joined(separator: " ")): \(r.output)")
+        }
+        let vm = try guest(dir.path + "/g.sock", mac: "52:54:00:00:01:02", address: "10.0.1.2", run: reach("10.0.1.1") + " && echo REACHED-HOST")
+        #expect(vm.waitForExit(timeout: timeout) == 0, "\(vm.output)")
+        #expect(vm.output.contains("3 packets received") && vm.output.contains("REACHED-HOST"), "\(vm.output)")
+        let up = try controlCommand(control, "port-stats uplink")
+        #expect(!up.contains("\"rx_packets\":0,") && !up.contains("\"tx_packets\":0,"), "\(up)")
+        #expect(switchProcess.isRunning)
+    }
+
+    /// QEMU's virtio-net-pci on a vhost-user netdev (a peer frontend) and an
+    /// apus-hv guest, on two ports of the same switch.
+    @Test(.enabled(if: fileExists("/usr/bin/qemu-system-x86_64"), "needs QEMU"))
+    func aQEMUGuestAndAnApusGuestShareTheSwitch() throws {
+        let dir = try TemporaryDirectory()
+        let (switchProcess, _) = try netback(dir, ports: ["q", "h"])
+        let script = "ip addr add 10.0.2.1/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + reach("10.0.2.2") + " && echo QEMU-REACHED-APUS"
+        // In the box (or on a KVM host) QEMU uses KVM; its device path is the same either way.
+        let qemu = try ChildProcess("/usr/bin/qemu-system-x86_64", [
+            "-M", "q35", "-accel", kvmBootsLinux ? "kvm" : "tcg", "-cpu", kvmBootsLinux ? "host" : "max", "-m", "384", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-nographic",
+            "-object", "memory-backend-memfd,id=mem,size=384M,share=on", "-machine", "memory-backend=mem",
+            "-chardev", "socket,id=n0,path=\(dir.path)/q.sock", "-netdev", "vhost-user,id=net0,chardev=n0",
+            "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:02:01",
+            "-serial", "stdio", "-no-reboot",
+            "-kernel", guestDirectory + "/vmlinuz", "-initrd", guestDirectory + "/initramfs.cpio.gz",
+            "-append", "console=ttyS0 quiet panic=-1 apus.run64=" + Data(script.utf8).base64EncodedString(),
+        ], stdinFromPipe: false)
+        let apus = try guest(dir.path + "/h.sock", mac: "52:54:00:00:02:02", address: "10.0.2.2",
+                             run: reach("10.0.2.1") + " && echo APUS-REACHED-QEMU")
+        #expect(qemu.waitForExit(timeout: timeout) == 0, "\(qemu.output)")
+        #expect(apus.waitForExit(timeout: timeout) == 0, "\(apus.output)")
+        #expect(qemu.output.contains("QEMU-REACHED-APUS") && qemu.output.contains("3 packets received"), "\(qemu.output)")
+        #expect(apus.output.contains("APUS-REACHED-QEMU") && apus.output.contains("3 packets received"), "\(apus.output)")
+        #expect(switchProcess.isRunning)
+    }
+}
+
+/// iproute2's ip, if installed.
+var ipTool: String? { ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fileExists($0) } }
