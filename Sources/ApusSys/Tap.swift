@@ -17,7 +17,12 @@ public final class TapDevice: @unchecked Sendable {
         guard (1...15).contains(name.utf8.count), !name.contains("/"), !name.contains(" ") else {
             throw SystemCallError("TUNSETIFF \(name) (interface names are 1-15 characters)", .invalidArgument)
         }
-        let fd = try FileDescriptor.open("/dev/net/tun", [.readWrite, .nonBlocking])
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open("/dev/net/tun", [.readWrite, .nonBlocking])
+        } catch {
+            throw SystemCallError("open /dev/net/tun (is the tun module loaded?)", error.errno)
+        }
         // struct ifreq: char ifr_name[16]; short ifr_flags; (40 bytes in all)
         var ifreq = [UInt8](repeating: 0, count: 40)
         for (i, b) in name.utf8.enumerated() { ifreq[i] = b }

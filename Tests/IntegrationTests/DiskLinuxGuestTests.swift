@@ -74,10 +74,10 @@ struct DiskLinuxGuestTests {
             "--export", "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=\(socket),writable=on",
         ])
         #expect(waitForPath(socket))
-        let vm = try boot(disk: socket, run: """
+        let vm = try bootedGuest { try boot(disk: socket, run: """
             mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt && echo via-qsd > /mnt/f && umount /mnt && \
             mount /dev/vda /mnt && cat /mnt/f && umount /mnt && e2fsck -fn /dev/vda >/dev/null && echo QSD-OK
-            """)
+            """) }
         #expect(vm.waitForExit(timeout: bootTimeout) == 0, "\(vm.output)")
         #expect(vm.output.contains("via-qsd") && vm.output.contains("QSD-OK"), "\(vm.output)")
         #expect(qsd.isRunning)
@@ -88,7 +88,7 @@ struct DiskLinuxGuestTests {
         let image = try makeImage(dir)
         var (backend, socket, _) = try blkback(dir, image: image)
         let control = dir.path + "/hv.sock"
-        let vm = try boot(disk: socket, extra: ["--control", control])
+        let vm = try bootedGuest { try boot(disk: socket, extra: ["--control", control]) }
         #expect(vm.waitFor("apus-guest:", timeout: bootTimeout), "\(vm.output)")
         // Markers are built by the shell so the echoed command line cannot match them.
         vm.send("dd if=/dev/vda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null && echo READ-$((0+1))-OK\n")

@@ -23,7 +23,7 @@ struct LinuxGuestTests {
     }
 
     @Test func bootsWithTwoCPUsAndTheRequestedMemoryThenPowersOff() throws {
-        let vm = try boot(run: "echo guest-nproc=$(nproc); grep MemTotal /proc/meminfo; cat /sys/firmware/acpi/tables/DSDT | wc -c")
+        let vm = try bootedGuest { try boot(run: "echo guest-nproc=$(nproc); grep MemTotal /proc/meminfo; cat /sys/firmware/acpi/tables/DSDT | wc -c") }
         let status = vm.waitForExit(timeout: bootTimeout)
         let out = vm.output
         #expect(status == 0, "\(out)")
@@ -37,7 +37,7 @@ struct LinuxGuestTests {
     }
 
     @Test func serialInputReachesTheGuestShell() throws {
-        let vm = try boot()
+        let vm = try bootedGuest { try boot() }
         #expect(vm.waitFor("APUS-INIT: ready", timeout: bootTimeout), "\(vm.output)")
         #expect(vm.waitFor("apus-guest:", timeout: 60), "\(vm.output)")
         vm.send("echo $((6 * 7))-from-shell\n") // the echoed command shows "$((6 * 7))", not "42"
@@ -48,12 +48,12 @@ struct LinuxGuestTests {
     }
 
     @Test func guestRebootExitsWithStatusThree() throws {
-        let vm = try boot(run: "reboot -f")
+        let vm = try bootedGuest { try boot(run: "reboot -f") }
         #expect(vm.waitForExit(timeout: bootTimeout) == 3, "\(vm.output)")
     }
 
     @Test func kernelPanicExitsWithStatusFour() throws {
-        let vm = try boot(run: "echo c > /proc/sysrq-trigger")
+        let vm = try bootedGuest { try boot(run: "echo c > /proc/sysrq-trigger") }
         #expect(vm.waitForExit(timeout: bootTimeout) == 4, "\(vm.output)")
         #expect(vm.output.contains("guest kernel panic (pvpanic)"), "\(vm.output)")
     }
@@ -62,7 +62,7 @@ struct LinuxGuestTests {
     func gracefulShutdownRequestsPowerTheGuestOff(request: String) throws {
         let dir = try TemporaryDirectory()
         let control = dir.path + "/control.sock"
-        let vm = try boot(vcpus: 1, extra: ["--control", control])
+        let vm = try bootedGuest { try boot(vcpus: 1, extra: ["--control", control]) }
         #expect(vm.waitFor("APUS-INIT: ready", timeout: bootTimeout), "\(vm.output)")
         #expect(vm.waitFor("apus-guest:", timeout: 60))
         #expect(try controlCommand(control, request) == "{\"ok\":true}")

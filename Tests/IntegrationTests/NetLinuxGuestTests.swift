@@ -20,11 +20,11 @@ struct NetLinuxGuestTests {
     /// A guest on `socket` that brings eth0 up as `address` and runs `command`.
     func guest(_ socket: String, mac: String, address: String, run command: String) throws -> ChildProcess {
         let script = "ip addr add \(address)/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + command
-        return try ChildProcess(product("apus-hv"), [
+        return try bootedGuest { try ChildProcess(product("apus-hv"), [
             "--kernel", guestDirectory + "/vmlinuz", "--initrd", guestDirectory + "/initramfs.cpio.gz",
             "--memory", "384", "--vcpus", "1", "--net", "vhost-user:\(socket),mac=\(mac)",
             "--cmdline", "console=ttyS0 reboot=acpi panic=-1 pci=off quiet apus.run64=" + Data(script.utf8).base64EncodedString(),
-        ])
+        ]) }
     }
 
     /// Pings `peer` until it answers (it may still be booting), then three more times.
@@ -61,7 +61,7 @@ struct NetLinuxGuestTests {
         #expect(switchProcess.isRunning)
     }
 
-    @Test(.enabled(if: getuid() == 0 && fileExists("/dev/net/tun") && ipTool != nil, "needs root, /dev/net/tun and iproute2"))
+    @Test(.enabled(if: tapAvailable, "needs root, /dev/net/tun and iproute2"))
     func aGuestReachesAHostAddressOnTheTapUplink() throws {
         let ip = try #require(ipTool)
         let ns = "apus-net-\(getpid())", tap = "apusup\(getpid() % 1000)"
@@ -108,6 +108,3 @@ struct NetLinuxGuestTests {
         #expect(switchProcess.isRunning)
     }
 }
-
-/// iproute2's ip, if installed.
-var ipTool: String? { ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fileExists($0) } }

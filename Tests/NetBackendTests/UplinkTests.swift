@@ -7,8 +7,7 @@ import TestSupport
 
 /// The switch's uplink: a TAP device in a network namespace the test
 /// creates, with a host address a port reaches through the switch.
-@Suite(.serialized, .enabled(if: getuid() == 0 && fileExists("/dev/net/tun") && (fileExists("/usr/sbin/ip") || fileExists("/sbin/ip")),
-                             "needs root, /dev/net/tun and iproute2"))
+@Suite(.serialized, .enabled(if: tapAvailable, "needs root, /dev/net/tun and iproute2"))
 struct UplinkTests {
     let mac: [UInt8] = [0x52, 0x54, 0, 0x12, 0x34, 0x0c]
 
@@ -22,7 +21,7 @@ struct UplinkTests {
     @Test func aPortReachesAHostAddressThroughTheTapUplink() throws {
         let ns = "apus-uplink-\(getpid())"
         let ifname = "aput\(getpid() % 100_000)"
-        let ip = fileExists("/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
+        let ip = try #require(ipTool)
         #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
         defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
 

@@ -139,3 +139,14 @@ public func iaslPath() -> String? {
     }
     return nil
 }
+
+/// Whether TAP devices can be made here: root, iproute2, and /dev/net/tun
+/// (loading the tun module first when the node is missing, as in the box).
+public var tapAvailable: Bool {
+    guard getuid() == 0, ipTool != nil else { return false }
+    if !fileExists("/dev/net/tun") { _ = try? runProcess("/sbin/modprobe", ["tun"]) }
+    return fileExists("/dev/net/tun")
+}
+
+/// iproute2's ip, if installed.
+public var ipTool: String? { ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fileExists($0) } }
