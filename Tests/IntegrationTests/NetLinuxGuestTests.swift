@@ -94,7 +94,9 @@ struct NetLinuxGuestTests {
             "-nodefaults", "-no-user-config", "-nographic",
             "-object", "memory-backend-memfd,id=mem,size=384M,share=on", "-machine", "memory-backend=mem",
             "-chardev", "socket,id=n0,path=\(dir.path)/q.sock", "-netdev", "vhost-user,id=net0,chardev=n0",
-            "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:02:01",
+            // (vectors=0: QEMU 7.2 crashes in vhost_net_start setting MSI-X
+            // vector notifiers for a vhost-user netdev without KVM's irqchip.)
+            "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:02:01" + (kvmBootsLinux ? "" : ",vectors=0"),
             "-serial", "stdio", "-no-reboot",
             "-kernel", guestDirectory + "/vmlinuz", "-initrd", guestDirectory + "/initramfs.cpio.gz",
             "-append", "console=ttyS0 quiet panic=-1 apus.run64=" + Data(script.utf8).base64EncodedString(),
