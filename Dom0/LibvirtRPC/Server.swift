@@ -71,11 +71,3 @@ final class RPCHandler: ChannelInboundHandler {
     }
 }
 
-/// A value behind a lock.
-final class LockedBox<T>: @unchecked Sendable {
-    // SAFETY (Sendable): `value` is only touched under `lock`.
-    private let lock = ConditionLock()
-    private var value: T
-    init(_ v: T) { value = v }
-    func withValue<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
-}

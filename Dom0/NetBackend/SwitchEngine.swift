@@ -255,13 +255,7 @@ public final class SwitchEngine: @unchecked Sendable {
                 let length = try VirtioNet.checkTransmit(readable: chain.readableLength, writable: chain.writableLength,
                                                          flags: header.first ?? 0, gsoType: header.count > 1 ? header[1] : 0)
                 let frame = try ChainIO.read(q.memory, chain.readable, offset: UInt64(VirtioNet.headerSize), count: length)
-                p.counters.rxPackets += 1
-                p.counters.rxBytes += UInt64(length)
-                for d in table.forward(frame, from: p.id, now: Clock.monotonicNanoseconds()) {
-                    guard let dp = ports[d] else { continue }
-                    deliver(frame, to: dp)
-                    touched.insert(d)
-                }
+                forward(frame, from: p, &touched)
             } catch {
                 p.counters.rxErrors += 1
             }
@@ -282,7 +276,7 @@ public final class SwitchEngine: @unchecked Sendable {
         while taken < Self.transmitBudget {
             let n: Int
             do {
-                guard let got = try uplinkBuffer.withUnsafeMutableBytes({ b throws(Errno) in try tap.receive(into: b) }) else { return false }
+                guard let got = try tap.receive(into: &uplinkBuffer) else { return false }
                 n = got
             } catch {
                 p.counters.rxErrors += 1
@@ -293,16 +287,21 @@ public final class SwitchEngine: @unchecked Sendable {
                 p.counters.rxErrors += 1
                 continue
             }
-            let frame = Array(uplinkBuffer[0..<n])
-            p.counters.rxPackets += 1
-            p.counters.rxBytes += UInt64(n)
-            for d in table.forward(frame, from: p.id, now: Clock.monotonicNanoseconds()) {
-                guard let dp = ports[d] else { continue }
-                deliver(frame, to: dp)
-                touched.insert(d)
-            }
+            forward(Array(uplinkBuffer[0..<n]), from: p, &touched)
         }
         return true
+    }
+
+    /// Counts a frame received from port `p` and delivers it wherever the
+    /// learning table sends it.
+    private func forward(_ frame: [UInt8], from p: Port, _ touched: inout Set<Int>) {
+        p.counters.rxPackets += 1
+        p.counters.rxBytes += UInt64(frame.count)
+        for d in table.forward(frame, from: p.id, now: Clock.monotonicNanoseconds()) {
+            guard let dp = ports[d] else { continue }
+            deliver(frame, to: dp)
+            touched.insert(d)
+        }
     }
 
     /// Queues `frame` for `p`'s guest: straight into its receive buffers, or

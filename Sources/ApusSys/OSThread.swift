@@ -167,3 +167,12 @@ public final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 }
+
+/// A value behind a lock, shared between threads.
+public final class LockedBox<T>: @unchecked Sendable {
+    // SAFETY (Sendable): `value` is only touched under `lock`.
+    private let lock = ConditionLock()
+    private var value: T
+    public init(_ v: T) { value = v }
+    public func withValue<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+}

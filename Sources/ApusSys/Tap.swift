@@ -41,10 +41,10 @@ public final class TapDevice: @unchecked Sendable {
         self.fd = fd
     }
 
-    /// One frame, or nil when none is waiting.
-    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
+    /// Reads one frame into the start of `buffer`; its length, or nil when none is waiting.
+    public func receive(into buffer: inout [UInt8]) throws(Errno) -> Int? {
         while true {
-            let n = Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count)
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
             if n >= 0 { return n }
             let e = Errno.current
             if e == .interrupted { continue }

@@ -131,11 +131,11 @@ public enum NetModes {
     static func measure(target: String, a: NetClient, b: NetClient, size: Int, seconds: Double) throws -> BenchResult {
         let template = a.frame(to: macB, size: size, seed: 5)
         let batch = [[UInt8]](repeating: template, count: 64)
-        let stop = Flag()
-        let sentBox = Counter()
+        let stop = LockedBox(false)
+        let sentBox = LockedBox(0)
         let sender = OSThread(name: "bench-send") {
             var sent = 0
-            while !stop.isSet {
+            while !stop.withValue({ $0 }) {
                 do {
                     let n = try a.send(batch)
                     sent += n
@@ -144,7 +144,7 @@ public enum NetModes {
                     break
                 }
             }
-            sentBox.add(sent)
+            sentBox.withValue { $0 = sent }
         }
         try sender.start()
         let start = Clock.monotonicNanoseconds()
@@ -154,10 +154,10 @@ public enum NetModes {
             received += try b.receive(timeoutMilliseconds: 10).count
         }
         let elapsed = Double(Clock.monotonicNanoseconds() - start) / 1e9
-        stop.set()
+        stop.withValue { $0 = true }
         sender.join()
         received += try collect(b, Int.max, quietMilliseconds: 100).count
-        return BenchResult(target: target, frameSize: size, sent: sentBox.value, received: received, seconds: elapsed)
+        return BenchResult(target: target, frameSize: size, sent: sentBox.withValue { $0 }, received: received, seconds: elapsed)
     }
 
     public static func bench(targets: [(name: String, a: String, b: String)], sizes: [Int], seconds: Double, report: Report) -> [BenchResult] {
@@ -182,22 +182,4 @@ public enum NetModes {
         }
         return results
     }
-}
-
-/// A flag one thread sets and another polls.
-final class Flag: @unchecked Sendable {
-    // SAFETY (Sendable): guarded by `lock`.
-    private let lock = ConditionLock()
-    private var on = false
-    var isSet: Bool { lock.withLock { on } }
-    func set() { lock.withLock { on = true } }
-}
-
-/// A counter several threads add to.
-final class Counter: @unchecked Sendable {
-    // SAFETY (Sendable): guarded by `lock`.
-    private let lock = ConditionLock()
-    private var total = 0
-    var value: Int { lock.withLock { total } }
-    func add(_ n: Int) { lock.withLock { total += n } }
 }

@@ -11,6 +11,8 @@ extension DomainManager {
 
     /// Makes sure Dom0's switch answers on its control socket.
     func ensureNetback() async throws(ToolstackError) {
+        // Another start is bringing it up (the actor is re-entered while it waits).
+        while netbackStarting { try? await Task.sleep(for: .milliseconds(5)) }
         if (try? ControlClient.json(netbackControl, "ports", timeoutMilliseconds: 2000))?["ok"] as? Bool == true {
             if netbackPid == 0, let pid = Self.runningNetback(paths) {
                 // Started by an earlier apusd: watch it from now on.
@@ -22,6 +24,8 @@ extension DomainManager {
         guard FileManager.default.fileExists(atPath: paths.binary("apus-netback")) else {
             throw .unsupported("network interfaces need apus-netback next to apusd")
         }
+        netbackStarting = true
+        defer { netbackStarting = false }
         try? FileManager.default.removeItem(atPath: netbackControl)
         let log = try? FileDescriptor.open(netbackLog, [.writeOnly, .create, .append], mode: 0o600)
         defer { log?.close() }

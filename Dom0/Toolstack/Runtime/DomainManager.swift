@@ -97,6 +97,8 @@ public actor DomainManager {
     public func setReport(_ r: @escaping @Sendable (String) -> Void) { report = r }
     /// Dom0's switch (apus-netback) this apusd watches; 0 when none.
     var netbackPid: Int32 = 0
+    /// Set while this apusd is starting the switch.
+    var netbackStarting = false
 
     /// apusd.conf's limits on what domains may use.
     public nonisolated let limits: DaemonLimits

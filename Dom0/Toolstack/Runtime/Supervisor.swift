@@ -19,9 +19,6 @@ enum Supervisor {
         for disk in def.disks where !fm.fileExists(atPath: disk.source) {
             throw .failed("cannot access storage file '\(disk.source)': No such file or directory")
         }
-        guard def.interfaces.isEmpty || fm.fileExists(atPath: paths.binary("apus-netback")) else {
-            throw .unsupported("network interfaces need apus-netback next to apusd")
-        }
 
         let dir = paths.runtimeDirectory(def.name)
         try? fm.removeItem(atPath: dir)
