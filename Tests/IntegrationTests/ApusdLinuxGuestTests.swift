@@ -1,15 +1,23 @@
 import Testing
 import Foundation
 import TestSupport
+import Toolstack
 
-/// apusd running a real Linux domain with a disk on apus-blkback, driven by
-/// virsh. Needs a KVM that boots Linux (Deploy/kvm-box on this project's
+/// apusd running a real Linux domain with a disk on apus-blkback and a NIC on
+/// Dom0's switch, driven by virsh. Needs a KVM that boots Linux (Deploy/kvm-box on this project's
 /// machines).
 @Suite(.enabled(if: kvmBootsLinux && guestImagesAvailable, "needs hardware KVM (or Deploy/kvm-box) and guest images"),
        .serialized)
 struct ApusdLinuxGuestTests {
-    @Test func aLinuxDomainWithADiskBootsReadsAndShutsDown() throws {
-        let d = try ApusdProcess()
+    @Test(.enabled(if: tapAvailable, "needs root, /dev/net/tun and iproute2"))
+    func aLinuxDomainWithADiskAndANICBootsReadsPingsAndShutsDown() throws {
+        // Dom0's switch has an uplink to a TAP device, which the test moves
+        // into a network namespace of its own with a host address on it.
+        let ip = try #require(ipTool)
+        let ns = "apusd-net-\(getpid())", tap = "apusdup\(getpid() % 1000)"
+        #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
+        defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
+        let d = try ApusdProcess(config: "netback_uplink = \"tap:\(tap)\"\n")
         let image = d.rootPath + "/disk.img"
         let mkfs = try runProcess("/sbin/mkfs.ext4", ["-q", "-F", image, "32M"])
         #expect(mkfs.status == 0, "\(mkfs.output)")
@@ -30,6 +38,9 @@ struct ApusdLinuxGuestTests {
                   <source file='\(image)'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
+                <interface type='network'>
+                  <mac address='52:54:00:00:05:01'/><source network='default'/><model type='virtio'/><target dev='vnet0'/>
+                </interface>
                 <console type='pty'/>
               </devices>
             </domain>
@@ -37,6 +48,12 @@ struct ApusdLinuxGuestTests {
         _ = try d.ok("define", try d.file("linux.xml", xml))
         #expect(try d.ok("domblklist", "linux").split(separator: "\n").map { $0.split(separator: " ") }.contains(["vda", Substring(image)]))
         _ = try d.ok("start", "linux")
+        // apusd started the switch, which made the uplink's TAP device.
+        for args in [["link", "set", tap, "netns", ns], ["-n", ns, "addr", "add", "10.0.5.1/24", "dev", tap], ["-n", ns, "link", "set", tap, "up"]] {
+            let r = try runProcess(ip, args)
+            #expect(r.status == 0, "ip \(args.joined(separator: " ")): \(r.output)")
+        }
+        #expect(virshRows(try d.ok("domiflist", "linux")).contains("vnet0 network default virtio 52:54:00:00:05:01"))
         let log = d.rootPath + "/var/log/apus/linux.log"
         func console() -> String { (try? String(decoding: readFile(log), as: UTF8.self)) ?? "" }
         func waitForConsole(_ text: String, _ seconds: TimeInterval) -> Bool {
@@ -61,6 +78,11 @@ struct ApusdLinuxGuestTests {
         session.send("mount /dev/vda /mnt && ls /mnt && dd if=/dev/vda of=/dev/null bs=64k count=128 && echo READ-$((6 * 7))-DONE\r")
         #expect(session.waitFor("READ-42-DONE", timeout: 120), "\(session.output)")
         #expect(session.output.contains("lost+found"), "the guest sees the filesystem made on the host")
+        // The NIC: the guest sees the MAC from the XML and reaches the host
+        // address through Dom0's switch and its uplink.
+        session.send("cat /sys/class/net/eth0/address && ip addr add 10.0.5.2/24 dev eth0 && ip link set eth0 up && i=0; until ping -c 1 -W 1 10.0.5.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || break; done; ping -c 3 10.0.5.1 && echo PING-$((6 * 7))-DONE\r")
+        #expect(session.waitFor("PING-42-DONE", timeout: 180), "\(session.output)")
+        #expect(session.output.contains("52:54:00:00:05:01") && session.output.contains("3 packets received"), "\(session.output)")
         session.send("\u{1d}")
         #expect(session.waitForExit(timeout: 20) == 0, "Ctrl-] ends virsh console")
 
@@ -72,6 +94,12 @@ struct ApusdLinuxGuestTests {
         // dd read 8 MiB (the guest merges its 64 KiB reads into larger requests).
         #expect(counter("rd_req") > 0 && counter("rd_bytes") >= 8 << 20, "\(stats)")
         #expect(try d.ok("domstate", "--reason", "linux").contains("running (booted)"))
+        // netback's counters for the port, as libvirt reports them.
+        let ifstat = try d.ok("domifstat", "linux", "vnet0")
+        func ifCounter(_ name: String) -> Int {
+            ifstat.split(separator: "\n").first { $0.hasPrefix("vnet0 \(name) ") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        #expect(ifCounter("rx_packets") >= 3 && ifCounter("tx_packets") >= 3 && ifCounter("rx_bytes") > 0, "\(ifstat)")
 
         // Graceful shutdown reaches the guest's ACPI power button.
         _ = try d.ok("shutdown", "linux")
@@ -81,5 +109,6 @@ struct ApusdLinuxGuestTests {
         // Every process apusd started for the domain is gone.
         let left = try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/linux"]).output
         #expect(left.isEmpty, "left behind: \(left)")
+        #expect((try? ControlClient.json(d.rootPath + "/run/apus/netback.ctl", "ports"))?["ports"] as? [String] == ["uplink"], "the domain's port is off the switch; the uplink stays")
     }
 }

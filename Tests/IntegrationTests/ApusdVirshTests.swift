@@ -8,19 +8,14 @@ import Toolstack
 @Suite(.enabled(if: kvmAvailable && guestImagesAvailable && fileExists("/usr/bin/virsh"), "needs /dev/kvm, guest images and virsh"),
        .serialized)
 struct ApusdVirshTests {
-    func lines(_ s: String) -> [String] {
-        // (virsh -q sizes columns without the header: compare words)
-        s.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }.filter { !$0.isEmpty }
-    }
-
     @Test func defineStartInspectStopUndefine() throws {
         let d = try ApusdProcess()
         let xml = try d.file("demo.xml", d.stubDomainXML("demo", uuid: "11111111-2222-3333-4444-555555555555", vcpus: 2))
         #expect(try d.okVerbose("define", xml).contains("Domain 'demo' defined from"))
-        #expect(lines(try d.ok("list", "--all")) == ["0 Domain-0 running", "- demo shut off"])
+        #expect(virshRows(try d.ok("list", "--all")) == ["0 Domain-0 running", "- demo shut off"])
         #expect(try d.ok("domstate", "--reason", "demo").contains("shut off (unknown)"))
         #expect(try d.okVerbose("start", "demo").contains("Domain 'demo' started"))
-        #expect(lines(try d.ok("list")) == ["0 Domain-0 running", "1 demo running"])
+        #expect(virshRows(try d.ok("list")) == ["0 Domain-0 running", "1 demo running"])
         #expect(try d.virsh("start", "demo").output.contains("error: Domain is already active"))
 
         let info = try d.ok("dominfo", "demo")
@@ -50,7 +45,7 @@ struct ApusdVirshTests {
         #expect(d.waitForState("demo", "shut off"), "the stub powers off on the ACPI power button")
         #expect(try d.ok("domstate", "--reason", "demo").contains("shut off (shutdown)"))
         #expect(try d.okVerbose("undefine", "demo").contains("Domain 'demo' has been undefined"))
-        #expect(lines(try d.ok("list", "--all")) == ["0 Domain-0 running"])
+        #expect(virshRows(try d.ok("list", "--all")) == ["0 Domain-0 running"])
         #expect(try d.virsh("dominfo", "demo").output.contains("error: failed to get domain 'demo'"))
     }
 
@@ -219,7 +214,7 @@ struct ApusdVirshTests {
         // apusd started Dom0's switch and gave the domain a port on it
         let ports = { (try? ControlClient.json(control, "ports"))?["ports"] as? [String] ?? ["unreachable"] }
         #expect(ports() == ["vnet7"])
-        #expect(lines(try d.ok("domiflist", "nic")).contains("vnet7 network default virtio 52:54:00:12:34:56"))
+        #expect(virshRows(try d.ok("domiflist", "nic")).contains("vnet7 network default virtio 52:54:00:12:34:56"))
         let stat = try d.ok("domifstat", "nic", "vnet7")
         #expect(stat.contains("vnet7 rx_bytes 0") && stat.contains("vnet7 tx_drop 0"), "\(stat)")
 

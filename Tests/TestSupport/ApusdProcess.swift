@@ -131,3 +131,9 @@ public final class ApusdProcess: @unchecked Sendable {
         for p in pids.split(separator: "\n") { if let pid = Int32(p) { kill(pid, SIGKILL) } }
     }
 }
+
+/// The rows of a virsh table with their words joined by single spaces
+/// (virsh -q sizes columns to their contents, so tests compare words).
+public func virshRows(_ s: String) -> [String] {
+    s.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }.filter { !$0.isEmpty }
+}
