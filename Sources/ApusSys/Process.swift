@@ -136,3 +136,9 @@ public enum ProcessControl {
         }
     }
 }
+
+/// The value of an environment variable of this process, if set.
+public func getenvString(_ name: String) -> String? {
+    guard let p = getenv(name) else { return nil }
+    return String(cString: p)
+}

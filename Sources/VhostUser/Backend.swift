@@ -52,6 +52,8 @@ public final class VhostUserBackendSession: @unchecked Sendable {
     // SAFETY (Sendable): driven by one thread (the backend's session thread).
     public let connection: VhostUserConnection
     public let device: any VhostUserDeviceBackend
+    /// Names the session in logs (the socket's path).
+    public let label: String
 
     struct Ring {
         var size: UInt16 = 0
@@ -64,6 +66,15 @@ public final class VhostUserBackendSession: @unchecked Sendable {
     }
 
     private var rings: [Ring]
+
+    /// One Ring per queue, each with its own call holder. (Not
+    /// `Array(repeating:)`: that would share one QueueCall among every ring,
+    /// so SET_VRING_CALL for one queue would redirect all of them; a frontend
+    /// with an interrupt vector per queue, as MSI-X gives QEMU, then never
+    /// hears about its receive queue.)
+    private static func freshRings(_ count: Int) -> [Ring] {
+        (0..<count).map { _ in Ring() }
+    }
     private var ackedFeatures: UInt64 = 0
     private var ackedProtocol = VhostUserProtocolFeatures()
     private var memory: GuestMemory?
@@ -71,10 +82,11 @@ public final class VhostUserBackendSession: @unchecked Sendable {
     /// Requests handled (for tests and stats).
     public private(set) var handled = 0
 
-    public init(connection: VhostUserConnection, device: any VhostUserDeviceBackend) {
+    public init(connection: VhostUserConnection, device: any VhostUserDeviceBackend, label: String = "") {
         self.connection = connection
         self.device = device
-        rings = Array(repeating: Ring(), count: device.queueCount)
+        self.label = label
+        rings = Self.freshRings(device.queueCount)
     }
 
     /// The guest memory the frontend shared, if any.
@@ -104,7 +116,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
             _ = device.stopQueue(i)
             rings[i].started = false
         }
-        rings = Array(repeating: Ring(), count: device.queueCount)
+        rings = Self.freshRings(device.queueCount)
         memory = nil
         device.sessionEnded()
     }
@@ -112,6 +124,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
     /// Handles one request (and sends its reply).
     public func handle(_ message: VhostUserMessage) throws(VhostUserError) {
         handled += 1
+        if BackendLog.trace { BackendLog.trace(message, label) }
         guard let request = message.request else {
             for f in message.fds { f.close() }
             if message.needsReply { try ack(message, ok: false) }
@@ -240,7 +253,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
 
     private func resetRings() {
         for i in rings.indices where rings[i].started { _ = device.stopQueue(i) }
-        rings = Array(repeating: Ring(), count: device.queueCount)
+        rings = Self.freshRings(device.queueCount)
         ackedFeatures = 0
     }
 

@@ -29,4 +29,13 @@ public final class ErrorLog: @unchecked Sendable {
 /// The program name prefixed to backend log lines.
 public enum BackendLog {
     nonisolated(unsafe) public static var program = "apus-blkback"
+    /// APUS_VHOST_TRACE set: every request a frontend sends is logged
+    /// (name, descriptors, payload in hex), for debugging a frontend.
+    public static let trace = getenvString("APUS_VHOST_TRACE") != nil
+
+    static func trace(_ message: VhostUserMessage, _ label: String) {
+        let name = message.request.map { "\($0)" } ?? "request \(message.requestCode)"
+        let hex = message.payload.prefix(256).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        try? FileDescriptor.standardError.writeAll("\(program): \(label) <- \(name) flags=0x\(String(message.flags, radix: 16)) fds=\(message.fds.count) \(hex)\n")
+    }
 }

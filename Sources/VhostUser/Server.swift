@@ -7,6 +7,7 @@ public final class VhostUserBackendServer: @unchecked Sendable {
     // SAFETY (Sendable): `current` is guarded by `lock`.
     public let listener: UnixListener
     public let device: any VhostUserDeviceBackend
+    public let path: String
     private let lock = ConditionLock()
     private var current: VhostUserBackendSession?
     private var stopped = false
@@ -16,6 +17,7 @@ public final class VhostUserBackendServer: @unchecked Sendable {
     public init(path: String, device: any VhostUserDeviceBackend) throws(SystemCallError) {
         listener = try UnixListener(path: path, mode: 0o600)
         self.device = device
+        self.path = path
     }
 
     /// Serves frontends until ``stop()``.
@@ -30,7 +32,7 @@ public final class VhostUserBackendServer: @unchecked Sendable {
                 continue
             }
             guard let socket else { continue }
-            let session = VhostUserBackendSession(connection: VhostUserConnection(socket: socket), device: device)
+            let session = VhostUserBackendSession(connection: VhostUserConnection(socket: socket), device: device, label: path)
             lock.withLock { current = session }
             let reason = session.run()
             lock.withLock { current = nil }

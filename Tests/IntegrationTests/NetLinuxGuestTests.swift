@@ -87,7 +87,7 @@ struct NetLinuxGuestTests {
     @Test(.enabled(if: fileExists("/usr/bin/qemu-system-x86_64"), "needs QEMU"))
     func aQEMUGuestAndAnApusGuestShareTheSwitch() throws {
         let dir = try TemporaryDirectory()
-        let (switchProcess, _) = try netback(dir, ports: ["q", "h"])
+        let (switchProcess, control) = try netback(dir, ports: ["q", "h"])
         let script = "ip addr add 10.0.2.1/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + reach("10.0.2.2") + " && echo QEMU-REACHED-APUS"
         // In the box (or on a KVM host) QEMU uses KVM; its device path is the same either way.
         let qemu = try ChildProcess("/usr/bin/qemu-system-x86_64", [
@@ -106,13 +106,12 @@ struct NetLinuxGuestTests {
                              run: reach("10.0.2.1") + " && echo APUS-REACHED-QEMU")
         #expect(qemu.waitForExit(timeout: timeout) == 0, "\(qemu.output)")
         #expect(apus.waitForExit(timeout: timeout) == 0, "\(apus.output)")
-        // Two QEMU guests (TCG, vectors=0) ping each other through
-        // apus-netback; a QEMU guest under KVM in the box does not yet
-        // exchange frames with an apus-hv guest.
-        withKnownIssue("QEMU (KVM, MSI-X) guest and apus-hv guest do not reach each other in the box yet", isIntermittent: true) {
-            #expect(qemu.output.contains("QEMU-REACHED-APUS") && qemu.output.contains("3 packets received"), "\(qemu.output)")
-            #expect(apus.output.contains("APUS-REACHED-QEMU") && apus.output.contains("3 packets received"), "\(apus.output)")
-        }
+        // Under KVM QEMU gives each queue its own MSI-X vector (an irqfd
+        // per call descriptor): receive interrupts must reach the receive
+        // queue's vector, not the transmit queue's.
+        let stats = ["q", "h"].map { (try? controlCommand(control, "port-stats \($0)")) ?? "?" }.joined(separator: "\n")
+        #expect(qemu.output.contains("QEMU-REACHED-APUS") && qemu.output.contains("3 packets received"), "\(qemu.output)\n\(stats)")
+        #expect(apus.output.contains("APUS-REACHED-QEMU") && apus.output.contains("3 packets received"), "\(apus.output)\n\(stats)")
         #expect(switchProcess.isRunning)
     }
 }

@@ -162,14 +162,37 @@ final class EchoDevice: VhostUserDeviceBackend, @unchecked Sendable {
         try frontend.setVringEnable(0, true)
         #expect(device.events.withLock { $0.contains("start 0 base 0") })
 
+        // A second ring with its own call descriptor (as a frontend with an
+        // MSI-X vector per queue sets them up).
+        let driver1 = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x4000))
+        let kick1 = try EventFD(), call1 = try EventFD()
+        try frontend.setVringNum(1, 16)
+        try frontend.setVringAddr(VringAddress(index: 1, descriptor: host + driver1.descriptorTable.raw, used: host + driver1.usedRing.raw, avail: host + driver1.availRing.raw))
+        try frontend.setVringBase(1, 0)
+        try frontend.setVringKick(1, kick1.fd)
+        try frontend.setVringCall(1, call1.fd)
+        try frontend.setVringEnable(1, true)
+
         // The backend sees the frontend's memory: a chain posted here is served there.
         _ = try driver.add([DescriptorBuffer(address: GuestAddress(0x8000), length: 64, isWriteOnly: true)])
         try driver.publish()
         #expect(try device.serve(0) == 1)
-        #expect(call.drain() == 1)
+        #expect(call.drain() == 1, "ring 0 interrupts through its own call descriptor")
+        #expect(call1.drain() == 0, "and not through ring 1's")
         #expect(try driver.popUsed()! == (0, 64))
+        _ = try driver1.add([DescriptorBuffer(address: GuestAddress(0x9000), length: 32, isWriteOnly: true)])
+        try driver1.publish()
+        #expect(try device.serve(1) == 1)
+        #expect(call1.drain() == 1 && call.drain() == 0)
+        // A replaced call descriptor takes effect for that ring only.
+        let call0b = try EventFD()
+        try frontend.setVringCall(0, call0b.fd)
+        _ = try driver.add([DescriptorBuffer(address: GuestAddress(0x8000), length: 64, isWriteOnly: true)])
+        try driver.publish()
+        #expect(try device.serve(0) == 1)
+        #expect(call0b.drain() == 1 && call.drain() == 0 && call1.drain() == 0)
 
-        #expect(try frontend.getVringBase(0) == 1)
+        #expect(try frontend.getVringBase(0) == 2)
         #expect(device.events.withLock { $0.contains("stop 0") })
         frontend.close()
         thread.join()

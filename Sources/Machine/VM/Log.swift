@@ -31,11 +31,3 @@ public enum Log {
     public static func info(_ m: @autoclosure () -> String) { write(.info, m()) }
     public static func debug(_ m: @autoclosure () -> String) { if Self.level >= .debug { write(.debug, m()) } }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif
-func getenvString(_ name: String) -> String? {
-    guard let p = getenv(name) else { return nil }
-    return String(cString: p)
-}

@@ -1,3 +1,4 @@
+import ApusSys
 import GuestMemory
 
 /// Everything apus-hv needs to build and run one domain.
