@@ -35,7 +35,8 @@ public enum BackendLog {
 
     static func trace(_ message: VhostUserMessage, _ label: String) {
         let name = message.request.map { "\($0)" } ?? "request \(message.requestCode)"
-        let hex = message.payload.prefix(256).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        let digits = Array("0123456789abcdef")
+        let hex = String(message.payload.prefix(256).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
         try? FileDescriptor.standardError.writeAll("\(program): \(label) <- \(name) flags=0x\(String(message.flags, radix: 16)) fds=\(message.fds.count) \(hex)\n")
     }
 }

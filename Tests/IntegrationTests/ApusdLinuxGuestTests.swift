@@ -13,10 +13,7 @@ struct ApusdLinuxGuestTests {
     func aLinuxDomainWithADiskAndANICBootsReadsPingsAndShutsDown() throws {
         // Dom0's switch has an uplink to a TAP device, which the test moves
         // into a network namespace of its own with a host address on it.
-        let ip = try #require(ipTool)
-        let ns = "apusd-net-\(getpid())", tap = "apusdup\(getpid() % 1000)"
-        #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
-        defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
+        let namespace = try NetworkNamespace("apusd-net-\(getpid())"), tap = "apusdup\(getpid() % 1000)"
         let d = try ApusdProcess(config: "netback_uplink = \"tap:\(tap)\"\n")
         let image = d.rootPath + "/disk.img"
         let mkfs = try runProcess("/sbin/mkfs.ext4", ["-q", "-F", image, "32M"])
@@ -49,10 +46,7 @@ struct ApusdLinuxGuestTests {
         #expect(try d.ok("domblklist", "linux").split(separator: "\n").map { $0.split(separator: " ") }.contains(["vda", Substring(image)]))
         _ = try d.ok("start", "linux")
         // apusd started the switch, which made the uplink's TAP device.
-        for args in [["link", "set", tap, "netns", ns], ["-n", ns, "addr", "add", "10.0.5.1/24", "dev", tap], ["-n", ns, "link", "set", tap, "up"]] {
-            let r = try runProcess(ip, args)
-            #expect(r.status == 0, "ip \(args.joined(separator: " ")): \(r.output)")
-        }
+        try namespace.adopt(tap, address: "10.0.5.1/24")
         #expect(virshRows(try d.ok("domiflist", "linux")).contains("vnet0 network default virtio 52:54:00:00:05:01"))
         let log = d.rootPath + "/var/log/apus/linux.log"
         func console() -> String { (try? String(decoding: readFile(log), as: UTF8.self)) ?? "" }

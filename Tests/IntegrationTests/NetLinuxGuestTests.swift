@@ -64,16 +64,10 @@ struct NetLinuxGuestTests {
 
     @Test(.enabled(if: tapAvailable, "needs root, /dev/net/tun and iproute2"))
     func aGuestReachesAHostAddressOnTheTapUplink() throws {
-        let ip = try #require(ipTool)
-        let ns = "apus-net-\(getpid())", tap = "apusup\(getpid() % 1000)"
-        #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
-        defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
+        let namespace = try NetworkNamespace("apus-net-\(getpid())"), tap = "apusup\(getpid() % 1000)"
         let dir = try TemporaryDirectory()
         let (switchProcess, control) = try netback(dir, ports: ["g"], extra: ["--uplink", "tap:" + tap])
-        for args in [["link", "set", tap, "netns", ns], ["-n", ns, "addr", "add", "10.0.1.1/24", "dev", tap], ["-n", ns, "link", "set", tap, "up"]] {
-            let r = try runProcess(ip, args)
-            #expect(r.status == 0, "ip \(args.joined(separator: " ")): \(r.output)")
-        }
+        try namespace.adopt(tap, address: "10.0.1.1/24")
         let vm = try guest(dir.path + "/g.sock", mac: "52:54:00:00:01:02", address: "10.0.1.2", run: reach("10.0.1.1") + " && echo REACHED-HOST")
         #expect(vm.waitForExit(timeout: timeout) == 0, "\(vm.output)")
         #expect(vm.output.contains("3 packets received") && vm.output.contains("REACHED-HOST"), "\(vm.output)")

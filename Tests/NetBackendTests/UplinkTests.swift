@@ -19,11 +19,8 @@ struct UplinkTests {
     }
 
     @Test func aPortReachesAHostAddressThroughTheTapUplink() throws {
-        let ns = "apus-uplink-\(getpid())"
         let ifname = "aput\(getpid() % 100_000)"
-        let ip = try #require(ipTool)
-        #expect(try runProcess(ip, ["netns", "add", ns]).status == 0)
-        defer { _ = try? runProcess(ip, ["netns", "delete", ns]) }
+        let namespace = try NetworkNamespace("apus-uplink-\(getpid())")
 
         let dir = try TemporaryDirectory(prefix: "uplink")
         let engine = try SwitchEngine()
@@ -33,12 +30,7 @@ struct UplinkTests {
         #expect(tap.name == ifname)
         _ = try engine.addUplink("uplink", tap: tap)
         // The host's end lives in the namespace, with address 10.213.0.1.
-        for args in [["link", "set", ifname, "netns", ns],
-                     ["-n", ns, "addr", "add", "10.213.0.1/24", "dev", ifname],
-                     ["-n", ns, "link", "set", ifname, "up"]] {
-            let r = try runProcess(ip, args)
-            #expect(r.status == 0, "ip \(args.joined(separator: " ")): \(r.output)")
-        }
+        try namespace.adopt(ifname, address: "10.213.0.1/24")
         let ports = PortSet(engine: engine)
         defer { ports.removeAll() }
         try ports.add("guest", socket: dir.path + "/g.sock")

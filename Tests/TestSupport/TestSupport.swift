@@ -150,3 +150,29 @@ public var tapAvailable: Bool {
 
 /// iproute2's ip, if installed.
 public var ipTool: String? { ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fileExists($0) } }
+
+/// A network namespace for a test (deleted on deinit): the host's side of
+/// an uplink lives here, so tests never touch the machine's own network.
+public final class NetworkNamespace {
+    public let name: String
+    private let ip: String
+
+    public init(_ name: String) throws {
+        guard let ip = ipTool else { throw TestError("iproute2's ip is not installed") }
+        let r = try runProcess(ip, ["netns", "add", name])
+        guard r.status == 0 else { throw TestError("ip netns add \(name): \(r.output)") }
+        self.ip = ip
+        self.name = name
+    }
+
+    /// Moves interface `ifname` (a TAP device) in here, gives it `address`
+    /// (CIDR) and brings it up.
+    public func adopt(_ ifname: String, address: String) throws {
+        for args in [["link", "set", ifname, "netns", name], ["-n", name, "addr", "add", address, "dev", ifname], ["-n", name, "link", "set", ifname, "up"]] {
+            let r = try runProcess(ip, args)
+            guard r.status == 0 else { throw TestError("ip \(args.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
+    deinit { _ = try? runProcess(ip, ["netns", "delete", name]) }
+}
