@@ -2,9 +2,16 @@
 public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     public let bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
+    /// The first six bytes of `b` (zeros for any it lacks).
     public init(_ b: some Collection<UInt8>) {
-        let a = Array(b.prefix(6)) + [UInt8](repeating: 0, count: max(0, 6 - b.count))
-        bytes = (a[0], a[1], a[2], a[3], a[4], a[5])
+        var it = b.makeIterator()
+        bytes = (it.next() ?? 0, it.next() ?? 0, it.next() ?? 0, it.next() ?? 0, it.next() ?? 0, it.next() ?? 0)
+    }
+
+    /// The six bytes at `offset` in `frame` (the caller checked they exist).
+    @inline(__always)
+    init(_ frame: [UInt8], at offset: Int) {
+        bytes = (frame[offset], frame[offset + 1], frame[offset + 2], frame[offset + 3], frame[offset + 4], frame[offset + 5])
     }
 
     /// Group (broadcast or multicast) addresses have the low bit of the first byte set.
@@ -20,10 +27,13 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
             && a.bytes.3 == b.bytes.3 && a.bytes.4 == b.bytes.4 && a.bytes.5 == b.bytes.5
     }
 
-    public func hash(into h: inout Hasher) {
-        h.combine(bytes.0); h.combine(bytes.1); h.combine(bytes.2)
-        h.combine(bytes.3); h.combine(bytes.4); h.combine(bytes.5)
+    /// The six bytes as one integer (one hash round per lookup, not six).
+    var packed: UInt64 {
+        UInt64(bytes.0) << 40 | UInt64(bytes.1) << 32 | UInt64(bytes.2) << 24
+            | UInt64(bytes.3) << 16 | UInt64(bytes.4) << 8 | UInt64(bytes.5)
     }
+
+    public func hash(into h: inout Hasher) { h.combine(packed) }
 }
 
 /// A learning Ethernet switch's forwarding decisions (what a Linux bridge
@@ -60,13 +70,23 @@ public struct L2Switch: Sendable {
         table = table.filter { $0.value.port != p }
     }
 
-    /// Where a frame from `ingress` goes: learns its source, returns the
-    /// egress ports (never the ingress). Frames shorter than an Ethernet
-    /// header go nowhere.
-    public mutating func forward(_ frame: some Collection<UInt8>, from ingress: Port, now: UInt64) -> [Port] {
-        guard frame.count >= 14, ports.contains(ingress) else { return [] }
-        let destination = MACAddress(frame.prefix(6))
-        let source = MACAddress(frame.dropFirst(6).prefix(6))
+    /// Where one frame goes.
+    public enum Egress: Equatable, Sendable {
+        /// Nowhere (a runt, an unknown ingress, or back out of its own port).
+        case drop
+        /// To the one port its destination was learned on.
+        case port(Port)
+        /// To every port but the ingress (broadcast, multicast, unknown unicast).
+        case flood
+    }
+
+    /// Where a frame from `ingress` goes, learning its source on the way;
+    /// allocates nothing (the switch thread calls it per frame). Frames
+    /// shorter than an Ethernet header go nowhere.
+    public mutating func decide(_ frame: [UInt8], from ingress: Port, now: UInt64) -> Egress {
+        guard frame.count >= 14, ports.contains(ingress) else { return .drop }
+        let destination = MACAddress(frame, at: 0)
+        let source = MACAddress(frame, at: 6)
         if !source.isGroup {
             if table[source] != nil || table.count < capacity {
                 table[source] = Entry(port: ingress, lastSeen: now)
@@ -74,11 +94,20 @@ public struct L2Switch: Sendable {
         }
         if !destination.isGroup, let e = table[destination] {
             if now &- e.lastSeen <= ageing {
-                return e.port == ingress ? [] : [e.port]
+                return e.port == ingress ? .drop : .port(e.port)
             }
             table[destination] = nil
         }
-        return ports.filter { $0 != ingress }.sorted()
+        return .flood
+    }
+
+    /// The egress ports of `decide` as a sorted list (never the ingress).
+    public mutating func forward(_ frame: [UInt8], from ingress: Port, now: UInt64) -> [Port] {
+        switch decide(frame, from: ingress, now: now) {
+        case .drop: []
+        case .port(let p): [p]
+        case .flood: ports.filter { $0 != ingress }.sorted()
+        }
     }
 
     /// Drops expired entries (the table is also checked on every lookup).

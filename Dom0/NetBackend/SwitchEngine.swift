@@ -66,6 +66,11 @@ public final class SwitchEngine: @unchecked Sendable {
     private var lastExpiry: UInt64 = 0
     /// One frame read from the uplink (the switch thread's).
     private var uplinkBuffer = [UInt8](repeating: 0, count: 65536)
+    /// The frame being switched, reused so a frame costs no allocation
+    /// (the switch thread's; a frame kept in a backlog keeps its own copy).
+    private var frameBuffer: [UInt8] = []
+    /// The receive buffers a frame is being written into (reused likewise).
+    private var receiveChains: [(head: UInt16, length: UInt32, chain: DescriptorChain)] = []
     static let wakeToken = UInt64.max
 
     public init(ageingSeconds: UInt64 = 300) throws(SystemCallError) {
@@ -232,6 +237,7 @@ public final class SwitchEngine: @unchecked Sendable {
         let q = tx.queue
         var taken = 0
         var more = false
+        let now = Clock.monotonicNanoseconds()
         while true {
             if taken == Self.transmitBudget { more = true; break }
             let chain: DescriptorChain
@@ -251,11 +257,12 @@ public final class SwitchEngine: @unchecked Sendable {
             }
             taken += 1
             do {
-                let header = try ChainIO.read(q.memory, chain.readable, count: VirtioNet.headerSize)
+                // The header's flags and gso_type, then the frame after it.
+                try ChainIO.read(q.memory, chain.readable, count: 2, into: &frameBuffer)
                 let length = try VirtioNet.checkTransmit(readable: chain.readableLength, writable: chain.writableLength,
-                                                         flags: header.first ?? 0, gsoType: header.count > 1 ? header[1] : 0)
-                let frame = try ChainIO.read(q.memory, chain.readable, offset: UInt64(VirtioNet.headerSize), count: length)
-                forward(frame, from: p, &touched)
+                                                         flags: frameBuffer.first ?? 0, gsoType: frameBuffer.count > 1 ? frameBuffer[1] : 0)
+                try ChainIO.read(q.memory, chain.readable, offset: UInt64(VirtioNet.headerSize), count: length, into: &frameBuffer)
+                forward(frameBuffer, from: p, now: now, &touched)
             } catch {
                 p.counters.rxErrors += 1
             }
@@ -273,6 +280,7 @@ public final class SwitchEngine: @unchecked Sendable {
     private func receiveFromUplink(_ p: Port, _ touched: inout Set<Int>) -> Bool {
         guard let tap = p.tap else { return false }
         var taken = 0
+        let now = Clock.monotonicNanoseconds()
         while taken < Self.transmitBudget {
             let n: Int
             do {
@@ -287,20 +295,30 @@ public final class SwitchEngine: @unchecked Sendable {
                 p.counters.rxErrors += 1
                 continue
             }
-            forward(Array(uplinkBuffer[0..<n]), from: p, &touched)
+            frameBuffer.removeAll(keepingCapacity: true)
+            frameBuffer.append(contentsOf: uplinkBuffer[0..<n])
+            forward(frameBuffer, from: p, now: now, &touched)
         }
         return true
     }
 
     /// Counts a frame received from port `p` and delivers it wherever the
     /// learning table sends it.
-    private func forward(_ frame: [UInt8], from p: Port, _ touched: inout Set<Int>) {
+    private func forward(_ frame: [UInt8], from p: Port, now: UInt64, _ touched: inout Set<Int>) {
         p.counters.rxPackets += 1
         p.counters.rxBytes += UInt64(frame.count)
-        for d in table.forward(frame, from: p.id, now: Clock.monotonicNanoseconds()) {
-            guard let dp = ports[d] else { continue }
+        switch table.decide(frame, from: p.id, now: now) {
+        case .drop:
+            break
+        case .port(let d):
+            guard let dp = ports[d] else { break }
             deliver(frame, to: dp)
             touched.insert(d)
+        case .flood:
+            for dp in ports.values where dp.id != p.id {
+                deliver(frame, to: dp)
+                touched.insert(dp.id)
+            }
         }
     }
 
@@ -356,6 +374,9 @@ public final class SwitchEngine: @unchecked Sendable {
         let header = VirtioNet.headerSize
         let total = header + frame.count
         var used: [(head: UInt16, length: UInt32, chain: DescriptorChain)] = []
+        swap(&used, &receiveChains) // reuse its storage; handed back on return
+        used.removeAll(keepingCapacity: true)
+        defer { swap(&used, &receiveChains) }
         var written = 0
         while written < total {
             let chain: DescriptorChain
@@ -387,7 +408,7 @@ public final class SwitchEngine: @unchecked Sendable {
             do {
                 if written == 0 {
                     // The first buffer: the header, then the frame's start.
-                    try ChainIO.write(q.memory, chain.writable, bytes: VirtioNet.receiveHeader(buffers: 1))
+                    try ChainIO.write(q.memory, chain.writable, bytes: VirtioNet.singleBufferHeader)
                     try ChainIO.write(q.memory, chain.writable, offset: UInt64(header), bytes: frame[0..<(n - header)])
                 } else {
                     try ChainIO.write(q.memory, chain.writable, bytes: frame[(written - header)..<(written - header + n)])

@@ -28,6 +28,9 @@ public enum VirtioNet {
         return h
     }
 
+    /// `receiveHeader(buffers: 1)`, made once.
+    public static let singleBufferHeader = receiveHeader(buffers: 1)
+
     /// Why a transmitted chain is not a frame the switch forwards.
     public enum FrameError: Error, Equatable, Sendable {
         case writableBuffers

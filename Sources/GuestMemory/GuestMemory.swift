@@ -206,6 +206,14 @@ public final class GuestMemory: @unchecked Sendable {
         return [UInt8](UnsafeRawBufferPointer(start: p, count: count))
     }
 
+    /// Appends `count` bytes of guest memory to `out` (no intermediate array).
+    public func appendBytes(at address: GuestAddress, count: Int, to out: inout [UInt8]) throws(GuestMemoryError) {
+        guard count > 0 else { return }
+        let p = try checkedPointer(address, count)
+        // SAFETY: the range was bounds-checked; append copies the bytes.
+        out.append(contentsOf: UnsafeRawBufferPointer(start: p, count: count))
+    }
+
     /// Copies bytes into guest memory.
     public func write(bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
         let count = bytes.count
@@ -217,6 +225,16 @@ public final class GuestMemory: @unchecked Sendable {
             return done
         }
         dst.copyBytes(from: Array(bytes))
+    }
+
+    /// Copies a byte slice into guest memory: the concrete overload, so the
+    /// per-frame callers in other modules skip generic dispatch.
+    public func write(bytes: ArraySlice<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
+        let count = bytes.count
+        guard count > 0 else { return }
+        let p = try checkedPointer(address, count)
+        // SAFETY: the range was bounds-checked to hold `count` bytes.
+        bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(start: p, count: count).copyMemory(from: $0) }
     }
 
     /// Fills `[address, address+count)` with `value`.

@@ -277,31 +277,45 @@ public final class SplitQueue: @unchecked Sendable {
 }
 
 /// Copies between guest buffers of a chain and host byte arrays, across
-/// buffer boundaries.
+/// buffer boundaries. Inlinable, so callers in other modules get versions
+/// specialized to their collection type (the per-frame path of netback).
 public enum ChainIO {
     /// Copies up to `count` bytes starting `offset` bytes into `buffers`.
+    @inlinable
     public static func read(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, count: Int) throws(GuestMemoryError) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
+        try read(memory, buffers, offset: offset, count: count, into: &out)
+        return out
+    }
+
+    /// Replaces `out`'s contents with up to `count` bytes starting `offset`
+    /// bytes into `buffers`, reusing its storage (a per-frame read that
+    /// allocates nothing once `out` has grown).
+    @inlinable
+    public static func read(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, count: Int,
+                            into out: inout [UInt8]) throws(GuestMemoryError) {
+        out.removeAll(keepingCapacity: true)
         var skip = offset
         for b in buffers {
             if out.count >= count { break }
             if skip >= UInt64(b.length) { skip -= UInt64(b.length); continue }
             let take = min(UInt64(b.length) - skip, UInt64(count - out.count))
-            out += try memory.readBytes(at: GuestAddress(b.address.raw + skip), count: Int(take))
+            try memory.appendBytes(at: GuestAddress(b.address.raw + skip), count: Int(take), to: &out)
             skip = 0
         }
-        return out
     }
 
     /// Copies `bytes` into `buffers` starting `offset` bytes in; returns how many fit.
     @discardableResult
+    @inlinable
     public static func write(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, bytes: [UInt8]) throws(GuestMemoryError) -> Int {
         try write(memory, buffers, offset: offset, bytes: bytes[...])
     }
 
     /// Copies a slice (no copy of it is made first).
     @discardableResult
+    @inlinable
     public static func write(_ memory: GuestMemory, _ buffers: some Collection<DescriptorBuffer>, offset: UInt64 = 0, bytes: ArraySlice<UInt8>) throws(GuestMemoryError) -> Int {
         var done = 0
         var skip = offset

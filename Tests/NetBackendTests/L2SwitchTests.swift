@@ -74,6 +74,17 @@ import Testing
     @Test func macAddressesFormatAndClassify() {
         #expect(MACAddress(a).description == "52:54:00:00:00:0a")
         #expect(MACAddress(broadcast).isGroup && MACAddress(multicast).isGroup && !MACAddress(a).isGroup)
+        #expect(MACAddress([0x52, 0x54]).description == "52:54:00:00:00:00", "short input is zero-filled")
+        #expect(MACAddress(frame(b, a), at: 6) == MACAddress(a))
+    }
+
+    @Test func decisionsNameOnePortOrAFlood() {
+        var s = fourPorts()
+        #expect(s.decide(frame(b, a), from: 1, now: 0) == .flood)
+        #expect(s.decide(frame(a, b), from: 2, now: 1) == .port(1))
+        #expect(s.decide(frame(b, a), from: 2, now: 2) == .drop, "b is on the ingress port: never back out of it")
+        #expect(s.decide([0, 1, 2], from: 1, now: 3) == .drop)
+        #expect(s.decide(frame(broadcast, a), from: 9, now: 3) == .drop, "not a port of this switch")
     }
 }
 

@@ -217,5 +217,11 @@ struct QueuePair {
         #expect(try ChainIO.write(q.memory, bufs, offset: 1, bytes: [1, 2, 3, 4, 5, 6, 7, 8, 9]) == 7)
         #expect(try ChainIO.read(q.memory, bufs, count: 8) == [0, 1, 2, 3, 4, 5, 6, 7])
         #expect(try ChainIO.read(q.memory, bufs, offset: 2, count: 3) == [2, 3, 4])
+        var reused: [UInt8] = [9, 9, 9, 9, 9, 9, 9, 9, 9, 9]
+        try ChainIO.read(q.memory, bufs, offset: 4, count: 100, into: &reused)
+        #expect(reused == [4, 5, 6, 7], "replaced, and cut at the chain's end")
+        #expect(throws: GuestMemoryError.self) {
+            try ChainIO.read(q.memory, [DescriptorBuffer(address: GuestAddress(1 << 40), length: 4, isWriteOnly: true)], count: 4, into: &reused)
+        }
     }
 }
