@@ -31,6 +31,9 @@ let package = Package(
         .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM"], path: "Sources/KVM"),
 
         // MARK: shared by the hypervisor and Dom0 (no KVM, no machine)
+        // The typed control plane: every control socket's commands, replies,
+        // stats and exit reasons, and the non-blocking client apusd uses.
+        .target(name: "ApusControl", dependencies: ["ApusSys"], path: "Sources/ApusControl"),
         .target(name: "Virtqueue", dependencies: ["GuestMemory"], path: "Sources/Virtqueue"),
         .target(name: "VirtioDriver", dependencies: ["GuestMemory", "Virtqueue"], path: "Sources/VirtioDriver"),
         .target(name: "VhostUser", dependencies: ["ApusSys", "GuestMemory", "Virtqueue"], path: "Sources/VhostUser"),
@@ -46,30 +49,30 @@ let package = Package(
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor
-        .target(name: "Machine", dependencies: ["ApusSys", "GuestMemory", "KVM", "VhostUser"], path: "Sources/Machine"),
+        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
             name: "apus-hv",
-            dependencies: ["Machine"],
+            dependencies: ["Machine", "ApusControl"],
             path: "Sources/apus-hv",
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
         // MARK: Dom0: the service domain (never imports KVM or Machine)
-        .target(name: "BlockBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "IOURing"], path: "Dom0/BlockBackend"),
+        .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing"], path: "Dom0/BlockBackend"),
         .executableTarget(
             name: "apus-blkback",
-            dependencies: ["BlockBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["BlockBackend", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
 
         .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser"], path: "Dom0/NetBackend"),
         .executableTarget(
             name: "apus-netback",
-            dependencies: ["NetBackend", "VhostUser", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NetBackend", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-netback"),
 
         // The toolstack: domain model, libvirt XML, supervision of domains.
-        .target(name: "Toolstack", dependencies: ["ApusSys"], path: "Dom0/Toolstack"),
+        .target(name: "Toolstack", dependencies: ["ApusSys", "ApusControl"], path: "Dom0/Toolstack"),
         // libvirt's remote protocol (XDR, framing, procedures) on SwiftNIO.
         .target(name: "LibvirtRPC",
                 dependencies: ["Toolstack", "ApusSys", .product(name: "NIOCore", package: "swift-nio"),
@@ -106,7 +109,8 @@ let package = Package(
         .executableTarget(name: "fuzz-domain-xml", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-domain-xml"),
 
         // MARK: tests
-        .target(name: "TestSupport", dependencies: ["CApusSys"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CApusSys", "ApusControl"], path: "Tests/TestSupport"),
+        .testTarget(name: "ApusControlTests", dependencies: ["ApusControl", "ApusSys"], path: "Tests/ApusControlTests"),
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),

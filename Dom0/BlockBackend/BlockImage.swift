@@ -1,16 +1,20 @@
 import ApusSys
+import Synchronization
 
 /// The disk behind a block backend: a raw image file or a block device.
 public final class BlockImage: @unchecked Sendable {
-    // SAFETY (Sendable): immutable after init; the descriptors are used with
-    // positioned I/O (pread/pwrite, io_uring) that shares no file offset.
+    // SAFETY (Sendable): immutable after init but for the size (atomic); the
+    // descriptors are used with positioned I/O (pread/pwrite, io_uring)
+    // that shares no file offset.
     public let path: String
     /// Descriptor for data I/O (O_DIRECT with `--direct`).
     public let fd: FileDescriptor
     /// A buffered descriptor, for requests whose guest buffers are not
     /// aligned enough for O_DIRECT, and for metadata operations.
     public let bufferedFD: FileDescriptor
-    public let size: UInt64
+    /// Bytes the device exposes (grows with ``resize(to:)``).
+    public var size: UInt64 { sizeBytes.load(ordering: .acquiring) }
+    private let sizeBytes: Atomic<UInt64>
     public let readOnly: Bool
     public let direct: Bool
     public let isBlockDevice: Bool
@@ -39,7 +43,7 @@ public final class BlockImage: @unchecked Sendable {
             }
         }
         do {
-            size = UInt64(try buffered.size())
+            sizeBytes = Atomic(UInt64(try buffered.size()))
             isBlockDevice = try buffered.isBlockDevice()
         } catch {
             buffered.close()
@@ -57,6 +61,23 @@ public final class BlockImage: @unchecked Sendable {
 
     /// Capacity in 512-byte sectors (a partial last sector is not exposed).
     public var capacitySectors: UInt64 { size / VirtioBlock.sectorSize }
+
+    /// Grows the image file to `bytes` (sparse: the new tail reads as zeroes).
+    /// Block devices change size with the device; shrinking would discard
+    /// what the guest wrote, so both are refused.
+    public func resize(to bytes: UInt64) throws(OpenError) {
+        guard !readOnly else { throw OpenError(description: "the disk is read-only") }
+        guard !isBlockDevice else { throw OpenError(description: "\(path) is a block device: its size is the device's") }
+        guard bytes % VirtioBlock.sectorSize == 0 else { throw OpenError(description: "size \(bytes) is not a multiple of 512 bytes") }
+        guard bytes >= size else { throw OpenError(description: "shrinking \(path) from \(size) to \(bytes) bytes would discard guest data") }
+        guard bytes <= UInt64(Int64.max) else { throw OpenError(description: "size \(bytes) is too large") }
+        do {
+            try bufferedFD.truncate(to: Int64(bytes))
+        } catch {
+            throw OpenError(description: "cannot grow \(path): \(error)")
+        }
+        sizeBytes.store(bytes, ordering: .releasing)
+    }
 
     /// Discards (punches holes in) a range.
     public func discard(offset: UInt64, length: UInt64) throws(Errno) {

@@ -1,3 +1,4 @@
+import ApusControl
 import Synchronization
 
 /// Per-device counters, as `virsh domblkstat` reports them
@@ -22,18 +23,22 @@ public final class BlockStats: Sendable {
 
     public init() {}
 
-    /// The counters as a JSON object (the control socket's `stats` reply).
-    public func json() -> String {
-        let fields: [(String, UInt64)] = [
-            ("rd_req", readRequests.load(ordering: .relaxed)), ("rd_bytes", readBytes.load(ordering: .relaxed)),
-            ("rd_total_ns", readNanoseconds.load(ordering: .relaxed)),
-            ("wr_req", writeRequests.load(ordering: .relaxed)), ("wr_bytes", writeBytes.load(ordering: .relaxed)),
-            ("wr_total_ns", writeNanoseconds.load(ordering: .relaxed)),
-            ("flush_req", flushRequests.load(ordering: .relaxed)), ("flush_total_ns", flushNanoseconds.load(ordering: .relaxed)),
-            ("discard_req", discardRequests.load(ordering: .relaxed)), ("write_zeroes_req", writeZeroesRequests.load(ordering: .relaxed)),
-            ("errs", errors.load(ordering: .relaxed)), ("unsupported", unsupported.load(ordering: .relaxed)),
-            ("malformed_chains", malformedChains.load(ordering: .relaxed)),
-        ]
-        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    /// The counters now, as the control socket reports them.
+    public func snapshot() -> BlockBackendControl.Stats {
+        var s = BlockBackendControl.Stats()
+        s.readRequests = readRequests.load(ordering: .relaxed)
+        s.readBytes = readBytes.load(ordering: .relaxed)
+        s.readNanoseconds = readNanoseconds.load(ordering: .relaxed)
+        s.writeRequests = writeRequests.load(ordering: .relaxed)
+        s.writeBytes = writeBytes.load(ordering: .relaxed)
+        s.writeNanoseconds = writeNanoseconds.load(ordering: .relaxed)
+        s.flushRequests = flushRequests.load(ordering: .relaxed)
+        s.flushNanoseconds = flushNanoseconds.load(ordering: .relaxed)
+        s.discardRequests = discardRequests.load(ordering: .relaxed)
+        s.writeZeroesRequests = writeZeroesRequests.load(ordering: .relaxed)
+        s.errors = errors.load(ordering: .relaxed)
+        s.unsupported = unsupported.load(ordering: .relaxed)
+        s.malformedChains = malformedChains.load(ordering: .relaxed)
+        return s
     }
 }

@@ -175,7 +175,10 @@ final class QueueWorker: @unchecked Sendable {
     private func start(_ chain: DescriptorChain) -> Bool {
         let request: BlockRequest
         do {
-            request = try BlockRequest.parse(chain, memory: memory, limits: limits)
+            // The capacity is read per request: a resize takes effect at once.
+            var current = limits
+            current.capacitySectors = image.capacitySectors
+            request = try BlockRequest.parse(chain, memory: memory, limits: current)
         } catch {
             stats.malformedChains.add(1, ordering: .relaxed)
             log.warn("queue \(index): \(error.reason)")

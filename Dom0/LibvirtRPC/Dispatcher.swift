@@ -308,7 +308,7 @@ public final class Dispatcher: Sendable {
         case .domainBlockStats:
             let d = try await lookup(&a)
             let c = try await manager.blockStats(d.uuid, device: try a.string(max: 4096))
-            for v in [c.readRequests, c.readBytes, c.writeRequests, c.writeBytes, c.errors] { w.hyper(v) }
+            for v in [c.readRequests, c.readBytes, c.writeRequests, c.writeBytes, c.errors] { w.hyper(Int64(clamping: v)) }
         case .domainBlockStatsFlags:
             let d = try await lookup(&a)
             let path = try a.string(max: 4096)
@@ -320,7 +320,7 @@ public final class Dispatcher: Sendable {
                 ("rd_operations", c.readRequests), ("rd_bytes", c.readBytes), ("wr_operations", c.writeRequests),
                 ("wr_bytes", c.writeBytes), ("flush_operations", c.flushRequests), ("rd_total_times", c.readNanoseconds),
                 ("wr_total_times", c.writeNanoseconds), ("flush_total_times", c.flushNanoseconds), ("errs", c.errors),
-            ]
+            ].map { ($0.0, Int64(clamping: $0.1)) }
             if wanted == 0 {
                 // The size probe: no parameters, just how many there are.
                 w.uint(0)

@@ -14,9 +14,4 @@ public struct PortCounters: Sendable, Equatable {
     public var txDrops: UInt64 = 0
 
     public init() {}
-
-    public func json(name: String) -> String {
-        "{\"ok\":true,\"port\":\"\(name)\",\"rx_bytes\":\(rxBytes),\"rx_packets\":\(rxPackets),\"rx_errors\":\(rxErrors),"
-            + "\"rx_drops\":\(rxDrops),\"tx_bytes\":\(txBytes),\"tx_packets\":\(txPackets),\"tx_errors\":\(txErrors),\"tx_drops\":\(txDrops)}"
-    }
 }

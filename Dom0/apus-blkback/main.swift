@@ -1,6 +1,7 @@
 // apus-blkback: Dom0's vhost-user-blk backend. Serves one raw image or block
 // device to a frontend (apus-hv, QEMU, apus-vhost-test) over a Unix socket.
 import ArgumentParser
+import ApusControl
 import ApusSys
 import BlockBackend
 import VhostUser
@@ -15,8 +16,9 @@ struct BlockBackendCommand: ParsableCommand {
         discussion: """
         The backend listens on --socket; a frontend (apus-hv --disk vhost-user:SOCKET, \
         QEMU's vhost-user-blk-pci, apus-vhost-test) connects to it. When the frontend \
-        disconnects the backend waits for the next one. With --control, `stats` on \
-        that socket returns the device's counters as JSON.
+        disconnects the backend waits for the next one. With --control, `stats`, \
+        `info` and `resize BYTES` on that socket return the device's counters, \
+        its image and capacity, and grow the disk.
         """)
 
     @Option(help: "vhost-user socket to listen on.")
@@ -37,7 +39,7 @@ struct BlockBackendCommand: ParsableCommand {
     @Option(help: "Serial number reported by GET_ID (default: the image's file name).")
     var serial: String?
 
-    @Option(help: "Control socket: `stats` and `info` commands.")
+    @Option(help: "Control socket: `stats`, `info` and `resize BYTES` commands.")
     var control: String?
 
     @Flag(help: "Use synchronous I/O instead of io_uring.")
@@ -74,16 +76,25 @@ struct BlockBackendCommand: ParsableCommand {
         // session runs on this one.
         let signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
         let controlPath = control
-        let info = "{\"ok\":true,\"image\":\"\(jsonEscape(disk.path))\",\"size\":\(disk.size),\"readonly\":\(disk.readOnly),\"queues\":\(queues),\"direct\":\(disk.direct)}"
+        let queueCount = queues
         let controlThread = OSThread(name: "blk-control") {
             guard let loop = try? EventLoop() else { return }
-            var lineServer: LineServer? = nil
+            var controlServer: ControlServer<BlockBackendControl.Command>? = nil
             if let controlPath {
-                lineServer = try? LineServer(path: controlPath, loop: loop) { line in
-                    switch line {
-                    case "stats": return device.stats.json()
-                    case "info": return info
-                    default: return "{\"ok\":false,\"error\":\"unknown command: \(jsonEscape(String(line.prefix(64))))\"}"
+                controlServer = try? ControlServer(path: controlPath, loop: loop) { (c) throws(ControlError) -> any ControlReply in
+                    func info() -> BlockBackendControl.Info {
+                        .init(image: disk.path, capacity: disk.size, readOnly: disk.readOnly, queues: queueCount, direct: disk.direct)
+                    }
+                    switch c {
+                    case .stats: return device.stats.snapshot()
+                    case .info: return info()
+                    case .resize(let bytes):
+                        do {
+                            try disk.resize(to: bytes)
+                        } catch {
+                            throw .refused("\(error)")
+                        }
+                        return info()
                     }
                 }
             }
@@ -93,7 +104,7 @@ struct BlockBackendCommand: ParsableCommand {
                 loop.stop()
             }
             try? loop.run()
-            lineServer?.close()
+            controlServer?.close()
         }
         try controlThread.start()
         server.run()

@@ -2,6 +2,7 @@
 // vhost-user-net, one socket per port, and switches frames among them with
 // a learning L2 switch (as Xen's netback + dom0's bridge).
 import ArgumentParser
+import ApusControl
 import ApusSys
 import NetBackend
 import VhostUser
@@ -72,9 +73,9 @@ struct NetBackendCommand: ParsableCommand {
         }
         let loop = try EventLoop()
         let signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
-        let server: LineServer
+        let server: ControlServer<SwitchControl.Command>
         do {
-            server = try LineServer(path: control, loop: loop) { line in NetControl.handle(line, ports: set) }
+            server = try ControlServer(path: control, loop: loop) { (c) throws(ControlError) in try NetControl.handle(c, ports: set) }
         } catch {
             throw ValidationError("cannot listen on \(control): \(error)")
         }
@@ -89,31 +90,31 @@ struct NetBackendCommand: ParsableCommand {
     }
 }
 
-/// The control socket's commands.
+/// The control socket's commands (`SwitchControl`, shared with apusd).
 enum NetControl {
-    static func handle(_ line: String, ports: PortSet) -> String {
-        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        func failure(_ s: String) -> String { "{\"ok\":false,\"error\":\"\(jsonEscape(s))\"}" }
-        switch (words.first ?? "", words.count) {
-        case ("add-port", 3):
+    static func handle(_ command: SwitchControl.Command, ports: PortSet) throws(ControlError) -> any ControlReply {
+        switch command {
+        case .addPort(let name, let socket):
             do {
-                try ports.add(words[1], socket: words[2])
-                return "{\"ok\":true}"
+                try ports.add(name, socket: socket)
             } catch {
-                return failure("\(error)")
+                throw .refused("\(error)")
             }
-        case ("remove-port", 2):
-            return ports.remove(words[1]) ? "{\"ok\":true}" : failure("no port '\(words[1])'")
-        case ("port-stats", 2):
-            guard let c = ports.engine.counters(words[1]) else { return failure("no port '\(words[1])'") }
-            return c.json(name: jsonEscape(words[1]))
-        case ("ports", 1):
-            return "{\"ok\":true,\"ports\":[" + ports.engine.portNames.map { "\"\(jsonEscape($0))\"" }.joined(separator: ",") + "]}"
-        case ("fdb", 1):
-            let entries = ports.engine.forwardingTable().map { "{\"mac\":\"\($0.mac)\",\"port\":\"\(jsonEscape($0.port))\",\"age\":\($0.ageSeconds)}" }
-            return "{\"ok\":true,\"fdb\":[" + entries.joined(separator: ",") + "]}"
-        default:
-            return failure("unknown command: \(String(line.prefix(64))) (add-port NAME SOCKET, remove-port NAME, port-stats NAME, ports, fdb)")
+            return Acknowledged()
+        case .removePort(let name):
+            guard ports.remove(name) else { throw .refused("no port '\(name)'") }
+            return Acknowledged()
+        case .portStats(let name):
+            guard let c = ports.engine.counters(name) else { throw .refused("no port '\(name)'") }
+            var r = SwitchControl.PortStats()
+            r.port = name
+            r.rxBytes = c.rxBytes; r.rxPackets = c.rxPackets; r.rxErrors = c.rxErrors; r.rxDrops = c.rxDrops
+            r.txBytes = c.txBytes; r.txPackets = c.txPackets; r.txErrors = c.txErrors; r.txDrops = c.txDrops
+            return r
+        case .ports:
+            return SwitchControl.Ports(names: ports.engine.portNames)
+        case .forwardingTable:
+            return SwitchControl.ForwardingTable(entries: ports.engine.forwardingTable().map { .init(mac: $0.mac, port: $0.port, ageSeconds: $0.ageSeconds) })
         }
     }
 }

@@ -16,8 +16,20 @@ public final class UnixSocket: @unchecked Sendable {
 
     /// Connects to the socket at `path`.
     public static func connect(path: String) throws(SystemCallError) -> UnixSocket {
-        let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard raw >= 0 else { throw SystemCallError("socket", Errno.current) }
+        do {
+            return try connect(path: path, nonBlocking: false)
+        } catch {
+            throw SystemCallError("connect \(path)", error)
+        }
+    }
+
+    /// Connects to the socket at `path`; with `nonBlocking` the socket is
+    /// non-blocking from the start, and a listener whose backlog is full
+    /// fails with `wouldBlock` (retry later) instead of stalling the caller.
+    public static func connect(path: String, nonBlocking: Bool) throws(Errno) -> UnixSocket {
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+        let raw = socket(AF_UNIX, type, 0)
+        guard raw >= 0 else { throw Errno.current }
         let fd = FileDescriptor(rawValue: raw)
         do {
             try withSocketAddress(path) { (addr, len) throws(Errno) in
@@ -25,7 +37,7 @@ public final class UnixSocket: @unchecked Sendable {
             }
         } catch {
             fd.close()
-            throw SystemCallError("connect \(path)", error)
+            throw error
         }
         return UnixSocket(adopting: fd)
     }

@@ -326,5 +326,12 @@ public final class VCPU: @unchecked Sendable {
         return m.mp_state
     }
 
+    /// KVM_NMI: queues a non-maskable interrupt (issue it from the vCPU's own
+    /// thread between runs; KVM_RUN holds the vCPU while the guest runs).
+    public func injectNMI() throws(KVMError) {
+        // SAFETY: KVM_NMI takes no argument; the descriptor is this vCPU's.
+        guard apus_ioctl_val(fd.rawValue, APUS_KVM_NMI, 0) == 0 else { throw .ioctl("KVM_NMI", Errno.current) }
+    }
+
     deinit { fd.close() }
 }

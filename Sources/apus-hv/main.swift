@@ -1,6 +1,7 @@
 // apus-hv: one thin hypervisor process per domain. Parses flags, builds the
 // machine, runs it, and exits with a status that says how the guest stopped
 // (see `apus-hv --help`).
+import ApusControl
 import ApusSys
 import Machine
 #if canImport(Glibc)
@@ -10,15 +11,14 @@ import Glibc
 /// Where to record the outcome for the supervisor (set once flags are parsed).
 nonisolated(unsafe) var statusFile: String?
 
-func record(_ status: Int32, _ reason: String, _ detail: String) {
+func record(_ exit: HypervisorExit) {
     guard let statusFile else { return }
-    try? ProcessControl.writeFileAtomically(statusFile,
-        "{\"status\":\(status),\"reason\":\"\(reason)\",\"detail\":\"\(jsonEscape(detail))\"}\n")
+    try? ProcessControl.writeFileAtomically(statusFile, exit.text)
 }
 
 func fail(_ status: Int32, _ message: String) -> Never {
     Log.error(message)
-    record(status, status == ExitStatus.usage ? "usage" : "error", message)
+    record(HypervisorExit(status: status, reason: status == HypervisorExit.Status.usage ? .usage : .error, detail: message))
     exit(status)
 }
 
@@ -26,7 +26,7 @@ let action: HypervisorOptions.Action
 do {
     action = try HypervisorOptions.parse(Array(CommandLine.arguments.dropFirst()))
 } catch {
-    fail(ExitStatus.usage, error.description)
+    fail(HypervisorExit.Status.usage, error.description)
 }
 
 switch action {
@@ -40,13 +40,13 @@ case .run(let config):
     do {
         machine = try Machine(config: config)
     } catch {
-        fail(ExitStatus.vmmError, error.description)
+        fail(HypervisorExit.Status.vmmError, error.description)
     }
     let reason = machine.run()
     switch reason {
     case .powerOff, .reboot, .stopped: Log.info(reason.description)
     case .crash, .vmmError: Log.error(reason.description)
     }
-    record(reason.status, reason.name, reason.description)
+    record(reason.record)
     exit(reason.status)
 }

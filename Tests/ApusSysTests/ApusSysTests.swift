@@ -86,37 +86,3 @@ import Testing
         }
     }
 }
-
-@Suite struct LineServerTests {
-    @Test func jsonEscaping() {
-        #expect(jsonEscape("a\"b\\c\n\u{1}") == "a\\\"b\\\\c\\n\\u0001")
-    }
-
-    @Test func answersEachLineAndSurvivesGarbage() throws {
-        let path = "/tmp/apus-line-\(Clock.threadID())-\(Clock.monotonicNanoseconds()).sock"
-        let loop = try EventLoop()
-        let server = try LineServer(path: path, loop: loop) { line in line == "ping" ? "pong" : "err:\(line)" }
-        let client = try UnixSocket.connect(path: path)
-        try client.sendAll(Array("ping\r\nhello\n".utf8))
-        try client.fd.setNonBlocking(true)
-        var got: [UInt8] = []
-        while !String(decoding: got, as: UTF8.self).contains("err:hello\n") {
-            try loop.runOnce(maxWaitMilliseconds: 100)
-            if let r = try? client.receive(maxBytes: 100), !r.bytes.isEmpty { got += r.bytes }
-        }
-        #expect(String(decoding: got, as: UTF8.self) == "pong\nerr:hello\n")
-        // An overlong line drops the client; the server keeps serving others.
-        try client.sendAll([UInt8](repeating: 65, count: LineServer.maxLine + 100))
-        for _ in 0..<5 { try loop.runOnce(maxWaitMilliseconds: 20) }
-        let other = try UnixSocket.connect(path: path)
-        try other.sendAll(Array("ping\n".utf8))
-        try other.fd.setNonBlocking(true)
-        var reply: [UInt8] = []
-        while !reply.contains(UInt8(ascii: "\n")) {
-            try loop.runOnce(maxWaitMilliseconds: 100)
-            if let r = try? other.receive(maxBytes: 100) { reply += r.bytes }
-        }
-        #expect(reply == Array("pong\n".utf8))
-        server.close()
-    }
-}

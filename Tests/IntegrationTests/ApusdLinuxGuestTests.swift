@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 import Toolstack
@@ -103,6 +104,6 @@ struct ApusdLinuxGuestTests {
         // Every process apusd started for the domain is gone.
         let left = try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/linux"]).output
         #expect(left.isEmpty, "left behind: \(left)")
-        #expect((try? ControlClient.json(d.rootPath + "/run/apus/netback.ctl", "ports"))?["ports"] as? [String] == ["uplink"], "the domain's port is off the switch; the uplink stays")
+        #expect((try? control(d.rootPath + "/run/apus/netback.ctl", SwitchControl.ports))?.names == ["uplink"], "the domain's port is off the switch; the uplink stays")
     }
 }

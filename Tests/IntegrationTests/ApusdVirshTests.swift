@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 import Toolstack
@@ -212,7 +213,7 @@ struct ApusdVirshTests {
         #expect(!FileManager.default.fileExists(atPath: control), "no switch until a domain needs one")
         _ = try d.ok("start", "nic")
         // apusd started Dom0's switch and gave the domain a port on it
-        let ports = { (try? ControlClient.json(control, "ports"))?["ports"] as? [String] ?? ["unreachable"] }
+        let ports = { (try? TestSupport.control(control, SwitchControl.ports, timeout: 2))?.names ?? ["unreachable"] }
         #expect(ports() == ["vnet7"])
         #expect(virshRows(try d.ok("domiflist", "nic")).contains("vnet7 network default virtio 52:54:00:12:34:56"))
         let stat = try d.ok("domifstat", "nic", "vnet7")

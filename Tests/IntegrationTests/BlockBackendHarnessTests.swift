@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 
@@ -65,13 +66,12 @@ struct BlockBackendHarnessTests {
         let (backend, socket, control) = try blkback(dir, image: try image(dir))
         defer { withExtendedLifetime(backend) {} }
         _ = try runHarness("conformance", socket)
-        let stats = try controlCommand(control, "stats")
-        let json = try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Int] ?? [:]
-        #expect((json["rd_req"] ?? 0) >= 4, "\(stats)")
-        #expect((json["rd_bytes"] ?? 0) >= 4096)
-        #expect((json["errs"] ?? 0) >= 1) // the read past the end
-        #expect((json["unsupported"] ?? 0) >= 1)
-        #expect(try controlCommand(control, "info").contains("\"size\":67108864"))
+        let stats = try TestSupport.control(control, BlockBackendControl.stats)
+        #expect(stats.readRequests >= 4, "\(stats)")
+        #expect(stats.readBytes >= 4096)
+        #expect(stats.errors >= 1) // the read past the end
+        #expect(stats.unsupported >= 1)
+        #expect(try TestSupport.control(control, BlockBackendControl.info).capacity == 67108864)
     }
 
     @Test func badArgumentsFailClearly() throws {

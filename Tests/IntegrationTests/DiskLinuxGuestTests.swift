@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 
@@ -52,9 +53,8 @@ struct DiskLinuxGuestTests {
         #expect(second.status == 0, "\(second.output)")
         #expect(second.output.contains("data: OK") && second.output.contains("hello: OK"), "\(second.output)")
         // The backend counted the guest's I/O (what domblkstat will show).
-        let stats = try controlCommand(control, "stats")
-        let json = try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Int] ?? [:]
-        #expect((json["rd_req"] ?? 0) > 0 && (json["wr_req"] ?? 0) > 0 && (json["flush_req"] ?? 0) > 0, "\(stats)")
+        let stats = try TestSupport.control(control, BlockBackendControl.stats)
+        #expect(stats.readRequests > 0 && stats.writeRequests > 0 && stats.flushRequests > 0, "\(stats)")
         #expect(backend.isRunning)
         // And the host agrees the filesystem is clean.
         if fileExists("/sbin/e2fsck") {
@@ -98,7 +98,7 @@ struct DiskLinuxGuestTests {
         backend.signal(SIGKILL)
         _ = backend.waitForExit()
         #expect(vm.waitFor("went away", timeout: 20), "\(vm.output)")
-        #expect(try controlCommand(control, "status").contains("running"))
+        #expect(try TestSupport.control(control, HypervisorControl.status).state == .running)
         vm.send("echo still-$((0+1))-alive\n")
         #expect(vm.waitFor("still-1-alive", timeout: 60))
 

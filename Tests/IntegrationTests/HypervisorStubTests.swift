@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 
@@ -53,18 +54,21 @@ struct HypervisorStubTests {
         let control = dir.path + "/control.sock"
         let vm = try boot(["--vcpus", "2", "--control", control])
         #expect(vm.waitFor("stub> ", timeout: 20))
-        #expect(try controlCommand(control, "status").contains("\"state\":\"running\""))
-        #expect(try controlCommand(control, "pause") == "{\"ok\":true}")
-        #expect(try controlCommand(control, "status").contains("\"state\":\"paused\""))
+        let status = try TestSupport.control(control, HypervisorControl.status)
+        #expect(status.state == .running && status.vcpus == 2 && status.uptimeNanoseconds > 0, "\(status)")
+        _ = try TestSupport.control(control, HypervisorControl.command(.pause))
+        #expect(try TestSupport.control(control, HypervisorControl.status).state == .paused)
         // While paused the guest does not run: typed input is not echoed.
         vm.send("help\r")
         Thread.sleep(forTimeInterval: 0.5)
         #expect(!vm.output.contains("stub: commands"))
-        #expect(try controlCommand(control, "resume") == "{\"ok\":true}")
+        _ = try TestSupport.control(control, HypervisorControl.command(.resume))
         #expect(vm.waitFor("stub: commands"), "\(vm.output)")
-        let stats = try controlCommand(control, "stats")
-        #expect(stats.contains("\"id\":0") && stats.contains("\"id\":1"), "\(stats)")
-        #expect(stats.contains("\"io_exits\""))
+        let stats = try TestSupport.control(control, HypervisorControl.stats)
+        #expect(stats.vcpus.map(\.id) == [0, 1] && stats.vcpus.allSatisfy { $0.threadID > 0 }, "\(stats)")
+        #expect(stats.serialTransmittedBytes > 0)
+        // The wire itself: a raw line in, one JSON line out.
+        #expect(try controlCommand(control, "status").hasPrefix("{\"ok\":true,\"state\":\"running\""))
         #expect(try controlCommand(control, "frobnicate").contains("unknown command: frobnicate"))
         #expect(try controlCommand(control, "quit") == "{\"ok\":true}")
         #expect(vm.waitForExit() == 5)

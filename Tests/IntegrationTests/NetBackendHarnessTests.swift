@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 
@@ -25,8 +26,8 @@ struct NetBackendHarnessTests {
         #expect(status == 0 && out.contains(summary), "\(out)")
         #expect(backend.isRunning, "apus-netback died: \(backend.output)")
         // The hostile chains were counted as receive errors on port a.
-        let stats = try controlCommand(dir.path + "/ctl", "port-stats a")
-        #expect(mode != "hostile" || stats.contains("\"rx_errors\":7"), "\(stats)")
+        let stats = try control(dir.path + "/ctl", SwitchControl.portStats("a"))
+        #expect(mode != "hostile" || stats.rxErrors == 7, "\(stats)")
     }
 
     @Test func benchPrintsATableRowPerFrameSize() throws {

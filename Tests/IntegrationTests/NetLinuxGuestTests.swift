@@ -1,4 +1,5 @@
 import Testing
+import ApusControl
 import Foundation
 import TestSupport
 
@@ -55,9 +56,9 @@ struct NetLinuxGuestTests {
         #expect(sent != nil && sent == received, "sha256 sent \(sent ?? "none"), received \(received ?? "none")")
         #expect(value("A-SIZE", in: receiver.output) == "67108864", "\(receiver.output)")
         // The switch counted it on both ports, and learned both guests.
-        let a = try JSONSerialization.jsonObject(with: Data(try controlCommand(control, "port-stats a").utf8)) as? [String: Any] ?? [:]
-        #expect((a["tx_bytes"] as? Int ?? 0) > 64 << 20, "\(a)")
-        let fdb = try controlCommand(control, "fdb")
+        let a = try TestSupport.control(control, SwitchControl.portStats("a"))
+        #expect(a.txBytes > 64 << 20, "\(a)")
+        let fdb = try TestSupport.control(control, SwitchControl.forwardingTable).entries.map(\.mac)
         #expect(fdb.contains("52:54:00:00:00:0a") && fdb.contains("52:54:00:00:00:0b"), "\(fdb)")
         #expect(switchProcess.isRunning)
     }
@@ -71,8 +72,8 @@ struct NetLinuxGuestTests {
         let vm = try guest(dir.path + "/g.sock", mac: "52:54:00:00:01:02", address: "10.0.1.2", run: reach("10.0.1.1") + " && echo REACHED-HOST")
         #expect(vm.waitForExit(timeout: timeout) == 0, "\(vm.output)")
         #expect(vm.output.contains("3 packets received") && vm.output.contains("REACHED-HOST"), "\(vm.output)")
-        let up = try controlCommand(control, "port-stats uplink")
-        #expect(!up.contains("\"rx_packets\":0,") && !up.contains("\"tx_packets\":0,"), "\(up)")
+        let up = try TestSupport.control(control, SwitchControl.portStats("uplink"))
+        #expect(up.rxPackets > 0 && up.txPackets > 0, "\(up)")
         #expect(switchProcess.isRunning)
     }
 
@@ -103,7 +104,7 @@ struct NetLinuxGuestTests {
         // Under KVM QEMU gives each queue its own MSI-X vector (an irqfd
         // per call descriptor): receive interrupts must reach the receive
         // queue's vector, not the transmit queue's.
-        let stats = ["q", "h"].map { (try? controlCommand(control, "port-stats \($0)")) ?? "?" }.joined(separator: "\n")
+        let stats = ["q", "h"].map { (try? TestSupport.control(control, SwitchControl.portStats($0))).map { "\($0)" } ?? "?" }.joined(separator: "\n")
         #expect(qemu.output.contains("QEMU-REACHED-APUS") && qemu.output.contains("3 packets received"), "\(qemu.output)\n\(stats)")
         #expect(apus.output.contains("APUS-REACHED-QEMU") && apus.output.contains("3 packets received"), "\(apus.output)\n\(stats)")
         #expect(switchProcess.isRunning)

@@ -1,3 +1,4 @@
+import ApusControl
 import Foundation
 
 /// A child process (apus-hv, a backend, apusd...) with its output collected
@@ -53,8 +54,22 @@ public final class ChildProcess: @unchecked Sendable {
     deinit { child.killAndReap() }
 }
 
-/// Sends one line to a line-protocol Unix socket (apus-hv's control socket)
-/// and returns the reply line.
+/// A typed control call (apus-hv, apus-blkback, apus-netback), through the
+/// same client apusd uses; waits up to `timeout` for the socket to appear.
+public func control<Reply: ControlReply>(_ path: String, _ call: ControlCall<Reply>, timeout: TimeInterval = 10) throws -> Reply {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        do {
+            return try ControlClient.shared.callBlocking(path, call, timeoutMilliseconds: UInt64(timeout * 1000))
+        } catch {
+            guard case .unreachable = error, Date() < deadline else { throw error }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+}
+
+/// Sends one raw line to a control socket and returns the reply line (for
+/// tests of the wire itself; everything else uses ``control(_:_:timeout:)``).
 public func controlCommand(_ socketPath: String, _ line: String, timeout: TimeInterval = 10) throws -> String {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestError("socket failed") }

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import Foundation
 
@@ -13,7 +14,7 @@ extension DomainManager {
     func ensureNetback() async throws(ToolstackError) {
         // Another start is bringing it up (the actor is re-entered while it waits).
         while netbackStarting { try? await Task.sleep(for: .milliseconds(5)) }
-        if (try? ControlClient.json(netbackControl, "ports", timeoutMilliseconds: 2000))?["ok"] as? Bool == true {
+        if (try? await ControlClient.shared.call(netbackControl, SwitchControl.ports, timeoutMilliseconds: 2000)) != nil {
             if netbackPid == 0, let pid = Self.runningNetback(paths) {
                 // Started by an earlier apusd: watch it from now on.
                 netbackPid = pid
@@ -66,9 +67,10 @@ extension DomainManager {
         do {
             try await ensureNetback()
             for p in ports {
-                let reply = try? ControlClient.json(netbackControl, "add-port \(p.device) \(p.socket)")
-                if reply?["ok"] as? Bool != true {
-                    report("port \(p.device) could not be given back to the switch: \(reply?["error"] as? String ?? "no reply")")
+                do {
+                    _ = try await ControlClient.shared.call(netbackControl, SwitchControl.addPort(p.device, socket: p.socket))
+                } catch {
+                    report("port \(p.device) could not be given back to the switch: \(error)")
                 }
             }
         } catch {

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import Foundation
 
@@ -9,21 +10,8 @@ public struct VCPUInfo: Sendable, Equatable {
     public let hostCPU: Int32
 }
 
-/// Counters of one disk (`virsh domblkstat`), from apus-blkback.
-public struct BlockCounters: Sendable, Equatable {
-    public var readRequests: Int64 = 0, readBytes: Int64 = 0, readNanoseconds: Int64 = 0
-    public var writeRequests: Int64 = 0, writeBytes: Int64 = 0, writeNanoseconds: Int64 = 0
-    public var flushRequests: Int64 = 0, flushNanoseconds: Int64 = 0
-    public var errors: Int64 = 0
-
-    static func + (a: BlockCounters, b: BlockCounters) -> BlockCounters {
-        var r = a
-        r.readRequests += b.readRequests; r.readBytes += b.readBytes; r.readNanoseconds += b.readNanoseconds
-        r.writeRequests += b.writeRequests; r.writeBytes += b.writeBytes; r.writeNanoseconds += b.writeNanoseconds
-        r.flushRequests += b.flushRequests; r.flushNanoseconds += b.flushNanoseconds; r.errors += b.errors
-        return r
-    }
-}
+/// Counters of one disk (`virsh domblkstat`), as apus-blkback reports them.
+public typealias BlockCounters = BlockBackendControl.Stats
 
 /// Counters of one interface (`virsh domifstat`) as the guest sees them.
 public struct InterfaceCounters: Sendable, Equatable {
@@ -39,25 +27,18 @@ extension DomainManager {
     }
 
     /// Per-vCPU CPU time and placement, from apus-hv's `stats`.
-    public func vcpus(_ uuid: DomainUUID) throws(ToolstackError) -> [VCPUInfo] {
-        let (_, live) = try live(uuid)
-        let reply: [String: Any]
-        do {
-            reply = try ControlClient.json(live.record.control, "stats")
-        } catch {
-            throw .failed("cannot reach the hypervisor of '\(live.definition.name)': \(error)")
-        }
-        guard let list = reply["vcpus"] as? [[String: Any]] else { throw .internalError("apus-hv returned no vCPU statistics") }
-        return list.map { v in
-            let tid = Int32(v["tid"] as? Int ?? 0)
-            return VCPUInfo(number: UInt32(v["id"] as? Int ?? 0), cpuNanoseconds: UInt64(v["cpu_ns"] as? Int ?? 0),
-                            hostCPU: tid > 0 ? HostInfo.lastCPU(pid: live.record.hypervisorPid, tid: tid) : -1)
+    public func vcpus(_ uuid: DomainUUID) async throws(ToolstackError) -> [VCPUInfo] {
+        let stats = try await hypervisor(uuid, HypervisorControl.stats)
+        let pid = (try? live(uuid).1.record.hypervisorPid) ?? 0
+        return stats.vcpus.map { v in
+            VCPUInfo(number: v.id, cpuNanoseconds: v.cpuNanoseconds,
+                     hostCPU: v.threadID > 0 && pid > 0 ? HostInfo.lastCPU(pid: pid, tid: v.threadID) : -1)
         }
     }
 
     /// Disk counters for `device` (target name like vda, or the source
     /// path); the empty string sums every disk, as libvirt's QEMU driver does.
-    public func blockStats(_ uuid: DomainUUID, device: String) throws(ToolstackError) -> BlockCounters {
+    public func blockStats(_ uuid: DomainUUID, device: String) async throws(ToolstackError) -> BlockCounters {
         let (_, live) = try live(uuid)
         let disks = live.definition.disks
         let chosen: [DiskDefinition]
@@ -71,23 +52,18 @@ extension DomainManager {
         var total = BlockCounters()
         for disk in chosen {
             guard let backend = live.record.backends.first(where: { $0.kind == "disk" && $0.device == disk.target }) else { continue }
-            let j: [String: Any]
             do {
-                j = try ControlClient.json(backend.control, "stats")
+                total = total + (try await ControlClient.shared.call(backend.control, BlockBackendControl.stats))
             } catch {
                 throw .failed("cannot read the statistics of \(disk.target): \(error)")
             }
-            func n(_ k: String) -> Int64 { Int64(j[k] as? Int ?? 0) }
-            total = total + BlockCounters(readRequests: n("rd_req"), readBytes: n("rd_bytes"), readNanoseconds: n("rd_total_ns"),
-                                          writeRequests: n("wr_req"), writeBytes: n("wr_bytes"), writeNanoseconds: n("wr_total_ns"),
-                                          flushRequests: n("flush_req"), flushNanoseconds: n("flush_total_ns"), errors: n("errs"))
         }
         return total
     }
 
     /// Interface counters, from the domain's port on Dom0's switch; `device`
     /// is the port name (target dev) or the MAC address.
-    public func interfaceStats(_ uuid: DomainUUID, device: String) throws(ToolstackError) -> InterfaceCounters {
+    public func interfaceStats(_ uuid: DomainUUID, device: String) async throws(ToolstackError) -> InterfaceCounters {
         let (_, live) = try live(uuid)
         let nets = live.record.backends.filter { $0.kind == "net" }
         let index = Array(zip(nets, live.definition.interfaces)).firstIndex { pair in
@@ -95,17 +71,16 @@ extension DomainManager {
         }
         guard let index else { throw .invalidArgument("'\(device)' is not a known interface") }
         let backend = nets[index]
-        let j: [String: Any]
+        let c: SwitchControl.PortStats
         do {
-            j = try ControlClient.json(backend.control, "port-stats \(backend.device)")
+            c = try await ControlClient.shared.call(backend.control, SwitchControl.portStats(backend.device))
         } catch {
             throw .failed("cannot read the statistics of \(device): \(error)")
         }
-        guard j["ok"] as? Bool == true else { throw .failed("\(j["error"] as? String ?? "netback has no port \(backend.device)")") }
-        func n(_ k: String) -> Int64 { Int64(j[k] as? Int ?? 0) }
+        func n(_ v: UInt64) -> Int64 { Int64(clamping: v) }
         // The switch counts from the port's side: what it transmits the guest receives.
-        return InterfaceCounters(rxBytes: n("tx_bytes"), rxPackets: n("tx_packets"), rxErrors: n("tx_errors"), rxDrops: n("tx_drops"),
-                                 txBytes: n("rx_bytes"), txPackets: n("rx_packets"), txErrors: n("rx_errors"), txDrops: n("rx_drops"))
+        return InterfaceCounters(rxBytes: n(c.txBytes), rxPackets: n(c.txPackets), rxErrors: n(c.txErrors), rxDrops: n(c.txDrops),
+                                 txBytes: n(c.rxBytes), txPackets: n(c.rxPackets), txErrors: n(c.rxErrors), txDrops: n(c.rxDrops))
     }
 
     /// `virsh dommemstat`: (tag, value) pairs, libvirt's VIR_DOMAIN_MEMORY_STAT_* tags.

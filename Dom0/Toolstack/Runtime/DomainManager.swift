@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import Foundation
 
@@ -114,7 +115,7 @@ public actor DomainManager {
     // MARK: loading, restart safety, autostart
 
     /// Loads definitions and finds running domains again from /run/apus.
-    public func load() {
+    public func load() async {
         let (defs, problems) = store.loadAll()
         warnings += problems
         for d in defs {
@@ -124,7 +125,7 @@ public actor DomainManager {
             nextID = max(1, n)
         }
         for record in RuntimeRecord.loadAll(paths) {
-            adopt(record)
+            await adopt(record)
         }
         if let pid = Self.runningNetback(paths) {
             netbackPid = pid
@@ -133,7 +134,7 @@ public actor DomainManager {
     }
 
     /// A domain a previous apusd started: still running, or ended meanwhile.
-    func adopt(_ record: RuntimeRecord) {
+    func adopt(_ record: RuntimeRecord) async {
         guard let uuid = DomainUUID(record.uuid), let definition = try? DomainXML.parse(record.xml) else {
             warnings.append("ignoring unreadable runtime record for '\(record.name)'")
             return
@@ -144,7 +145,7 @@ public actor DomainManager {
         nextID = max(nextID, Int32(record.id) + 1)
         guard alive else {
             // It ended while apusd was away: tidy up; it stays defined if persistent.
-            cleanUp(record)
+            await Supervisor.stop(record, paths: paths)
             if domain.config != nil {
                 domain.state = .shutoff
                 domain.reason = StateReason.shutoffDaemon
@@ -354,7 +355,7 @@ public actor DomainManager {
         }
         guard var now = domains[uuid], now.live != nil else {
             // Destroyed while starting.
-            Supervisor.stop(record, paths: paths)
+            await Supervisor.stop(record, paths: paths)
             throw .failed("domain was destroyed while starting")
         }
         now.live?.record = record
@@ -394,60 +395,96 @@ public actor DomainManager {
         return (d, live)
     }
 
-    func control(_ live: Live, _ command: String) throws(ToolstackError) {
-        do {
-            let reply = try ControlClient.json(live.record.control, command)
-            guard reply["ok"] as? Bool == true else {
-                throw ToolstackError.failed("\(command): \(reply["error"] as? String ?? "refused by apus-hv")")
+    /// Sends `call` to the domain's apus-hv. A domain between an apus-hv
+    /// exit and its restart (reboot, reset, on_reboot) has no hypervisor for
+    /// a moment: the call waits for apusd to finish that transition and goes
+    /// to the new apus-hv, so a running domain is never unreachable.
+    func hypervisor<Reply: ControlReply>(_ uuid: DomainUUID, _ call: ControlCall<Reply>,
+                                         timeoutMilliseconds: UInt64 = ControlClient.defaultTimeoutMilliseconds) async throws(ToolstackError) -> Reply {
+        var attempt = 0
+        while true {
+            let (_, live) = try self.live(uuid)
+            do {
+                return try await ControlClient.shared.call(live.record.control, call, timeoutMilliseconds: timeoutMilliseconds)
+            } catch {
+                let pid = live.record.hypervisorPid
+                if case .unreachable = error, attempt == 0, !Supervisor.isRunning(pid) {
+                    attempt += 1
+                    await awaitHypervisorChange(uuid, from: pid)
+                    continue
+                }
+                switch error {
+                case .refused(let why): throw .failed("\(call.words.first ?? ""): \(why)")
+                default: throw .failed("cannot reach the hypervisor of '\(live.definition.name)': \(error)")
+                }
             }
-        } catch let e as ToolstackError {
-            throw e
-        } catch {
-            throw .failed("cannot reach the hypervisor of '\(live.definition.name)': \(error)")
+        }
+    }
+
+    /// Waits (a few seconds at most) until the domain's apus-hv is no longer
+    /// `pid`: restarted, or the domain stopped.
+    func awaitHypervisorChange(_ uuid: DomainUUID, from pid: Int32) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + Supervisor.startTimeout
+        while clock.now < deadline, let live = domains[uuid]?.live, live.record.hypervisorPid == pid || live.record.hypervisorPid == 0 {
+            try? await Task.sleep(for: .milliseconds(2))
         }
     }
 
     /// `virsh shutdown`: asynchronous; the guest powers off when it wants to.
-    public func shutdown(_ uuid: DomainUUID) throws(ToolstackError) {
-        let (d, live) = try live(uuid)
+    public func shutdown(_ uuid: DomainUUID) async throws(ToolstackError) {
+        let (d, _) = try live(uuid)
         guard d.state != .paused else { throw .invalidState("domain is not running") }
-        try control(live, "power-button")
+        // Marked first: the guest may power off before the reply arrives.
         domains[uuid]?.live?.shutdownRequested = true
+        do {
+            _ = try await hypervisor(uuid, HypervisorControl.command(.powerButton))
+        } catch {
+            domains[uuid]?.live?.shutdownRequested = false
+            throw error
+        }
     }
 
     /// `virsh reboot`: the guest shuts down, then apusd starts it again.
-    public func reboot(_ uuid: DomainUUID) throws(ToolstackError) {
-        let (d, live) = try live(uuid)
+    public func reboot(_ uuid: DomainUUID) async throws(ToolstackError) {
+        let (d, _) = try live(uuid)
         guard d.state != .paused else { throw .invalidState("domain is not running") }
-        try control(live, "power-button")
         domains[uuid]?.live?.rebootRequested = true
+        do {
+            _ = try await hypervisor(uuid, HypervisorControl.command(.powerButton))
+        } catch {
+            domains[uuid]?.live?.rebootRequested = false
+            throw error
+        }
     }
 
     /// `virsh reset`: a hard reset, the guest restarts at once.
-    public func reset(_ uuid: DomainUUID) throws(ToolstackError) {
-        let (_, live) = try live(uuid)
+    public func reset(_ uuid: DomainUUID) async throws(ToolstackError) {
+        _ = try live(uuid)
         domains[uuid]?.live?.resetRequested = true
-        try control(live, "reset")
+        _ = try await hypervisor(uuid, HypervisorControl.command(.reset))
     }
 
-    public func suspend(_ uuid: DomainUUID) throws(ToolstackError) { try setPaused(uuid, true) }
+    public func suspend(_ uuid: DomainUUID) async throws(ToolstackError) { try await setPaused(uuid, true) }
 
-    public func resume(_ uuid: DomainUUID) throws(ToolstackError) { try setPaused(uuid, false) }
+    public func resume(_ uuid: DomainUUID) async throws(ToolstackError) { try await setPaused(uuid, false) }
 
     /// Pauses or resumes every vCPU through apus-hv's control socket.
-    private func setPaused(_ uuid: DomainUUID, _ paused: Bool) throws(ToolstackError) {
-        var (d, live) = try live(uuid)
+    private func setPaused(_ uuid: DomainUUID, _ paused: Bool) async throws(ToolstackError) {
+        let (d, _) = try live(uuid)
         guard (d.state == .paused) != paused else {
             throw .invalidState(paused ? "domain is already paused" : "domain is not paused")
         }
-        try control(live, paused ? "pause" : "resume")
-        d.state = paused ? .paused : .running
-        d.reason = paused ? StateReason.pausedUser : StateReason.runningUnpaused
+        _ = try await hypervisor(uuid, HypervisorControl.command(paused ? .pause : .resume))
+        // Re-read: other calls ran while this one waited for apus-hv.
+        guard var now = domains[uuid], var live = now.live else { throw .invalidState("domain is not running") }
+        now.state = paused ? .paused : .running
+        now.reason = paused ? StateReason.pausedUser : StateReason.runningUnpaused
         live.record.paused = paused
         live.record.save(paths)
-        d.live = live
-        domains[uuid] = d
-        emit(d, .lifecycle(event: paused ? LifecycleEvent.suspended : LifecycleEvent.resumed, detail: 0))
+        now.live = live
+        domains[uuid] = now
+        emit(now, .lifecycle(event: paused ? LifecycleEvent.suspended : LifecycleEvent.resumed, detail: 0))
     }
 
     /// `virsh destroy`: synchronous; the domain is off when this returns.
@@ -457,7 +494,7 @@ public actor DomainManager {
         domains[uuid]?.live?.destroying = true
         let record = live.record
         await Supervisor.terminate(record)
-        stopped(uuid, record: record, state: .shutoff, reason: StateReason.shutoffDestroyed,
+        await stopped(uuid, record: record, state: .shutoff, reason: StateReason.shutoffDestroyed,
                 events: [.lifecycle(event: LifecycleEvent.stopped, detail: 1)])
     }
 
@@ -473,39 +510,39 @@ public actor DomainManager {
     /// apus-hv exited: apply the domain's on_poweroff / on_reboot / on_crash.
     func processExited(_ uuid: DomainUUID, pid: Int32) async {
         guard let d = domains[uuid], let live = d.live, live.record.hypervisorPid == pid, !live.destroying else { return }
-        let status = Supervisor.exitStatus(live.record)
+        let exit = Supervisor.exitStatus(live.record)
         let def = live.definition
         let hostRequested = live.shutdownRequested
-        switch status.reason {
-        case "poweroff":
+        switch exit?.reason {
+        case .poweroff:
             if live.rebootRequested || def.onPoweroff == .restart || def.onPoweroff == .renameRestart {
                 await restartInPlace(uuid, reboot: live.rebootRequested)
             } else {
-                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
+                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
                         events: [.lifecycle(event: LifecycleEvent.shutdown, detail: hostRequested ? 2 : 1),
                                  .lifecycle(event: LifecycleEvent.stopped, detail: 0)])
             }
-        case "reboot":
+        case .reboot:
             if live.resetRequested || def.onReboot == .restart || def.onReboot == .renameRestart {
                 await restartInPlace(uuid, reboot: true)
             } else {
-                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
+                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
                         events: [.lifecycle(event: LifecycleEvent.stopped, detail: 0)])
             }
-        case "crash":
+        case .crash:
             switch def.onCrash {
             case .restart, .renameRestart, .coredumpRestart:
                 emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
                 await restartInPlace(uuid, reboot: false)
             case .preserve:
-                stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
+                await stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
                         events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0)], keepListed: true)
             default:
-                stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
+                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
                         events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
             }
         default:
-            stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
+            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
                     events: [.lifecycle(event: LifecycleEvent.stopped, detail: 5)])
         }
     }
@@ -528,16 +565,18 @@ public actor DomainManager {
             watch(uuid, pid: record.hypervisorPid)
             if reboot { emit(d, .reboot) }
         } catch {
-            stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
+            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
                     events: [.lifecycle(event: LifecycleEvent.stopped, detail: 5)])
         }
     }
 
     /// The domain stopped: clean up its processes and state, emit events.
-    func stopped(_ uuid: DomainUUID, record: RuntimeRecord, state: DomainState, reason: Int32, events kinds: [DomainEvent.Kind], keepListed: Bool = false) {
+    func stopped(_ uuid: DomainUUID, record: RuntimeRecord, state: DomainState, reason: Int32, events kinds: [DomainEvent.Kind], keepListed: Bool = false) async {
+        guard domains[uuid] != nil else { return }
+        await Supervisor.stop(record, paths: paths)
+        // Re-read after the teardown (other calls ran meanwhile).
         guard var d = domains[uuid] else { return }
         let liveID = d.live?.id ?? -1
-        Supervisor.stop(record, paths: paths)
         hub.detachConsole(name: record.name)
         d.live = nil
         d.state = state
@@ -561,8 +600,4 @@ public actor DomainManager {
         events.publish(DomainEvent(name: name, uuid: uuid, id: id, kind: kind))
     }
 
-    /// Tidies up what a domain that ended left behind (after an apusd restart).
-    nonisolated func cleanUp(_ record: RuntimeRecord) {
-        Supervisor.stop(record, paths: paths)
-    }
 }

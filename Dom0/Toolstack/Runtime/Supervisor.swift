@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import Foundation
 
@@ -53,7 +54,7 @@ enum Supervisor {
             record.hypervisorPid = try startHypervisor(record, definition: def, paused: paused, paths: paths, log: log)
             try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
         } catch {
-            stop(record, paths: paths)
+            await stop(record, paths: paths)
             throw error
         }
         return record
@@ -114,33 +115,33 @@ enum Supervisor {
         return stat[stat.index(after: close)...].dropFirst().first == "Z"
     }
 
-    /// How apus-hv ended (its status file), or ("unknown") if it was killed.
-    static func exitStatus(_ record: RuntimeRecord) -> (status: Int32, reason: String) {
-        guard let text = ProcessControl.readText(record.statusFile),
-              let json = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
-            return (-1, "unknown")
-        }
-        return (Int32(json["status"] as? Int ?? -1), json["reason"] as? String ?? "unknown")
+    /// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
+    static func isRunning(_ pid: Int32) -> Bool { pid > 0 && ProcessControl.isAlive(pid) && !isZombie(pid) }
+
+    /// How apus-hv ended (its status file), or nil if it left none (killed).
+    static func exitStatus(_ record: RuntimeRecord) -> HypervisorExit? {
+        guard let text = ProcessControl.readText(record.statusFile) else { return nil }
+        return try? HypervisorExit(text: text)
     }
 
     /// Stops apus-hv now (quit, then SIGKILL) and waits until it is gone.
     static func terminate(_ record: RuntimeRecord) async {
         let pid = record.hypervisorPid
         guard pid > 0, ProcessControl.isAlive(pid) else { return }
-        _ = try? ControlClient.send(record.control, "quit", timeoutMilliseconds: 1000)
+        _ = try? await ControlClient.shared.call(record.control, HypervisorControl.command(.quit), timeoutMilliseconds: 1000)
         let clock = ContinuousClock()
         var deadline = clock.now + .seconds(3)
-        while ProcessControl.isAlive(pid) && !isZombie(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
-        if ProcessControl.isAlive(pid) && !isZombie(pid) {
+        while isRunning(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        if isRunning(pid) {
             ProcessControl.signal(pid, SIGKILL)
             deadline = clock.now + .seconds(3)
-            while ProcessControl.isAlive(pid) && !isZombie(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+            while isRunning(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
         }
         _ = ProcessControl.reapChildren()
     }
 
     /// Kills whatever is left of a domain and removes its runtime state.
-    static func stop(_ record: RuntimeRecord, paths: ApusPaths) {
+    static func stop(_ record: RuntimeRecord, paths: ApusPaths) async {
         if record.hypervisorPid > 0, ProcessControl.isAlive(record.hypervisorPid) {
             ProcessControl.signal(record.hypervisorPid, SIGKILL)
         }
@@ -148,7 +149,7 @@ enum Supervisor {
             if b.owned {
                 if b.pid > 0 { ProcessControl.signal(b.pid, SIGTERM) }
             } else {
-                NetbackPorts.detach(b, paths: paths)
+                await NetbackPorts.detach(b, paths: paths)
             }
         }
         _ = ProcessControl.reapChildren()
@@ -165,19 +166,16 @@ enum NetbackPorts {
         let port = iface.targetDevice ?? "\(domain)-net\(index)"
         let socket = directory + "/net-\(index).sock"
         do {
-            let reply = try ControlClient.json(control, "add-port \(port) \(socket)")
-            guard reply["ok"] as? Bool == true else {
-                throw ToolstackError.failed("netback refused port \(port): \(reply["error"] as? String ?? "")")
-            }
-        } catch let e as ToolstackError {
-            throw e
+            _ = try await ControlClient.shared.call(control, SwitchControl.addPort(port, socket: socket))
         } catch {
+            if case .refused(let why) = error { throw .failed("netback refused port \(port): \(why)") }
             throw .failed("Dom0's switch (apus-netback) is not reachable: \(error)")
         }
         return .init(kind: "net", device: port, pid: 0, socket: socket, control: control, owned: false)
     }
 
-    static func detach(_ backend: RuntimeRecord.Backend, paths: ApusPaths) {
-        _ = try? ControlClient.send(backend.control, "remove-port \(backend.device)", timeoutMilliseconds: 1000)
+    /// Takes the port off the switch (a switch that is gone has no port to remove).
+    static func detach(_ backend: RuntimeRecord.Backend, paths: ApusPaths) async {
+        _ = try? await ControlClient.shared.call(backend.control, SwitchControl.removePort(backend.device), timeoutMilliseconds: 1000)
     }
 }

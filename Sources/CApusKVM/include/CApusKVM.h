@@ -41,6 +41,7 @@ static const unsigned long APUS_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long APUS_KVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long APUS_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 static const unsigned long APUS_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long APUS_KVM_NMI = KVM_NMI;
 
 static const int APUS_KVM_CAP_IRQCHIP = KVM_CAP_IRQCHIP;
 static const int APUS_KVM_CAP_IOEVENTFD = KVM_CAP_IOEVENTFD;

@@ -139,18 +139,66 @@ public final class I8042: PortIODevice {
         }
     }
 
-    /// Injects Ctrl-Alt-Del (press and release), in scancode set 2 or, if the
-    /// guest enabled translation, set 1.
+    /// Injects Ctrl-Alt-Del (press and release).
     public func injectCtrlAltDel() {
+        let keys: [UInt16] = [0x1D, 0x38, 0xE053]
+        pressKeys(keys)
+        releaseKeys(keys)
+    }
+
+    /// Presses `scancodes` (PC set 1 make codes; extended keys as 0xE0xx),
+    /// in order, as the guest's keyboard mode wants them: set 1 when the
+    /// guest enabled translation (Linux does), else set 2.
+    public func pressKeys(_ scancodes: [UInt16]) { queue(scancodes, release: false) }
+
+    /// Releases `scancodes`, in reverse order.
+    public func releaseKeys(_ scancodes: [UInt16]) { queue(scancodes.reversed(), release: true) }
+
+    private func queue(_ scancodes: [UInt16], release: Bool) {
         let raise = state.withLock { s -> Bool in
             let wasEmpty = s.output.isEmpty
-            if s.ctr & Self.ctrTranslate != 0 {
-                s.output += [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
-            } else {
-                s.output += [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14]
+            let translated = s.ctr & Self.ctrTranslate != 0
+            for code in scancodes where s.output.count < Self.maxQueuedBytes {
+                let extended = code >> 8 == 0xE0
+                let make = UInt8(truncatingIfNeeded: code) & 0x7F
+                if extended { s.output.append(0xE0) }
+                if translated {
+                    s.output.append(release ? make | 0x80 : make)
+                } else {
+                    if release { s.output.append(0xF0) }
+                    s.output.append(Self.set2Code[Int(make)])
+                }
             }
-            return wasEmpty && s.ctr & Self.ctrKeyboardInterrupt != 0
+            return wasEmpty && !s.output.isEmpty && s.ctr & Self.ctrKeyboardInterrupt != 0
         }
         if raise { irq.trigger() }
     }
+
+    /// A keyboard buffers a few keystrokes; injected keys beyond this wait no longer.
+    static let maxQueuedBytes = 64
+
+    /// The 8042's translation of set-2 codes 0x00-0x7F into set 1 (IBM PC
+    /// AT technical reference; the same table every PC emulator carries).
+    static let translation: [UInt8] = [
+        0xff, 0x43, 0x41, 0x3f, 0x3d, 0x3b, 0x3c, 0x58, 0x64, 0x44, 0x42, 0x40, 0x3e, 0x0f, 0x29, 0x59,
+        0x65, 0x38, 0x2a, 0x70, 0x1d, 0x10, 0x02, 0x5a, 0x66, 0x71, 0x2c, 0x1f, 0x1e, 0x11, 0x03, 0x5b,
+        0x67, 0x2e, 0x2d, 0x20, 0x12, 0x05, 0x04, 0x5c, 0x68, 0x39, 0x2f, 0x21, 0x14, 0x13, 0x06, 0x5d,
+        0x69, 0x31, 0x30, 0x23, 0x22, 0x15, 0x07, 0x5e, 0x6a, 0x72, 0x32, 0x24, 0x16, 0x08, 0x09, 0x5f,
+        0x6b, 0x33, 0x25, 0x17, 0x18, 0x0b, 0x0a, 0x60, 0x6c, 0x34, 0x35, 0x26, 0x27, 0x19, 0x0c, 0x61,
+        0x6d, 0x73, 0x28, 0x74, 0x1a, 0x0d, 0x62, 0x6e, 0x3a, 0x36, 0x1c, 0x1b, 0x75, 0x2b, 0x63, 0x76,
+        0x55, 0x56, 0x77, 0x78, 0x79, 0x7a, 0x0e, 0x7b, 0x7c, 0x4f, 0x7d, 0x4b, 0x47, 0x7e, 0x7f, 0x6f,
+        0x52, 0x53, 0x50, 0x4c, 0x4d, 0x48, 0x01, 0x45, 0x57, 0x4e, 0x51, 0x4a, 0x37, 0x49, 0x46, 0x54,
+    ]
+
+    /// Set-1 make code → set-2 make code: the translation inverted (F7 is
+    /// 0x83 and Alt-SysRq 0x84 in set 2, beyond the 7-bit table).
+    static let set2Code: [UInt8] = {
+        var inverse = [UInt8](repeating: 0, count: 128)
+        for (set2, set1) in translation.enumerated() where set1 < 0x80 && inverse[Int(set1)] == 0 {
+            inverse[Int(set1)] = UInt8(set2)
+        }
+        inverse[0x41] = 0x83
+        inverse[0x54] = 0x84
+        return inverse
+    }()
 }

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import GuestMemory
 import KVM
@@ -222,10 +223,12 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             }
         }
 
-        var controlServer: ControlServer? = nil
+        var controlServer: ControlServer<HypervisorControl.Command>? = nil
         if let path = config.controlSocket {
             do {
-                controlServer = try ControlServer(path: path, machine: self, loop: loop)
+                controlServer = try ControlServer(path: path, loop: loop) { [unowned self] (c) throws(ControlError) in
+                    try self.handle(c, loop: loop)
+                }
             } catch {
                 return .vmmError("control socket \(path): \(error)")
             }
@@ -295,6 +298,13 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         tidLock.withLock { vcpuThreadIDs[Int(vcpu.id)] = Clock.threadID() }
         Signals.unblock(Signals.vcpuKick)
         while control.vcpuMayRun() {
+            if control.takeNMI(vcpu.id) {
+                do {
+                    try vcpu.injectNMI()
+                } catch {
+                    Log.warning("vCPU \(vcpu.id): \(error)")
+                }
+            }
             let stop: VCPUStop
             do {
                 stop = try vcpu.run(handler: self)
@@ -371,6 +381,8 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     public func pressPowerButton() { pm.pressPowerButton() }
     /// Injects Ctrl-Alt-Del through the i8042.
     public func sendCtrlAltDel() { i8042.injectCtrlAltDel() }
+    /// Queues an NMI on every vCPU.
+    public func injectNMI() { control.requestNMI(vcpus: vcpus.map(\.id)) }
     /// Stops the machine now with `reason`.
     public func stop(_ reason: ExitReason) { control.requestExit(reason) }
 

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import GuestMemory
 
@@ -121,27 +122,30 @@ public enum ExitReason: Equatable, Sendable, CustomStringConvertible {
     /// The host stopped the domain (SIGTERM/SIGINT, or `quit` on the control socket).
     case stopped
 
-    /// A short machine-readable name.
-    public var name: String {
+    /// What apusd reads in the status file (`on_poweroff`, `on_reboot`, `on_crash`).
+    public var reason: HypervisorExit.Reason {
         switch self {
-        case .powerOff: return "poweroff"
-        case .reboot: return "reboot"
-        case .crash: return "crash"
-        case .vmmError: return "error"
-        case .stopped: return "stopped"
+        case .powerOff: return .poweroff
+        case .reboot: return .reboot
+        case .crash: return .crash
+        case .vmmError: return .error
+        case .stopped: return .stopped
         }
     }
 
     /// Process exit status (documented in README.md and `apus-hv --help`).
     public var status: Int32 {
         switch self {
-        case .powerOff: return ExitStatus.powerOff
-        case .reboot: return ExitStatus.reboot
-        case .crash: return ExitStatus.crash
-        case .vmmError: return ExitStatus.vmmError
-        case .stopped: return ExitStatus.stopped
+        case .powerOff: return HypervisorExit.Status.powerOff
+        case .reboot: return HypervisorExit.Status.reboot
+        case .crash: return HypervisorExit.Status.crash
+        case .vmmError: return HypervisorExit.Status.vmmError
+        case .stopped: return HypervisorExit.Status.stopped
         }
     }
+
+    /// The status file's record of this exit.
+    public var record: HypervisorExit { HypervisorExit(status: status, reason: reason, detail: description) }
 
     public var description: String {
         switch self {
@@ -152,22 +156,6 @@ public enum ExitReason: Equatable, Sendable, CustomStringConvertible {
         case .stopped: return "stopped by the host"
         }
     }
-}
-
-/// apus-hv's exit statuses.
-public enum ExitStatus {
-    /// The guest powered off.
-    public static let powerOff: Int32 = 0
-    /// Apus failed (setup error, missing /dev/kvm, KVM error).
-    public static let vmmError: Int32 = 1
-    /// Bad command-line usage.
-    public static let usage: Int32 = 2
-    /// The guest rebooted (or was reset).
-    public static let reboot: Int32 = 3
-    /// The guest crashed (triple fault, emulation failure).
-    public static let crash: Int32 = 4
-    /// Stopped by the host (signal or control socket).
-    public static let stopped: Int32 = 5
 }
 
 /// Errors building a machine; each is one line for the user.

@@ -9,6 +9,8 @@ final class RunControl: PlatformControl, @unchecked Sendable {
     private var _exitReason: ExitReason?
     private var pauseRequested = false
     private var parked = 0
+    /// vCPUs with a non-maskable interrupt to inject before their next run.
+    private var nmiPending: Set<UInt32> = []
     /// Signalled when an exit is requested, to wake the main loop.
     let exitEvent: EventFD
     /// Kicks every vCPU out of KVM_RUN; set once the vCPUs exist.
@@ -64,6 +66,17 @@ final class RunControl: PlatformControl, @unchecked Sendable {
             }
             return true
         }
+    }
+
+    /// Asks every vCPU to take an NMI (each injects it on its own thread).
+    func requestNMI(vcpus: [UInt32]) {
+        lock.withLock { nmiPending.formUnion(vcpus) }
+        kickAll()
+    }
+
+    /// Called by a vCPU thread before it runs: whether it owes the guest an NMI.
+    func takeNMI(_ vcpu: UInt32) -> Bool {
+        lock.withLock { nmiPending.remove(vcpu) != nil }
     }
 
     /// Sets the pause flag without waiting (used before the vCPUs start).

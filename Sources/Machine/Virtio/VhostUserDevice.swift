@@ -127,6 +127,19 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         return c
     }
 
+    /// Reads the device's configuration from the backend again (a disk that
+    /// was resized reports its new capacity).
+    func refreshConfig() throws {
+        try state.withLock { s in
+            guard let frontend = s.frontend else { throw MachineError.system("the backend is not connected") }
+            guard s.protocolFeatures.contains(.config) else { throw MachineError.system("the backend does not share its configuration") }
+            s.config = try frontend.getConfig(offset: 0, size: Self.configSize(kind))
+        }
+    }
+
+    /// Whether the backend is connected now.
+    var isConnected: Bool { state.withLock { $0.frontend != nil } }
+
     /// The socket the main loop watches for the backend going away.
     var connectionFD: FileDescriptor? { state.withLock { $0.frontend?.connection.socket.fd } }
 

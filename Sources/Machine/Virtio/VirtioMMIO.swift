@@ -167,6 +167,19 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
         interrupt.trigger()
     }
 
+    /// The device's configuration changed (a disk's capacity): a new
+    /// generation and a configuration-change interrupt, as the virtio spec
+    /// has devices announce it (2.5.1, 4.2.2).
+    public func signalConfigChange() {
+        state.withLock { s in
+            s.interruptStatus |= VirtioInterrupt.configChange
+            s.configGeneration &+= 1
+            refresh(s)
+        }
+        onConfigInterruptPending?()
+        interrupt.trigger()
+    }
+
     /// Clears DEVICE_NEEDS_RESET (the backend came back and the device resumed).
     public func clearNeedsReset() {
         state.withLock { s in

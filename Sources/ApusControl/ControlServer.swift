@@ -1,20 +1,22 @@
+import ApusSys
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A Unix-socket server speaking one request line in, one reply line out:
-/// the control sockets of apus-hv and of the Dom0 backends. Runs on an
-/// ``EventLoop``; the handler runs on the loop's thread.
-public final class LineServer {
+/// A control socket: parses each request line into a `Command`, answers it
+/// with the handler's typed reply (or its error) as one JSON line. Runs on
+/// an ``EventLoop``; the handler runs on the loop's thread, so it must not
+/// block (a key held down is a timer, not a sleep).
+public final class ControlServer<Command: ControlCommand> {
+    public typealias Handler = (Command) throws(ControlError) -> any ControlReply
+
     private let listener: UnixListener
     private unowned let loop: EventLoop
     private var clients: [Int32: (socket: UnixSocket, buffer: [UInt8])] = [:]
-    private let handler: (String) -> String
-    /// A client may not send a line longer than this.
-    public static let maxLine = 4096
+    private let handler: Handler
 
-    /// Listens on `path` (mode 0600) and answers each line with `handler`.
-    public init(path: String, loop: EventLoop, mode: mode_t = 0o600, handler: @escaping (String) -> String) throws(SystemCallError) {
+    /// Listens on `path` (mode 0600 unless given).
+    public init(path: String, loop: EventLoop, mode: mode_t = 0o600, handler: @escaping Handler) throws(SystemCallError) {
         listener = try UnixListener(path: path, mode: mode)
         do {
             try listener.fd.setNonBlocking(true)
@@ -24,6 +26,17 @@ public final class LineServer {
         self.loop = loop
         self.handler = handler
         try loop.register(listener.fd) { [weak self] _ in self?.accept() }
+    }
+
+    /// The reply line for one request line (no newline): what a client sees.
+    public func answer(_ line: String) -> String {
+        do {
+            let words = try ControlLine.words(line)
+            let command = try Command(words: words)
+            return ControlLine.success(try handler(command))
+        } catch {
+            return ControlLine.failure(error.description)
+        }
     }
 
     private func accept() {
@@ -55,12 +68,12 @@ public final class LineServer {
         }
         client.buffer += received.bytes
         while let newline = client.buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            var line = String(decoding: client.buffer[..<newline], as: UTF8.self)
+            var end = newline
+            if end > 0, client.buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            let line = String(decoding: client.buffer[..<end], as: UTF8.self)
             client.buffer.removeSubrange(...newline)
-            while let last = line.last, last == "\r" || last == " " || last == "\t" { line.removeLast() }
-            while let first = line.first, first == " " || first == "\t" { line.removeFirst() }
-            let reply = handler(line)
-            // The socket is non-blocking: a reply that does not fit drops the client.
+            let reply = answer(line)
+            // The socket is non-blocking: send the reply whole, blocking briefly.
             do {
                 try client.socket.fd.setNonBlocking(false)
                 try client.socket.sendAll(Array((reply + "\n").utf8))
@@ -70,8 +83,8 @@ public final class LineServer {
                 return
             }
         }
-        if client.buffer.count > Self.maxLine {
-            try? client.socket.sendAll(Array("{\"ok\":false,\"error\":\"line too long\"}\n".utf8))
+        if client.buffer.count > ControlLine.maxRequest {
+            try? client.socket.sendAll(Array((ControlLine.failure("request line too long") + "\n").utf8))
             drop(key)
             return
         }
@@ -83,26 +96,4 @@ public final class LineServer {
         for key in Array(clients.keys) { drop(key) }
         loop.unregister(listener.fd)
     }
-}
-
-/// Escapes a string for a JSON string literal.
-public func jsonEscape(_ s: String) -> String {
-    var out = ""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let h = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - h.utf8.count) + h
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out
 }
