@@ -119,6 +119,9 @@ public enum ProcessControl {
     }
 
     /// This host's name.
+    /// USER_HZ: the unit of /proc/stat's CPU times.
+    public static func clockTicksPerSecond() -> Int { sysconf(Int32(_SC_CLK_TCK)) }
+
     public static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, buf.count)

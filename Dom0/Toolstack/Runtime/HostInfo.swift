@@ -14,6 +14,36 @@ public enum HostInfo {
         return 0
     }
 
+    /// /proc/meminfo's fields in KiB (MemTotal, MemFree, Buffers, Cached, ...).
+    public static func meminfo() -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for line in (ProcessControl.readText("/proc/meminfo") ?? "").split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, parts[0].hasSuffix(":"), let v = UInt64(parts[1]) else { continue }
+            out[String(parts[0].dropLast())] = v
+        }
+        return out
+    }
+
+    /// Free memory in bytes (MemFree; the one NUMA cell Apus reports).
+    public static var freeMemoryBytes: UInt64 { (meminfo()["MemFree"] ?? 0) * 1024 }
+
+    /// Host CPU time by kind, in nanoseconds, as libvirt's Linux driver
+    /// reads /proc/stat: kernel (system + irq + softirq), user (user + nice),
+    /// idle, iowait. `cpu` nil is all CPUs together; nil if there is no such CPU.
+    public static func cpuTimes(cpu: Int?) -> (kernel: UInt64, user: UInt64, idle: UInt64, iowait: UInt64)? {
+        let header = cpu.map { "cpu\($0)" } ?? "cpu"
+        let tick = UInt64(1_000_000_000) / UInt64(max(1, ProcessControl.clockTicksPerSecond()))
+        for line in (ProcessControl.readText("/proc/stat") ?? "").split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.first.map(String.init) == header, f.count >= 5 else { continue }
+            let v = f.dropFirst().map { UInt64($0) ?? 0 }
+            func at(_ i: Int) -> UInt64 { i < v.count ? v[i] : 0 }
+            return (kernel: (at(2) + at(5) + at(6)) * tick, user: (at(0) + at(1)) * tick, idle: at(3) * tick, iowait: at(4) * tick)
+        }
+        return nil
+    }
+
     /// CPU frequency in MHz (/proc/cpuinfo), 0 if unknown.
     public static var mhz: Int32 {
         let text = ProcessControl.readText("/proc/cpuinfo") ?? ""

@@ -75,17 +75,12 @@ final class Client: @unchecked Sendable {
 
     private func call(_ packet: Packet) {
         let h = packet.header
-        guard let proc = Proc(rawValue: h.procedure) else {
-            reply(to: h, error: .unknownProcedure(h.procedure))
-            return
-        }
-        let isOpen = lock.withLock { opened }
-        if !isOpen && ![.authList, .connectSupportsFeature, .connectOpen, .connectClose].contains(proc) {
-            reply(to: h, error: .internalError("hypervisor connection not open"))
-            return
-        }
-        if readOnly && !proc.isReadOnlySafe {
-            reply(to: h, error: .denied("read only access prevents \(proc.apiName)"))
+        let procedure: Procedure
+        do {
+            let (isOpen, ro) = lock.withLock { (opened, readOnly) }
+            procedure = try dispatcher.admit(h.procedure, opened: isOpen, readOnly: ro)
+        } catch {
+            reply(to: h, error: error)
             return
         }
         let throttle = lock.withLock { () -> Bool in
@@ -97,8 +92,7 @@ final class Client: @unchecked Sendable {
         Task(executorPreference: ToolstackExecutor.shared) { [self] in
             let result: Result<Dispatcher.Reply, ToolstackError>
             do throws(ToolstackError) {
-                var args = XDRReader(payload)
-                result = .success(try await dispatcher.call(proc, &args, client: self, serial: h.serial))
+                result = .success(try await dispatcher.call(procedure, payload, client: self, serial: h.serial))
             } catch {
                 result = .failure(error)
             }
@@ -198,35 +192,64 @@ final class Client: @unchecked Sendable {
                 .map(\.key).sorted()
             return (ids, legacyEvents.contains(eventID))
         }
-        var body = XDRWriter()
-        body.domain(name: event.name, uuid: event.uuid, id: event.id)
+        let dom = RemoteDomain(name: event.name, uuid: event.uuid, id: event.id)
+        var lifecycle = LifecycleEventMessage()
+        lifecycle.dom = dom
         if case .lifecycle(let e, let detail) = event.kind {
-            body.int(e)
-            body.int(detail)
+            lifecycle.event = e
+            lifecycle.detail = detail
         }
+        var reboot = RebootEventMessage()
+        reboot.dom = dom
         for callback in targets {
-            var w = XDRWriter()
-            w.int(callback)
-            w.append(body)
-            let proc = eventID == EventID.lifecycle ? Proc.domainEventCallbackLifecycle : Proc.domainEventCallbackReboot
-            send(message(proc, w.bytes))
+            if eventID == EventID.lifecycle {
+                var m = CallbackLifecycleEventMessage()
+                m.callbackID = callback
+                m.msg = lifecycle
+                send(message(EventMessage.callbackLifecycle, m.xdr))
+            } else {
+                var m = CallbackRebootEventMessage()
+                m.callbackID = callback
+                m.msg = reboot
+                send(message(EventMessage.callbackReboot, m.xdr))
+            }
         }
         if legacy {
-            let proc = eventID == EventID.lifecycle ? Proc.domainEventLifecycle : Proc.domainEventReboot
-            send(message(proc, body.bytes))
+            send(eventID == EventID.lifecycle ? message(EventMessage.lifecycle, lifecycle.xdr) : message(EventMessage.reboot, reboot.xdr))
         }
     }
 
-    private func message(_ proc: Proc, _ payload: [UInt8]) -> Packet {
-        Packet(header: PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: proc.rawValue,
+    private func message(_ proc: Int32, _ payload: [UInt8]) -> Packet {
+        Packet(header: PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: proc,
                                     type: .message, serial: 0, status: .ok), payload: payload)
     }
 
     // MARK: console streams
 
     private func streamHeader(_ serial: UInt32, _ status: PacketHeader.Status) -> PacketHeader {
-        PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: Proc.domainOpenConsole.rawValue,
+        PacketHeader(program: PacketHeader.remoteProgram, version: 1, procedure: Self.consoleProcedure,
                      type: .stream, serial: serial, status: status)
+    }
+
+    /// DOMAIN_OPEN_CONSOLE: its streams carry its number and the call's serial.
+    static let consoleProcedure: Int32 = 201
+
+    /// Opens `virsh console` on the console `name`: a stream named by the
+    /// call's serial, whose data follows the call's reply (``streamReplied``).
+    func openConsole(name: String, force: Bool, serial: UInt32, hub: IOHub) async throws(ToolstackError) {
+        beginStream(serial: serial)
+        let session = await hub.openSession(
+            name: name, force: force,
+            output: { [weak self] bytes in self?.streamOutput(bytes, serial: serial) },
+            ended: { [weak self] in self?.streamEnded(serial: serial) })
+        guard let session else {
+            abandonStream(serial: serial)
+            throw .failed("Active console session exists for this domain")
+        }
+        guard attach(session, serial: serial) else {
+            session.close()
+            throw .failed("the client went away")
+        }
     }
 
     /// Reserves a stream for an OPEN_CONSOLE call before the session opens,
@@ -297,7 +320,7 @@ final class Client: @unchecked Sendable {
     /// A STREAM packet from the client: keystrokes, finish or abort.
     private func streamPacket(_ packet: Packet) {
         let h = packet.header
-        guard h.procedure == Proc.domainOpenConsole.rawValue else { return }
+        guard h.procedure == Self.consoleProcedure else { return }
         switch h.status {
         case .continue:
             let session = lock.withLock { streams[h.serial]?.session }
@@ -314,14 +337,6 @@ final class Client: @unchecked Sendable {
             send(Packet(header: streamHeader(h.serial, .ok)))
         }
     }
-}
-
-/// Domain event IDs (virDomainEventID).
-enum EventID {
-    static let lifecycle: Int32 = 0, reboot: Int32 = 1
-    /// IDs 0...26 exist in libvirt 9.0; Apus accepts registrations for all
-    /// of them and emits lifecycle and reboot.
-    static let last: Int32 = 26
 }
 
 /// A process-wide counter for callback IDs (libvirtd's are global too).

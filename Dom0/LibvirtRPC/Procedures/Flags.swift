@@ -1,0 +1,143 @@
+import Toolstack
+
+// libvirt's flag sets (libvirt-host.h, libvirt-domain.h; libvirt 9.0), one
+// option set per concept. Procedures declare which members they accept.
+
+/// virConnectFlags for CONNECT_OPEN.
+public struct ConnectOpenFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let readOnly = Self(rawValue: 1), noAliases = Self(rawValue: 2)
+}
+
+/// virDomainXMLFlags.
+public struct DomainXMLFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let secure = Self(rawValue: 1), inactive = Self(rawValue: 2)
+    public static let updateCPU = Self(rawValue: 4), migratable = Self(rawValue: 8)
+}
+
+/// virDomainCreateFlags (create, start).
+public struct DomainCreateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let paused = Self(rawValue: 1), autodestroy = Self(rawValue: 2), bypassCache = Self(rawValue: 4)
+    public static let forceBoot = Self(rawValue: 8), validate = Self(rawValue: 16), resetNVRAM = Self(rawValue: 32)
+}
+
+/// virDomainDefineFlags.
+public struct DomainDefineFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let validate = Self(rawValue: 1)
+}
+
+/// virDomainUndefineFlagsValues.
+public struct DomainUndefineFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let managedSave = Self(rawValue: 1), snapshotsMetadata = Self(rawValue: 2), nvram = Self(rawValue: 4)
+    public static let keepNVRAM = Self(rawValue: 8), checkpointsMetadata = Self(rawValue: 16), tpm = Self(rawValue: 32)
+    public static let keepTPM = Self(rawValue: 64)
+}
+
+/// virDomainShutdownFlagValues and virDomainRebootFlagValues (the same bits).
+public struct DomainShutdownFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let acpiPowerButton = Self(rawValue: 1), guestAgent = Self(rawValue: 2), initctl = Self(rawValue: 4)
+    public static let signal = Self(rawValue: 8), paravirt = Self(rawValue: 16)
+}
+
+/// virDomainDestroyFlagsValues.
+public struct DomainDestroyFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let graceful = Self(rawValue: 1), removeLogs = Self(rawValue: 2)
+}
+
+/// virDomainModificationImpact plus the per-API bits that share its word
+/// (VIR_DOMAIN_MEM_MAXIMUM / VCPU_MAXIMUM 4, VCPU_GUEST 8,
+/// VCPU_HOTPLUGGABLE 16, DEVICE_MODIFY_FORCE 4, TYPED_PARAM_STRING_OKAY 4).
+public struct DomainImpactFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let live = Self(rawValue: 1), config = Self(rawValue: 2)
+    public static let maximum = Self(rawValue: 4), guest = Self(rawValue: 8), hotpluggable = Self(rawValue: 16)
+    public static let force = Self(rawValue: 4)
+    public static let typedParamStringOkay = Self(rawValue: TypedParameterFlags.stringOkay.rawValue)
+}
+
+/// virTypedParameterFlags alone (block stats, CPU stats).
+public struct TypedParameterFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let stringOkay = Self(rawValue: 4)
+}
+
+/// virDomainConsoleFlags.
+public struct DomainConsoleFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let force = Self(rawValue: 1), safe = Self(rawValue: 2)
+}
+
+/// virDomainMessageType.
+public struct DomainMessageFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let deprecation = Self(rawValue: 1), tainting = Self(rawValue: 2)
+}
+
+/// virDomainSnapshotListFlags (the bits SNAPSHOT_NUM takes).
+public struct DomainSnapshotListFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let all = Self(rawValue: 0x3FF)
+}
+
+/// virDomainSaveRestoreFlags.
+public struct DomainSaveFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let bypassCache = Self(rawValue: 1), running = Self(rawValue: 2), paused = Self(rawValue: 4)
+    public static let resetNVRAM = Self(rawValue: 8)
+}
+
+/// virConnectListAllDomainsFlags (the filter the toolstack applies).
+extension ListFilter: WireFlags {
+    /// Every filter bit libvirt 9.0 defines.
+    public static let every = ListFilter(rawValue: 0xFFFF)
+}
+
+/// virConnectGetAllDomainStatsFlags: which domains, and how.
+public struct DomainStatsFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let active = Self(rawValue: 1), inactive = Self(rawValue: 2)
+    public static let persistent = Self(rawValue: 4), transient = Self(rawValue: 8)
+    public static let running = Self(rawValue: 16), paused = Self(rawValue: 32)
+    public static let shutoff = Self(rawValue: 64), other = Self(rawValue: 128)
+    public static let nowait = Self(rawValue: 1 << 29), backing = Self(rawValue: 1 << 30), enforceStats = Self(rawValue: 1 << 31)
+
+    /// The domain filter bits, as a list filter (the same values).
+    var filter: ListFilter { ListFilter(rawValue: rawValue & 0xFF) }
+}
+
+/// virDomainBlockResizeFlags.
+public struct DomainBlockResizeFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let bytes = Self(rawValue: 1)
+}
+
+/// virDomainGetJobStatsFlags.
+public struct DomainJobStatsFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let completed = Self(rawValue: 1), keepCompleted = Self(rawValue: 2)
+}
+
+/// virDomainDeviceModifyFlags (attach, detach, update).
+public typealias DomainDeviceFlags = DomainImpactFlags
