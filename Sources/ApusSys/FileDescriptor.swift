@@ -148,6 +148,16 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         return Int64(st.st_size)
     }
 
+    /// Size and on-disk usage: what `stat` says, with a block device's size
+    /// from the device.
+    public func usage() throws(Errno) -> (size: Int64, allocated: Int64, isBlockDevice: Bool) {
+        var st = stat()
+        guard fstat(rawValue, &st) == 0 else { throw Errno.current }
+        let block = (st.st_mode & S_IFMT) == S_IFBLK
+        let size = block ? try self.size() : Int64(st.st_size)
+        return (size, block ? size : Int64(st.st_blocks) * 512, block)
+    }
+
     /// Whether this is a block device.
     public func isBlockDevice() throws(Errno) -> Bool {
         var st = stat()

@@ -202,7 +202,7 @@ struct ApusdVirshTests {
               <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
               <devices>
                 <interface type='network'>
-                  <mac address='52:54:00:12:34:56'/><source network='default'/><model type='virtio'/><target dev='vnet7'/>
+                  <mac address='52:54:00:12:34:56'/><source network='default'/><model type='virtio'/><target dev='nic7'/>
                 </interface>
                 <serial type='pty'/>
               </devices>
@@ -214,10 +214,10 @@ struct ApusdVirshTests {
         _ = try d.ok("start", "nic")
         // apusd started Dom0's switch and gave the domain a port on it
         let ports = { (try? TestSupport.control(control, SwitchControl.ports, timeout: 2))?.names ?? ["unreachable"] }
-        #expect(ports() == ["vnet7"])
-        #expect(virshRows(try d.ok("domiflist", "nic")).contains("vnet7 network default virtio 52:54:00:12:34:56"))
-        let stat = try d.ok("domifstat", "nic", "vnet7")
-        #expect(stat.contains("vnet7 rx_bytes 0") && stat.contains("vnet7 tx_drop 0"), "\(stat)")
+        #expect(ports() == ["nic7"])
+        #expect(virshRows(try d.ok("domiflist", "nic")).contains("nic7 network default virtio 52:54:00:12:34:56"))
+        let stat = try d.ok("domifstat", "nic", "nic7")
+        #expect(stat.contains("nic7 rx_bytes 0") && stat.contains("nic7 tx_drop 0"), "\(stat)")
 
         // The switch dies: apusd starts it again with the domain's port.
         let pidFile = d.rootPath + "/run/apus/netback.pid"
@@ -227,7 +227,7 @@ struct ApusdVirshTests {
         for _ in 0..<100 where !back {
             Thread.sleep(forTimeInterval: 0.1)
             let now = (try? String(contentsOfFile: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-            back = now != nil && now != first && ports() == ["vnet7"]
+            back = now != nil && now != first && ports() == ["nic7"]
         }
         #expect(back, "apusd restarts the switch with the running domain's port")
         #expect(try d.ok("domstate", "nic").contains("running"))
@@ -235,10 +235,10 @@ struct ApusdVirshTests {
         // Restart safety: a new apusd finds the switch again.
         #expect(d.stop() == 0)
         try d.start()
-        #expect(try d.ok("domifstat", "nic", "vnet7").contains("vnet7 rx_packets 0"))
+        #expect(try d.ok("domifstat", "nic", "nic7").contains("nic7 rx_packets 0"))
         _ = try d.ok("destroy", "nic")
         #expect(ports() == [], "destroy takes the port off the switch")
-        #expect(try d.virsh("domifstat", "nic", "vnet7").output.contains("error: Requested operation is not valid: domain is not running"))
+        #expect(try d.virsh("domifstat", "nic", "nic7").output.contains("error: Requested operation is not valid: domain is not running"))
     }
 
     @Test func badInputGetsLibvirtErrors() throws {

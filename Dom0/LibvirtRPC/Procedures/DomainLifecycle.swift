@@ -54,6 +54,27 @@ enum DomainLifecycleProcedures {
             return XDRVoid()
         },
 
+        .call(226, "virDomainSendKey", .readWrite, SendKeyArguments.self, XDRVoid.self, accepts: []) { a, call throws(ToolstackError) in
+            guard !a.keycodes.isEmpty else { throw .invalidArgument("nkeycodes must be between 1 and 16") }
+            guard Set(a.keycodes).count == a.keycodes.count else { throw .invalidArgument("duplicate keycode in the key list") }
+            guard a.holdtime <= 10_000 else { throw .invalidArgument("holdtime must be at most 10000 ms") }
+            var scancodes: [UInt16] = []
+            for k in a.keycodes { scancodes.append(try KeyCodes.scancode(k, codeset: a.codeset)) }
+            let d = try await call.domain(a.dom)
+            // libvirt's default hold (QEMU's) is 100 ms.
+            try await call.manager.sendKey(d.uuid, scancodes: scancodes, holdMilliseconds: a.holdtime == 0 ? 100 : a.holdtime)
+            return XDRVoid()
+        },
+        .call(210, "virDomainInjectNMI", .readWrite, DomainFlagsArguments<NoFlags>.self, XDRVoid.self, accepts: []) { a, call throws(ToolstackError) in
+            try await call.manager.injectNMI(try await call.domain(a.dom).uuid)
+            return XDRVoid()
+        },
+        .call(358, "virDomainRename", .readWrite, RenameArguments.self, IntResult.self, accepts: []) { a, call throws(ToolstackError) in
+            guard let name = a.newName, !name.isEmpty else { throw .invalidArgument("a new name is required") }
+            try await call.manager.rename(try await call.domain(a.dom).uuid, to: name)
+            return IntResult(0)
+        },
+
         // MARK: saving (declared so clients get libvirt's "not supported")
         .call(55, "virDomainSave", .readWrite, DomainStringArguments.self, XDRVoid.self) { _, _ throws(ToolstackError) in
             throw .notSupported("virDomainSave")
@@ -103,4 +124,24 @@ struct DomainRestoreArguments: FlaggedArguments, Equatable {
     var dxml: String?
     var flags = DomainSaveFlags()
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.string(&from); try c.optionalString(&dxml); try c.value(&flags) }
+}
+
+/// `remote_domain_send_key_args`
+struct SendKeyArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var codeset: UInt32 = 0
+    var holdtime: UInt32 = 0
+    var keycodes: [UInt32] = []
+    var flags = NoFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) {
+        try c.value(&dom); try c.uint(&codeset); try c.uint(&holdtime); try c.uintArray(&keycodes, max: 16); try c.value(&flags)
+    }
+}
+
+/// `remote_domain_rename_args`
+struct RenameArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var newName: String?
+    var flags = NoFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.optionalString(&newName); try c.value(&flags) }
 }

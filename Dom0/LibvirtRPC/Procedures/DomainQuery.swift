@@ -56,6 +56,130 @@ enum DomainQueryProcedures {
             return MessagesResult()
         },
 
+        .call(202, "virDomainIsUpdated", .readOnly, DomainArguments.self, IntResult.self) { a, call throws(ToolstackError) in
+            IntResult(try await call.manager.isUpdated(try await call.domain(a.dom).uuid))
+        },
+        .call(229, "virDomainGetControlInfo", .readOnly, DomainFlagsArguments<NoFlags>.self, ControlInfoResult.self,
+              accepts: []) { a, call throws(ToolstackError) in
+            // apus-hv's control socket answers or the call waits for it: the
+            // monitor is never busy or broken from the client's point of view.
+            guard try await call.domain(a.dom).isActive else { throw .invalidState("domain is not running") }
+            return ControlInfoResult()
+        },
+        .call(163, "virDomainGetJobInfo", .readOnly, DomainArguments.self, JobInfoResult.self) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return JobInfoResult() // VIR_DOMAIN_JOB_NONE: Apus runs no background jobs yet
+        },
+        .call(298, "virDomainGetJobStats", .readOnly, DomainFlagsArguments<DomainJobStatsFlags>.self, JobStatsResult.self,
+              accepts: [.completed, .keepCompleted]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return JobStatsResult()
+        },
+        .call(337, "virDomainGetTime", .readWrite, DomainFlagsArguments<NoFlags>.self, TimeResult.self,
+              accepts: []) { a, call throws(ToolstackError) in
+            guard try await call.domain(a.dom).isActive else { throw .invalidState("domain is not running") }
+            throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus has no guest agent to read the guest's clock")
+        },
+
+        // MARK: tunables (none: Apus applies no cgroup limits yet)
+        .call(56, "virDomainGetSchedulerType", .readOnly, DomainArguments.self, SchedulerTypeResult.self) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return SchedulerTypeResult(type: "posix", nparams: 0)
+        },
+        .call(57, "virDomainGetSchedulerParameters", .readOnly, SchedulerParametersArguments.self, ParameterListResult<16>.self) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return ParameterListResult()
+        },
+        .call(223, "virDomainGetSchedulerParametersFlags", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParameterListResult<16>.self,
+              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return ParameterListResult()
+        },
+        .call(58, "virDomainSetSchedulerParameters", .readWrite, SetSchedulerParametersArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            try Tunables.refuse(a.params, "CPU scheduler")
+            return XDRVoid()
+        },
+        .call(219, "virDomainSetSchedulerParametersFlags", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            try Tunables.refuse(a.params, "CPU scheduler")
+            return XDRVoid()
+        },
+        .call(198, "virDomainGetMemoryParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
+              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            // No limit is applied: libvirt's "unlimited" for each.
+            let unlimited = TypedParameter.Value.ullong(Tunables.unlimited)
+            return try Tunables.get([TypedParameter("hard_limit", unlimited), TypedParameter("soft_limit", unlimited),
+                                     TypedParameter("swap_hard_limit", unlimited)], nparams: a.nparams, call: call)
+        },
+        .call(197, "virDomainSetMemoryParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            try Tunables.refuse(a.params.filter { $0.value != .ullong(Tunables.unlimited) }, "memory")
+            return XDRVoid()
+        },
+        .call(206, "virDomainGetBlkioParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
+              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return try Tunables.get([], nparams: a.nparams, call: call)
+        },
+        .call(205, "virDomainSetBlkioParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            try Tunables.refuse(a.params, "block I/O")
+            return XDRVoid()
+        },
+        .call(255, "virDomainGetNumaParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
+              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return try Tunables.get([], nparams: a.nparams, call: call)
+        },
+        .call(254, "virDomainSetNumaParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            try Tunables.refuse(a.params, "NUMA")
+            return XDRVoid()
+        },
+        .call(230, "virDomainGetVcpuPinInfo", .readOnly, VCPUPinInfoArguments.self, PinInfoResult.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            guard a.ncpumaps >= 0, a.maplen >= 0, Int64(a.ncpumaps) * Int64(a.maplen) <= 8_388_608 else {
+                throw .invalidArgument("ncpumaps * maplen is too large")
+            }
+            let d = try await call.domain(a.dom)
+            // apus-hv does not pin: every vCPU may run on every host CPU.
+            let n = min(Int(a.ncpumaps), d.maxVCPUs)
+            let map = CPUMap.all(HostInfo.cpuCount, bytes: Int(a.maplen))
+            return PinInfoResult(cpumaps: Array(Array(repeating: map, count: n).joined()), count: Int32(n))
+        },
+        .call(280, "virDomainGetEmulatorPinInfo", .readOnly, EmulatorPinInfoArguments.self, PinInfoResult.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            guard a.maplen >= 0, a.maplen <= 2048 else { throw .invalidArgument("maplen is too large") }
+            _ = try await call.domain(a.dom)
+            return PinInfoResult(cpumaps: CPUMap.all(HostInfo.cpuCount, bytes: Int(a.maplen)), count: 1)
+        },
+        .call(225, "virDomainPinVcpuFlags", .readWrite, PinVCPUFlagsArguments.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            throw ToolstackError(.operationUnsupported, "Operation not supported: Apus does not pin vCPUs to host CPUs")
+        },
+        .call(279, "virDomainPinEmulator", .readWrite, PinEmulatorArguments.self, XDRVoid.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            throw ToolstackError(.operationUnsupported, "Operation not supported: Apus does not pin its processes to host CPUs")
+        },
+        .call(351, "virDomainGetIOThreadInfo", .readOnly, DomainFlagsArguments<DomainImpactFlags>.self, IOThreadInfoResult.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return IOThreadInfoResult() // disk I/O runs in Dom0's backends, not in iothreads
+        },
+        .call(365, "virDomainGetPerfEvents", .readOnly, DomainFlagsArguments<DomainImpactFlags>.self, ParameterListResult<64>.self,
+              accepts: [.live, .config]) { a, call throws(ToolstackError) in
+            _ = try await call.domain(a.dom)
+            return ParameterListResult()
+        },
+
         // MARK: setters
         .call(31, "virDomainSetMemory", .readWrite, SetMemoryArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
             try await call.manager.setMemory(try await call.domain(a.dom).uuid, kib: a.memory, impact: .live)
@@ -179,4 +303,142 @@ struct SetVCPUsFlagsArguments: FlaggedArguments, Equatable {
     var nvcpus: UInt32 = 0
     var flags = DomainImpactFlags()
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.uint(&nvcpus); try c.value(&flags) }
+}
+
+/// Libvirt's tunables Apus does not apply (no cgroups yet): reading them
+/// says so truthfully, setting them is refused.
+enum Tunables {
+    /// VIR_DOMAIN_MEMORY_PARAM_UNLIMITED.
+    static let unlimited: UInt64 = 9_007_199_254_740_991
+
+    static func refuse(_ params: [TypedParameter], _ what: String) throws(ToolstackError) {
+        guard let p = params.first else { return }
+        throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus applies no \(what) tunables ('\(p.field)')")
+    }
+
+    /// A `_get_*_parameters` reply: nparams 0 asks how many there are.
+    static func get(_ all: [TypedParameter], nparams: Int32, call: Call) throws(ToolstackError) -> ParametersResult<16> {
+        guard nparams >= 0, nparams <= 16 else { throw .internalError("nparams too large") }
+        if nparams == 0 { return ParametersResult(params: [], nparams: Int32(all.countForClient(stringsOK: call.stringsOK))) }
+        return ParametersResult(params: all.forClient(wanted: Int(nparams), stringsOK: call.stringsOK), nparams: 0)
+    }
+}
+
+/// `{ remote_typed_param params<N>; }`
+struct ParameterListResult<let max: Int>: XDRCodable, Equatable {
+    var params: [TypedParameter] = []
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.array(&params, max: max) }
+}
+
+/// `remote_domain_get_control_info_ret` (VIR_DOMAIN_CONTROL_OK).
+struct ControlInfoResult: XDRCodable, Equatable {
+    var state: UInt32 = 0, details: UInt32 = 0
+    var stateTime: UInt64 = 0
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.uint(&state); try c.uint(&details); try c.uhyper(&stateTime) }
+}
+
+/// `remote_domain_get_job_info_ret`
+struct JobInfoResult: XDRCodable, Equatable {
+    var type: Int32 = 0
+    var timeElapsed: UInt64 = 0, timeRemaining: UInt64 = 0
+    var dataTotal: UInt64 = 0, dataProcessed: UInt64 = 0, dataRemaining: UInt64 = 0
+    var memTotal: UInt64 = 0, memProcessed: UInt64 = 0, memRemaining: UInt64 = 0
+    var fileTotal: UInt64 = 0, fileProcessed: UInt64 = 0, fileRemaining: UInt64 = 0
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) {
+        try c.int(&type); try c.uhyper(&timeElapsed); try c.uhyper(&timeRemaining)
+        try c.uhyper(&dataTotal); try c.uhyper(&dataProcessed); try c.uhyper(&dataRemaining)
+        try c.uhyper(&memTotal); try c.uhyper(&memProcessed); try c.uhyper(&memRemaining)
+        try c.uhyper(&fileTotal); try c.uhyper(&fileProcessed); try c.uhyper(&fileRemaining)
+    }
+}
+
+/// `remote_domain_get_job_stats_ret`
+struct JobStatsResult: XDRCodable, Equatable {
+    var type: Int32 = 0
+    var params: [TypedParameter] = []
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.int(&type); try c.array(&params, max: 64) }
+}
+
+/// `remote_domain_get_time_ret`
+struct TimeResult: XDRCodable, Equatable {
+    var seconds: Int64 = 0
+    var nseconds: UInt32 = 0
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.hyper(&seconds); try c.uint(&nseconds) }
+}
+
+/// `remote_domain_get_scheduler_type_ret`
+struct SchedulerTypeResult: XDRCodable, Equatable {
+    var type = ""
+    var nparams: Int32 = 0
+    init() {}
+    init(type: String, nparams: Int32) { self.type = type; self.nparams = nparams }
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.string(&type); try c.int(&nparams) }
+}
+
+/// `remote_domain_get_scheduler_parameters_args`
+struct SchedulerParametersArguments: XDRCodable, Equatable {
+    var dom = RemoteDomain()
+    var nparams: Int32 = 0
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.int(&nparams) }
+}
+
+/// `remote_domain_set_scheduler_parameters_args`
+struct SetSchedulerParametersArguments: XDRCodable, Equatable {
+    var dom = RemoteDomain()
+    var params: [TypedParameter] = []
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.array(&params, max: 16) }
+}
+
+/// `remote_domain_get_vcpu_pin_info_args`
+struct VCPUPinInfoArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var ncpumaps: Int32 = 0, maplen: Int32 = 0
+    var flags = DomainImpactFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.int(&ncpumaps); try c.int(&maplen); try c.value(&flags) }
+}
+
+/// `remote_domain_get_emulator_pin_info_args`
+struct EmulatorPinInfoArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var maplen: Int32 = 0
+    var flags = DomainImpactFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.int(&maplen); try c.value(&flags) }
+}
+
+/// `remote_domain_get_{vcpu,emulator}_pin_info_ret`: the maps and how many.
+struct PinInfoResult: XDRCodable, Equatable {
+    var cpumaps: [UInt8] = []
+    var count: Int32 = 0
+    init() {}
+    init(cpumaps: [UInt8], count: Int32) { self.cpumaps = cpumaps; self.count = count }
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.opaque(&cpumaps, max: 8_388_608); try c.int(&count) }
+}
+
+/// `remote_domain_pin_vcpu_flags_args`
+struct PinVCPUFlagsArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var vcpu: UInt32 = 0
+    var cpumap: [UInt8] = []
+    var flags = DomainImpactFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.uint(&vcpu); try c.opaque(&cpumap, max: 2048); try c.value(&flags) }
+}
+
+/// `remote_domain_pin_emulator_args`
+struct PinEmulatorArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var cpumap: [UInt8] = []
+    var flags = DomainImpactFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.opaque(&cpumap, max: 2048); try c.value(&flags) }
+}
+
+/// `remote_domain_get_iothread_info_ret`
+struct IOThreadInfoResult: XDRCodable, Equatable {
+    struct Info: XDRCodable, Equatable {
+        var id: UInt32 = 0
+        var cpumap: [UInt8] = []
+        mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.uint(&id); try c.opaque(&cpumap, max: 2048) }
+    }
+    var info: [Info] = []
+    var ret: UInt32 = 0
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.array(&info, max: 16384); try c.uint(&ret) }
 }

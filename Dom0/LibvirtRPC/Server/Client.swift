@@ -38,6 +38,18 @@ final class Client: @unchecked Sendable {
         var endedEarly = false
     }
 
+    /// APUS_RPC_TRACE=1: every call and how it ended, on stderr (to see what a client asks for).
+    static let trace = getenvString("APUS_RPC_TRACE") == "1"
+
+    static func log(_ number: Int32, _ api: String, _ result: Result<Dispatcher.Reply, ToolstackError>) {
+        let outcome: String
+        switch result {
+        case .success: outcome = "ok"
+        case .failure(let e): outcome = "error \(e.code.rawValue): \(e.message)"
+        }
+        try? FileDescriptor.standardError.writeAll("apusd: rpc \(number) \(api): \(outcome)\n")
+    }
+
     /// Calls in progress before the connection stops reading (libvirtd's
     /// max_client_requests is 5; this is generous).
     static let maxInFlight = 32
@@ -80,6 +92,7 @@ final class Client: @unchecked Sendable {
             let (isOpen, ro) = lock.withLock { (opened, readOnly) }
             procedure = try dispatcher.admit(h.procedure, opened: isOpen, readOnly: ro)
         } catch {
+            if Self.trace { Self.log(h.procedure, "?", .failure(error)) }
             reply(to: h, error: error)
             return
         }
@@ -103,6 +116,7 @@ final class Client: @unchecked Sendable {
             case .failure(let e):
                 reply(to: h, error: e)
             }
+            if Self.trace { Self.log(h.procedure, procedure.api, result) }
             let resume = lock.withLock { () -> Bool in
                 inFlight -= 1
                 return inFlight == Self.maxInFlight - 1

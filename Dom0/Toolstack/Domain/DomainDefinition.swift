@@ -18,9 +18,27 @@ public struct DiskDefinition: Equatable, Sendable {
     public var readOnly: Bool
     /// `<driver type=...>`; only raw is served.
     public var format: String
+    /// `<serial>`: what the guest reads with GET_ID (at most 20 bytes).
+    public var serial: String?
+    /// `<driver cache=...>`: none and directsync open the image with O_DIRECT.
+    public var cache: String?
+    /// Other `<driver>` attributes Apus accepts as they are (io, discard).
+    public var driverOptions: [(name: String, value: String)] = []
+    /// Children kept as written (`<boot order='1'/>`).
+    public var kept: [XMLElement] = []
 
     public init(type: SourceType = .file, source: String, target: String, readOnly: Bool = false, format: String = "raw") {
         self.type = type; self.source = source; self.target = target; self.readOnly = readOnly; self.format = format
+    }
+
+    /// Whether the image is opened bypassing the host page cache.
+    public var direct: Bool { cache == "none" || cache == "directsync" }
+
+    public static func == (a: DiskDefinition, b: DiskDefinition) -> Bool {
+        a.type == b.type && a.source == b.source && a.target == b.target && a.readOnly == b.readOnly && a.format == b.format
+            && a.serial == b.serial && a.cache == b.cache && a.kept == b.kept
+            && a.driverOptions.count == b.driverOptions.count
+            && zip(a.driverOptions, b.driverOptions).allSatisfy { $0.name == $1.name && $0.value == $1.value }
     }
 }
 
@@ -32,13 +50,32 @@ public struct InterfaceDefinition: Equatable, Sendable {
     public var source: String
     /// The MAC address; assigned at define time when absent.
     public var mac: String
-    /// Host-side name of the port (vnetN), if given.
+    /// Host-side name of the port, if the owner chose one (libvirt's
+    /// generated names, vnetN, are assigned at start and never kept).
     public var targetDevice: String?
     public var model: String
+    /// Children kept as written (`<boot order='2'/>`, `<link state='up'/>`).
+    public var kept: [XMLElement] = []
 
     public init(type: SourceType = .network, source: String = "default", mac: String, targetDevice: String? = nil, model: String = "virtio") {
         self.type = type; self.source = source; self.mac = mac; self.targetDevice = targetDevice; self.model = model
     }
+}
+
+/// Elements Apus keeps without acting on them, because they change nothing
+/// the guest sees (`<features><acpi/>`, `<clock offset='utc'>`,
+/// `<memballoon model='none'>`...): shown again by `virsh dumpxml`.
+public struct KeptElements: Equatable, Sendable {
+    /// Under `<domain>`, before `<on_poweroff>` (features, cpu, clock).
+    public var beforeLifecycle: [XMLElement] = []
+    /// Under `<domain>`, after `<on_crash>` (pm) and after `<devices>` (seclabel, resource).
+    public var afterLifecycle: [XMLElement] = []
+    public var afterDevices: [XMLElement] = []
+    /// Under `<os>` (boot, bootmenu).
+    public var os: [XMLElement] = []
+    /// Under `<devices>` (emulator first, then the rest).
+    public var devices: [XMLElement] = []
+    public init() {}
 }
 
 /// A domain as defined: libvirt's domain XML, the subset Apus runs.
@@ -50,7 +87,12 @@ public struct DomainDefinition: Equatable, Sendable {
     public var description: String?
     public var memoryKiB: UInt64
     public var currentMemoryKiB: UInt64
+    /// The most vCPUs the domain may have (`<vcpu>N</vcpu>`).
     public var vcpus: Int
+    /// `<vcpu current='N'>`: how many are online at boot (nil: all).
+    public var currentVCPUs: Int?
+    /// The vCPUs the guest has online.
+    public var onlineVCPUs: Int { min(currentVCPUs ?? vcpus, vcpus) }
     public var osType = "hvm"
     public var arch = "x86_64"
     public var kernel: String?
@@ -63,6 +105,11 @@ public struct DomainDefinition: Equatable, Sendable {
     public var interfaces: [InterfaceDefinition] = []
     /// A serial console on COM1 (pty), which apusd logs and `virsh console` attaches to.
     public var console = true
+    /// `<metadata>`'s children, each exactly as written (custom namespaces
+    /// belong to their owners; `apus:deploy` is Apus's own).
+    public var metadata: [String] = []
+    /// Harmless elements kept as written.
+    public var kept = KeptElements()
 
     public init(name: String, uuid: DomainUUID = .random(), memoryKiB: UInt64 = 262_144, vcpus: Int = 1) {
         self.name = name
@@ -74,6 +121,8 @@ public struct DomainDefinition: Equatable, Sendable {
 
     /// Limits Apus enforces (those of apus-hv).
     public static let maxVCPUs = 254
+    /// virtio-mmio devices (disks and interfaces together): one interrupt line each.
+    public static let maxDevices = 17
     public static let minMemoryKiB: UInt64 = 16 << 10
     public static let maxMemoryKiB: UInt64 = 1 << 30
 }

@@ -8,7 +8,7 @@ public enum DomainXML {
     /// `defaultUUID` is used when the document has no <uuid> (so a file
     /// re-read against an existing domain keeps its UUID and default MACs).
     public static func parse(_ text: String, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
-        try parse(try document(text), strict: strict, defaultUUID: defaultUUID)
+        try parse(try document(text), source: text, strict: strict, defaultUUID: defaultUUID)
     }
 
     /// The XML document of a domain definition, with libvirt's error wording.
@@ -20,10 +20,12 @@ public enum DomainXML {
         }
     }
 
-    /// Validates an already parsed document (see ``parse(_:strict:defaultUUID:)``).
-    public static func parse(_ root: XMLElement, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
+    /// Validates an already parsed document (see ``parse(_:strict:defaultUUID:)``);
+    /// `source` is its text, from which custom metadata is kept as written.
+    public static func parse(_ root: XMLElement, source: String? = nil, strict: Bool = false, defaultUUID: DomainUUID? = nil) throws(ToolstackError) -> DomainDefinition {
         guard root.name == "domain" else { throw .xml("unexpected root element <\(root.name)>, expecting <domain>") }
-        if strict { try checkKnown(root) }
+        if strict { try checkSchema(root) }
+        let kept = try policy(root)
 
         let type = root.attribute("type") ?? ""
         guard ["kvm", "apus", "qemu"].contains(type) else {
@@ -39,6 +41,17 @@ public enum DomainXML {
         }
         var d = DomainDefinition(name: name, uuid: uuid)
         d.type = type
+        d.kept = kept
+        if let metadata = root.element("metadata") {
+            let bytes = source.map { Array($0.utf8) }
+            for child in metadata.elements() {
+                if let bytes, let span = child.span, span.upperBound <= bytes.count {
+                    d.metadata.append(String(decoding: bytes[span], as: UTF8.self))
+                } else {
+                    d.metadata.append(XMLWriter.write(child).trimmingXMLWhitespace())
+                }
+            }
+        }
         d.title = root.childText("title")
         if let t = d.title, t.contains("\n") { throw .xml("title can't contain newlines") }
         d.description = root.element("description").map { $0.text }
@@ -60,6 +73,15 @@ public enum DomainXML {
             guard let n = Int(vcpu.text.trimmingXMLWhitespace()), n >= 1 else { throw .xml("Invalid vcpus count") }
             guard n <= DomainDefinition.maxVCPUs else { throw .unsupported("Maximum CPUs greater than specified machine type limit \(DomainDefinition.maxVCPUs)") }
             d.vcpus = n
+            if let c = vcpu.attribute("current") {
+                guard let current = Int(c), current >= 1 else { throw .xml("Invalid current vcpus count") }
+                guard current <= n else { throw .invalidArgument("requested vcpus is greater than max allowable vcpus for the domain: \(current) > \(n)") }
+                d.currentVCPUs = current < n ? current : nil
+            }
+            if let placement = vcpu.attribute("placement"), placement != "static" {
+                throw refuse("<vcpu placement='\(placement)'> (vCPUs are not placed on host NUMA nodes)")
+            }
+            if vcpu.attribute("cpuset") != nil { throw refuse("<vcpu cpuset=...> (vCPU pinning)") }
         }
 
         guard let os = root.element("os") else { throw .xml("missing <os> element") }
@@ -68,6 +90,9 @@ public enum DomainXML {
         guard d.osType == "hvm" else { throw .unsupported("os type '\(d.osType)' is not supported by Apus (hvm only)") }
         if let arch = osType.attribute("arch") {
             guard arch == "x86_64" else { throw .unsupported("architecture '\(arch)' is not supported (x86_64 only)") }
+        }
+        if let machine = osType.attribute("machine"), machine != "apus" {
+            throw .unsupported("machine type '\(machine)' is not supported by Apus (apus: virtio-mmio devices, no PCI bus)")
         }
         d.kernel = os.childText("kernel").flatMap { $0.isEmpty ? nil : $0 }
         d.initrd = os.childText("initrd").flatMap { $0.isEmpty ? nil : $0 }
@@ -83,9 +108,17 @@ public enum DomainXML {
             d.console = !devices.elements("serial").isEmpty || !devices.elements("console").isEmpty
             for e in devices.elements("serial") + devices.elements("console") {
                 if let t = e.attribute("type"), t != "pty" { throw .unsupported("serial/console type '\(t)' is not supported (pty only)") }
+                if let t = e.element("target")?.attribute("type"), !["serial", "isa-serial"].contains(t) {
+                    throw refuse("<\(e.name)><target type='\(t)'> (the console is the 8250 serial port)")
+                }
+                _ = try deviceChildren(e, modelled: ["target", "alias", "source", "address"]) { _ in false }
             }
+            guard devices.elements("serial").count <= 1 else { throw refuse("more than one <serial> port") }
         } else {
             d.console = false
+        }
+        guard d.disks.count + d.interfaces.count <= DomainDefinition.maxDevices else {
+            throw .unsupported("a domain has at most \(DomainDefinition.maxDevices) disks and interfaces together")
         }
         var targets = Set<String>()
         for disk in d.disks where !targets.insert(disk.target).inserted {
@@ -96,6 +129,32 @@ public enum DomainXML {
             throw .xml("MAC address '\(i.mac)' is used by more than one interface")
         }
         return d
+    }
+
+    /// One device of `attach-device` / `detach-device` / `update-device`.
+    public enum Device: Sendable {
+        case disk(DiskDefinition)
+        /// An interface, and whether its XML named a MAC.
+        case interface(InterfaceDefinition, macGiven: Bool)
+    }
+
+    /// Parses a device document (`<disk>` or `<interface>`) with the same
+    /// rules as inside `<devices>`.
+    public static func parseDevice(_ text: String, uuid: DomainUUID) throws(ToolstackError) -> Device {
+        let e: XMLElement
+        do {
+            e = try XMLParser.parse(text)
+        } catch {
+            throw .xml("(device_definition):\(error.line): \(error.message)")
+        }
+        switch e.name {
+        case "disk": return .disk(try parseDisk(e))
+        case "interface":
+            return .interface(try parseInterface(e, index: 0, uuid: uuid), macGiven: e.element("mac")?.attribute("address") != nil)
+        default:
+            guard schemaElements.contains(e.name) else { throw .xml("unknown device type '\(e.name)'") }
+            throw refuseDevices(e.name)
+        }
     }
 
     static func validateName(_ name: String) throws(ToolstackError) {
@@ -142,8 +201,26 @@ public enum DomainXML {
         if let device = e.attribute("device"), device != "disk" {
             throw .unsupported("disk device '\(device)' is not supported (disk only)")
         }
-        let format = e.element("driver")?.attribute("type") ?? "raw"
+        let driver = e.element("driver")
+        let format = driver?.attribute("type") ?? "raw"
         guard format == "raw" else { throw .unsupported("disk format '\(format)' is not supported (raw only)") }
+        if let cache = driver?.attribute("cache"), !["none", "writeback", "writethrough", "directsync", "default"].contains(cache) {
+            throw refuse("<driver cache='\(cache)'>")
+        }
+        var options: [(name: String, value: String)] = []
+        for a in driver?.attributes ?? [] where !["name", "type", "cache"].contains(a.name) {
+            switch (a.name, a.value) {
+            case ("io", "native"), ("io", "threads"), ("io", "io_uring"), ("discard", "unmap"), ("discard", "ignore"),
+                 ("detect_zeroes", "off"), ("detect_zeroes", "on"), ("detect_zeroes", "unmap"):
+                options.append(a)
+            default:
+                throw refuse("<driver \(a.name)='\(a.value)'>")
+            }
+        }
+        if let address = e.element("address"), let t = address.attribute("type"), t != "virtio-mmio" {
+            throw refuse("a disk on a \(t) bus (devices are virtio-mmio)")
+        }
+        let keptChildren = try deviceChildren(e, modelled: ["driver", "source", "target", "readonly", "alias", "address", "serial"]) { $0.name == "boot" }
         guard let sourceElement = e.element("source"),
               let source = sourceElement.attribute(type == .file ? "file" : "dev"), !source.isEmpty else {
             throw .xml("disk has no source \(type == .file ? "file" : "dev")")
@@ -156,7 +233,17 @@ public enum DomainXML {
         if let bus = e.element("target")?.attribute("bus"), bus != "virtio" {
             throw .unsupported("disk bus '\(bus)' is not supported (virtio only)")
         }
-        return DiskDefinition(type: type, source: source, target: target, readOnly: e.element("readonly") != nil, format: format)
+        var disk = DiskDefinition(type: type, source: source, target: target, readOnly: e.element("readonly") != nil, format: format)
+        if let serial = e.childText("serial") {
+            guard serial.utf8.count <= 20, serial.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else {
+                throw .xml("disk serial '\(serial)' must be at most 20 printable characters")
+            }
+            disk.serial = serial
+        }
+        disk.cache = driver?.attribute("cache")
+        disk.driverOptions = options
+        disk.kept = keptChildren
+        return disk
     }
 
     static func parseInterface(_ e: XMLElement, index: Int, uuid: DomainUUID) throws(ToolstackError) -> InterfaceDefinition {
@@ -170,8 +257,27 @@ public enum DomainXML {
         let mac = e.element("mac")?.attribute("address")?.lowercased() ?? defaultMAC(uuid: uuid, index: index)
         guard let parsed = parseMAC(mac) else { throw .xml("unable to parse mac address '\(mac)'") }
         guard parsed[0] & 1 == 0 else { throw .xml("expected unicast mac address, found multicast '\(mac)'") }
-        return InterfaceDefinition(type: type, source: source, mac: formatMAC(parsed), targetDevice: e.element("target")?.attribute("dev"), model: model)
+        if let address = e.element("address"), let t = address.attribute("type"), t != "virtio-mmio" {
+            throw refuse("an interface on a \(t) bus (devices are virtio-mmio)")
+        }
+        let keptChildren = try deviceChildren(e, modelled: ["mac", "source", "model", "target", "alias", "address"]) { c in
+            c.name == "boot" || (c.name == "link" && c.attribute("state") == "up")
+        }
+        var target = e.element("target")?.attribute("dev")
+        // Names libvirt generates are not the owner's: a new one is given at each start.
+        if let t = target, generatedTargetPrefixes.contains(where: { t.hasPrefix($0) }) { target = nil }
+        if let t = target {
+            guard !t.isEmpty, t.utf8.count < 16, !t.contains("/"), t.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+                throw .xml("interface target '\(t)' is not a valid interface name")
+            }
+        }
+        var iface = InterfaceDefinition(type: type, source: source, mac: formatMAC(parsed), targetDevice: target, model: model)
+        iface.kept = keptChildren
+        return iface
     }
+
+    /// Interface names libvirt generates (and drops from definitions).
+    public static let generatedTargetPrefixes = ["vnet", "vif", "macvtap", "macvlan"]
 
     /// A stable locally administered MAC from the domain's UUID (52:54:00, as QEMU and libvirt use).
     static func defaultMAC(uuid: DomainUUID, index: Int) -> String {
@@ -193,78 +299,99 @@ public enum DomainXML {
         b.map { let s = String($0, radix: 16); return s.count == 1 ? "0" + s : s }.joined(separator: ":")
     }
 
-    /// Elements Apus models (for `--validate`).
-    static let known: [String: Set<String>] = [
-        "domain": ["name", "uuid", "title", "description", "memory", "currentMemory", "vcpu", "os", "on_poweroff", "on_reboot", "on_crash", "devices", "features", "clock", "cpu", "metadata", "pm"],
-        "os": ["type", "kernel", "initrd", "cmdline", "boot"],
-        "devices": ["disk", "interface", "serial", "console", "emulator", "memballoon", "input", "graphics", "video"],
-        "disk": ["driver", "source", "target", "readonly", "alias", "address", "serial"],
-        "interface": ["mac", "source", "model", "target", "alias", "address"],
-        "serial": ["target", "alias", "source", "log"],
-        "console": ["target", "alias", "source", "log"],
-    ]
+    // MARK: formatting
 
-    static func checkKnown(_ e: XMLElement) throws(ToolstackError) {
-        guard let allowed = known[e.name] else { return }
-        for child in e.elements() {
-            guard allowed.contains(child.name) else {
-                throw ToolstackError(.xmlError, "XML error: XML document failed to validate against schema: element '\(child.name)' is not allowed in <\(e.name)> (line \(child.line))")
-            }
-            try checkKnown(child)
+    /// What only a running domain's XML shows: device aliases, generated
+    /// interface names, the console's pty.
+    public struct LiveDetails: Sendable, Equatable {
+        /// The host-side name of each interface's port, in order.
+        public var interfaceTargets: [String]
+        /// The pty `virsh ttyconsole` prints.
+        public var consolePTY: String?
+        public init(interfaceTargets: [String] = [], consolePTY: String? = nil) {
+            self.interfaceTargets = interfaceTargets
+            self.consolePTY = consolePTY
         }
     }
 
-    // MARK: formatting
-
-    /// The domain as libvirt domain XML; `id` is included for running domains.
-    public static func format(_ d: DomainDefinition, id: Int? = nil) -> String {
+    /// The domain as libvirt domain XML; `id` and `live` for running domains.
+    public static func format(_ d: DomainDefinition, id: Int? = nil, live: LiveDetails? = nil) -> String {
         var root = XMLElement("domain", attributes: [("type", d.type)] + (id.map { [(name: "id", value: String($0))] } ?? []))
         func add(_ e: XMLElement) { root.children.append(.element(e)) }
         func text(_ name: String, _ value: String, _ attrs: [(name: String, value: String)] = []) -> XMLElement {
             XMLElement(name, attributes: attrs, children: [.text(value)])
         }
+        func element(_ name: String, _ attrs: [(name: String, value: String)] = [], _ children: [XMLElement] = []) -> XMLElement {
+            XMLElement(name, attributes: attrs, children: children.map { .element($0) })
+        }
         add(text("name", d.name))
         add(text("uuid", d.uuid.description))
         if let t = d.title { add(text("title", t)) }
         if let desc = d.description { add(text("description", desc)) }
+        if !d.metadata.isEmpty { add(XMLElement("metadata", children: d.metadata.map { .raw($0) })) }
         add(text("memory", String(d.memoryKiB), [("unit", "KiB")]))
         add(text("currentMemory", String(d.currentMemoryKiB), [("unit", "KiB")]))
-        add(text("vcpu", String(d.vcpus), [("placement", "static")]))
+        var vcpuAttrs: [(name: String, value: String)] = [("placement", "static")]
+        if let current = d.currentVCPUs, current < d.vcpus { vcpuAttrs.append(("current", String(current))) }
+        add(text("vcpu", String(d.vcpus), vcpuAttrs))
         var os = XMLElement("os")
         os.children.append(.element(text("type", d.osType, [("arch", d.arch), ("machine", "apus")])))
         if let k = d.kernel { os.children.append(.element(text("kernel", k))) }
         if let i = d.initrd { os.children.append(.element(text("initrd", i))) }
         if let c = d.cmdline { os.children.append(.element(text("cmdline", c))) }
+        os.children += d.kept.os.map { .element($0) }
         add(os)
+        d.kept.beforeLifecycle.forEach(add)
         add(text("on_poweroff", d.onPoweroff.rawValue))
         add(text("on_reboot", d.onReboot.rawValue))
         add(text("on_crash", d.onCrash.rawValue))
+        d.kept.afterLifecycle.forEach(add)
         var devices = XMLElement("devices")
-        for disk in d.disks {
-            var e = XMLElement("disk", attributes: [("type", disk.type.rawValue), ("device", "disk")])
-            e.children.append(.element(XMLElement("driver", attributes: [("name", "apus"), ("type", disk.format)])))
-            e.children.append(.element(XMLElement("source", attributes: [(disk.type == .file ? "file" : "dev", disk.source)])))
-            e.children.append(.element(XMLElement("target", attributes: [("dev", disk.target), ("bus", "virtio")])))
-            if disk.readOnly { e.children.append(.element(XMLElement("readonly"))) }
-            devices.children.append(.element(e))
+        func device(_ e: XMLElement) { devices.children.append(.element(e)) }
+        if let emulator = d.kept.devices.first, emulator.name == "emulator" { device(emulator) }
+        for (i, disk) in d.disks.enumerated() {
+            var driver: [(name: String, value: String)] = [("name", "apus"), ("type", disk.format)]
+            if let cache = disk.cache { driver.append(("cache", cache)) }
+            driver += disk.driverOptions
+            var children = [element("driver", driver),
+                            element("source", [(disk.type == .file ? "file" : "dev", disk.source)]),
+                            element("target", [("dev", disk.target), ("bus", "virtio")])]
+            if disk.readOnly { children.append(element("readonly")) }
+            if let serial = disk.serial { children.append(text("serial", serial)) }
+            children += disk.kept
+            if live != nil { children.append(element("alias", [("name", "virtio-disk\(i)")])) }
+            children.append(element("address", [("type", "virtio-mmio")]))
+            device(element("disk", [("type", disk.type.rawValue), ("device", "disk")], children))
         }
-        for i in d.interfaces {
-            var e = XMLElement("interface", attributes: [("type", i.type.rawValue)])
-            e.children.append(.element(XMLElement("mac", attributes: [("address", i.mac)])))
-            e.children.append(.element(XMLElement("source", attributes: [(i.type == .bridge ? "bridge" : "network", i.source)])))
-            if let t = i.targetDevice { e.children.append(.element(XMLElement("target", attributes: [("dev", t)]))) }
-            e.children.append(.element(XMLElement("model", attributes: [("type", i.model)])))
-            devices.children.append(.element(e))
+        for (i, iface) in d.interfaces.enumerated() {
+            var children = [element("mac", [("address", iface.mac)]),
+                            element("source", [(iface.type == .bridge ? "bridge" : "network", iface.source)])]
+            let liveTarget = live.flatMap { i < $0.interfaceTargets.count ? $0.interfaceTargets[i] : nil }
+            if let t = liveTarget ?? iface.targetDevice { children.append(element("target", [("dev", t)])) }
+            children.append(element("model", [("type", iface.model)]))
+            children += iface.kept
+            if live != nil { children.append(element("alias", [("name", "net\(i)")])) }
+            children.append(element("address", [("type", "virtio-mmio")]))
+            device(element("interface", [("type", iface.type.rawValue)], children))
         }
         if d.console {
-            var serial = XMLElement("serial", attributes: [("type", "pty")])
-            serial.children.append(.element(XMLElement("target", attributes: [("port", "0")])))
-            devices.children.append(.element(serial))
-            var console = XMLElement("console", attributes: [("type", "pty")])
-            console.children.append(.element(XMLElement("target", attributes: [("type", "serial"), ("port", "0")])))
-            devices.children.append(.element(console))
+            let pty = live?.consolePTY
+            var serial = [element("target", [("type", "isa-serial"), ("port", "0")], [element("model", [("name", "isa-serial")])])]
+            var console = [element("target", [("type", "serial"), ("port", "0")])]
+            if let pty {
+                serial.insert(element("source", [("path", pty)]), at: 0)
+                console.insert(element("source", [("path", pty)]), at: 0)
+            }
+            if live != nil {
+                serial.append(element("alias", [("name", "serial0")]))
+                console.append(element("alias", [("name", "serial0")]))
+            }
+            device(element("serial", [("type", "pty")], serial))
+            device(element("console", [("type", "pty")] + (pty.map { [(name: "tty", value: $0)] } ?? []), console))
         }
+        for e in d.kept.devices where e.name != "emulator" { device(e) }
         add(devices)
+        d.kept.afterDevices.forEach(add)
         return XMLWriter.write(root)
     }
 }

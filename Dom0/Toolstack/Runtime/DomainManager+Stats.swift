@@ -8,6 +8,12 @@ public struct VCPUInfo: Sendable, Equatable {
     public let cpuNanoseconds: UInt64
     /// The host CPU it last ran on (-1 unknown).
     public let hostCPU: Int32
+    /// Time it was runnable but waited for a host CPU (ns).
+    public var waitNanoseconds: UInt64 = 0
+
+    public init(number: UInt32, cpuNanoseconds: UInt64, hostCPU: Int32, waitNanoseconds: UInt64 = 0) {
+        self.number = number; self.cpuNanoseconds = cpuNanoseconds; self.hostCPU = hostCPU; self.waitNanoseconds = waitNanoseconds
+    }
 }
 
 /// Counters of one disk (`virsh domblkstat`), as apus-blkback reports them.
@@ -30,10 +36,7 @@ extension DomainManager {
     public func vcpus(_ uuid: DomainUUID) async throws(ToolstackError) -> [VCPUInfo] {
         let stats = try await hypervisor(uuid, HypervisorControl.stats)
         let pid = (try? live(uuid).1.record.hypervisorPid) ?? 0
-        return stats.vcpus.map { v in
-            VCPUInfo(number: v.id, cpuNanoseconds: v.cpuNanoseconds,
-                     hostCPU: v.threadID > 0 && pid > 0 ? HostInfo.lastCPU(pid: pid, tid: v.threadID) : -1)
-        }
+        return stats.vcpus.map { VCPUInfo(v: $0, pid: pid) }
     }
 
     /// Disk counters for `device` (target name like vda, or the source
@@ -77,10 +80,7 @@ extension DomainManager {
         } catch {
             throw .failed("cannot read the statistics of \(device): \(error)")
         }
-        func n(_ v: UInt64) -> Int64 { Int64(clamping: v) }
-        // The switch counts from the port's side: what it transmits the guest receives.
-        return InterfaceCounters(rxBytes: n(c.txBytes), rxPackets: n(c.txPackets), rxErrors: n(c.txErrors), rxDrops: n(c.txDrops),
-                                 txBytes: n(c.rxBytes), txPackets: n(c.rxPackets), txErrors: n(c.rxErrors), txDrops: n(c.rxDrops))
+        return InterfaceCounters(fromSwitch: c)
     }
 
     /// `virsh dommemstat`: (tag, value) pairs, libvirt's VIR_DOMAIN_MEMORY_STAT_* tags.
@@ -136,28 +136,39 @@ extension DomainManager {
         }
     }
 
+    /// `setvcpus`: the online count (`current`), or with `maximum` the most
+    /// the domain may have. Only the persistent definition changes: apus-hv
+    /// does not hot-plug vCPUs.
     public func setVCPUs(_ uuid: DomainUUID, count: Int, impact: Impact) throws(ToolstackError) {
         var d = try domain(uuid)
-        let (live, config) = try resolve(impact, d)
+        let (live, config) = try resolve(impact.subtracting(.maximum), d)
         guard count >= 1 else { throw .invalidArgument("argument unsupported: vcpu count must be at least 1") }
         guard count <= DomainDefinition.maxVCPUs else { throw .invalidArgument("requested vcpus is greater than max allowable vcpus for the domain: \(count) > \(DomainDefinition.maxVCPUs)") }
         if live {
             throw ToolstackError(.operationUnsupported, "Operation not supported: Apus does not hot-plug vCPUs; change the persistent configuration (--config) and restart")
         }
-        if config {
-            d.config!.vcpus = count
-            try store.save(d.config!)
-            domains[uuid] = d
+        guard config, var c = d.config else { return }
+        if impact.contains(.maximum) {
+            c.vcpus = count
+            if let current = c.currentVCPUs { c.currentVCPUs = current < count ? current : nil }
+        } else {
+            guard count <= c.vcpus else {
+                throw .invalidArgument("requested vcpus is greater than max allowable vcpus for the persistent domain: \(count) > \(c.vcpus)")
+            }
+            c.currentVCPUs = count < c.vcpus ? count : nil
         }
+        try store.save(c)
+        d.config = c
+        domains[uuid] = d
     }
 
-    /// vCPU counts for `virsh vcpucount` (GET_VCPUS_FLAGS).
+    /// vCPU counts for `virsh vcpucount` (GET_VCPUS_FLAGS): online, or with `maximum` the most.
     public func vcpuCount(_ uuid: DomainUUID, impact: Impact) throws(ToolstackError) -> Int {
         if uuid == .zero { return HostInfo.cpuCount }
         let d = try domain(uuid)
         let (live, _) = try resolve(impact.subtracting(.maximum), d)
-        if live { return d.live!.definition.vcpus }
-        return d.config!.vcpus
+        guard let def = live ? d.live?.definition : d.config else { throw .invalidState("domain is not running") }
+        return impact.contains(.maximum) ? def.vcpus : def.onlineVCPUs
     }
 
     /// The name a running domain's console is known by in the IO hub.
@@ -165,5 +176,14 @@ extension DomainManager {
         let (d, live) = try live(uuid)
         guard live.definition.console else { throw .failed("cannot find a character device for the console of '\(d.name)'") }
         return live.definition.name
+    }
+}
+
+extension VCPUInfo {
+    /// A vCPU from apus-hv's counters and its thread's /proc entries.
+    init(v: HypervisorControl.VCPUStat, pid: Int32) {
+        let known = v.threadID > 0 && pid > 0
+        self.init(number: v.id, cpuNanoseconds: v.cpuNanoseconds, hostCPU: known ? HostInfo.lastCPU(pid: pid, tid: v.threadID) : -1,
+                  waitNanoseconds: known ? HostInfo.threadWaitNanoseconds(pid: pid, tid: v.threadID) : 0)
     }
 }

@@ -14,7 +14,10 @@ public struct DomainInfo: Sendable, Equatable {
     public let autostart: Bool
     public let maxMemoryKiB: UInt64
     public let memoryKiB: UInt64
+    /// vCPUs online (what the guest runs with).
     public let vcpus: Int
+    /// The most it may have.
+    public let maxVCPUs: Int
     public let title: String?
     public let description: String?
     public var isActive: Bool { id >= 0 }
@@ -87,6 +90,8 @@ public actor DomainManager {
         var rebootRequested = false
         var resetRequested = false
         var destroying = false
+        /// Port names taken while the domain starts (its record has none yet).
+        var reservedPorts: [String] = []
     }
 
     var domains: [DomainUUID: Domain] = [:]
@@ -157,7 +162,9 @@ public actor DomainManager {
         domain.state = record.paused ? .paused : .running
         domain.reason = record.paused ? StateReason.pausedUser : StateReason.runningBooted
         domains[uuid] = domain
-        hub.attachConsole(name: record.name, socket: record.console, log: paths.consoleLog(record.name))
+        domain.live?.record.consolePTY = hub.attachConsole(name: record.name, socket: record.console, log: paths.consoleLog(record.name))
+        domain.live?.record.save(paths)
+        domains[uuid] = domain
         watch(uuid, pid: record.hypervisorPid)
     }
 
@@ -178,7 +185,7 @@ public actor DomainManager {
         let def = d.live?.definition ?? d.config!
         return DomainInfo(name: def.name, uuid: def.uuid, id: d.live?.id ?? -1, state: d.state, reason: d.reason,
                           persistent: d.config != nil, autostart: d.autostart, maxMemoryKiB: def.memoryKiB,
-                          memoryKiB: d.live != nil ? def.currentMemoryKiB : def.currentMemoryKiB, vcpus: def.vcpus,
+                          memoryKiB: def.currentMemoryKiB, vcpus: def.onlineVCPUs, maxVCPUs: def.vcpus,
                           title: def.title, description: def.description)
     }
 
@@ -186,6 +193,7 @@ public actor DomainManager {
     public nonisolated static var domain0: DomainInfo {
         DomainInfo(name: "Domain-0", uuid: .zero, id: 0, state: .running, reason: StateReason.runningBooted, persistent: true,
                    autostart: false, maxMemoryKiB: HostInfo.memoryKiB, memoryKiB: HostInfo.memoryKiB, vcpus: HostInfo.cpuCount,
+                   maxVCPUs: HostInfo.cpuCount,
                    title: "Dom0: the Apus service domain", description: nil)
     }
 
@@ -232,7 +240,7 @@ public actor DomainManager {
         }
         let d = try domain(uuid)
         if inactive, let config = d.config { return DomainXML.format(config) }
-        if let live = d.live { return DomainXML.format(live.definition, id: Int(live.id)) }
+        if let live = d.live { return DomainXML.format(live.definition, id: Int(live.id), live: live.record.liveDetails) }
         return DomainXML.format(d.config!)
     }
 
@@ -333,17 +341,20 @@ public actor DomainManager {
         guard let def = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
         try checkLimits(def)
         let id = allocateID()
-        // Mark it starting so concurrent calls see it as active.
+        let names = try interfaceNames(for: def)
+        // Mark it starting so concurrent calls see it as active (and its port names as taken).
         d.live = Live(definition: def, id: id, record: RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
                                                                       control: "", console: "", statusFile: "", backends: [], paused: paused,
-                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Date().timeIntervalSince1970))
+                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Date().timeIntervalSince1970),
+                      reservedPorts: names)
         d.state = paused ? .paused : .running
         d.reason = paused ? StateReason.pausedStartingUp : StateReason.runningBooted
         domains[uuid] = d
         let record: RuntimeRecord
         do {
             if !def.interfaces.isEmpty { try await ensureNetback() }
-            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, paths: paths, limits: limits)
+            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, interfaceNames: names,
+                                                 paths: paths, limits: limits)
         } catch {
             if var again = domains[uuid] {
                 again.live = nil
@@ -358,14 +369,38 @@ public actor DomainManager {
             await Supervisor.stop(record, paths: paths)
             throw .failed("domain was destroyed while starting")
         }
-        now.live?.record = record
+        var started = record
+        started.consolePTY = hub.attachConsole(name: def.name, socket: record.console, log: paths.consoleLog(def.name))
+        now.live?.record = started
         domains[uuid] = now
-        record.save(paths)
-        hub.attachConsole(name: def.name, socket: record.console, log: paths.consoleLog(def.name))
+        started.save(paths)
         watch(uuid, pid: record.hypervisorPid)
         emit(now, .lifecycle(event: LifecycleEvent.started, detail: 0))
         if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: 0)) }
         return info(now)
+    }
+
+    /// The port name of each of `def`'s interfaces on Dom0's switch: the
+    /// owner's `<target dev>`, else the lowest free vnetN, as libvirt names them.
+    func interfaceNames(for def: DomainDefinition) throws(ToolstackError) -> [String] {
+        var taken = Set(domains.values.compactMap(\.live).flatMap { live in
+            live.record.backends.filter { $0.kind == "net" }.map(\.device) + live.reservedPorts
+        })
+        taken.insert("uplink")
+        var names: [String] = []
+        var next = 0
+        for iface in def.interfaces {
+            if let chosen = iface.targetDevice {
+                guard !taken.contains(chosen) else { throw .failed("interface name '\(chosen)' is already in use on Dom0's switch") }
+                names.append(chosen)
+                taken.insert(chosen)
+                continue
+            }
+            while taken.contains("vnet\(next)") { next += 1 }
+            names.append("vnet\(next)")
+            taken.insert("vnet\(next)")
+        }
+        return names
     }
 
     /// apusd.conf's max_running_domains, max_domain_memory_mib, max_domain_vcpus.
@@ -560,8 +595,9 @@ public actor DomainManager {
             d.state = .running
             d.reason = StateReason.runningBooted
             domains[uuid] = d
+            // The console socket is new; the pty stays the one users know.
+            hub.reconnectConsole(name: record.name)
             record.save(paths)
-            hub.attachConsole(name: record.name, socket: record.console, log: paths.consoleLog(record.name))
             watch(uuid, pid: record.hypervisorPid)
             if reboot { emit(d, .reboot) }
         } catch {

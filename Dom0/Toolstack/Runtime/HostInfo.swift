@@ -44,6 +44,18 @@ public enum HostInfo {
         return nil
     }
 
+    /// The host's complete IPv4 neighbour entries (/proc/net/arp): address and MAC.
+    public static func neighbours() -> [(address: String, mac: String)] {
+        var out: [(String, String)] = []
+        for line in (ProcessControl.readText("/proc/net/arp") ?? "").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            // IP address, HW type, Flags (0x2: complete), HW address, Mask, Device.
+            guard f.count >= 4, f[2] != "0x0" else { continue }
+            out.append((String(f[0]), f[3].lowercased()))
+        }
+        return out
+    }
+
     /// CPU frequency in MHz (/proc/cpuinfo), 0 if unknown.
     public static var mhz: Int32 {
         let text = ProcessControl.readText("/proc/cpuinfo") ?? ""
@@ -73,6 +85,24 @@ public enum HostInfo {
             total += ns
         }
         return total
+    }
+
+    /// User and system CPU time of a process in ns (/proc/PID/stat utime, stime).
+    public static func processCPUSplit(pid: Int32) -> (user: UInt64, system: UInt64) {
+        guard let text = ProcessControl.readText("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return (0, 0) }
+        let f = text[text.index(after: close)...].split(separator: " ")
+        // After the command: field 3 is state, utime and stime are fields 14 and 15.
+        guard f.count > 12, let u = UInt64(f[11]), let s = UInt64(f[12]) else { return (0, 0) }
+        let tick = UInt64(1_000_000_000) / UInt64(max(1, ProcessControl.clockTicksPerSecond()))
+        return (u * tick, s * tick)
+    }
+
+    /// How long a thread was runnable but waited for a CPU, in ns
+    /// (/proc/PID/task/TID/schedstat, second field).
+    public static func threadWaitNanoseconds(pid: Int32, tid: Int32) -> UInt64 {
+        guard let text = ProcessControl.readText("/proc/\(pid)/task/\(tid)/schedstat") else { return 0 }
+        let f = text.split(separator: " ")
+        return f.count > 1 ? UInt64(f[1]) ?? 0 : 0
     }
 
     /// Resident memory of a process in KiB.

@@ -67,14 +67,27 @@ public final class IOHub: @unchecked Sendable {
     // MARK: consoles
 
     /// Starts logging and relaying the console of domain `name` from the
-    /// apus-hv console socket at `socket`.
-    public func attachConsole(name: String, socket: String, log: String) {
+    /// apus-hv console socket at `socket`, and gives it a pty (users attach
+    /// with `screen PTY`; `virsh ttyconsole` prints it). Returns the pty's
+    /// path, or nil if none could be made (the console still works).
+    @discardableResult
+    public func attachConsole(name: String, socket: String, log: String) -> String? {
+        let pty = try? PseudoTerminal.open()
+        let keeper = pty.flatMap { try? FileDescriptor.open($0.path, [.readWrite, .noControllingTerminal, .closeOnExec]) }
+        let box = ConsolePTY(pty: pty, keeper: keeper)
         perform { [unowned self] loop in
             self.consoles[name]?.close()
-            let pump = ConsolePump(name: name, socketPath: socket, logPath: log, loop: loop)
+            let pump = ConsolePump(name: name, socketPath: socket, logPath: log, loop: loop, pty: box)
             self.consoles[name] = pump
             pump.connect()
         }
+        return pty?.path
+    }
+
+    /// Connects the console of `name` to its apus-hv again (a new apus-hv
+    /// after a reboot); its log, session and pty carry on.
+    public func reconnectConsole(name: String) {
+        perform { [unowned self] _ in self.consoles[name]?.reconnect() }
     }
 
     /// Stops relaying a console (the domain stopped); any session gets EOF.
@@ -120,8 +133,22 @@ public final class ConsoleSession: Sendable {
     public func close() { hub.closeSession(name: name, session: id) }
 }
 
+/// A console's pty: the controller side apusd pumps, and one open device
+/// side it never reads, so the controller does not report a hangup while
+/// nobody is attached (output then fills the pty's buffer and is dropped).
+final class ConsolePTY: @unchecked Sendable {
+    // SAFETY (Sendable): handed once to the hub thread, which alone uses it.
+    let pty: PseudoTerminal?
+    let keeper: FileDescriptor?
+    init(pty: PseudoTerminal?, keeper: FileDescriptor?) { self.pty = pty; self.keeper = keeper }
+    func close() {
+        pty?.controller.close()
+        keeper?.close()
+    }
+}
+
 /// Reads a domain's console socket, appends to its log and relays to the
-/// session, if any. Lives on the hub thread.
+/// session and the pty. Lives on the hub thread.
 final class ConsolePump {
     let name: String
     let socketPath: String
@@ -138,11 +165,34 @@ final class ConsolePump {
     var nextSession: UInt64 = 1
     var attempts = 0
 
-    init(name: String, socketPath: String, logPath: String, loop: EventLoop) {
+    let pty: ConsolePTY
+
+    init(name: String, socketPath: String, logPath: String, loop: EventLoop, pty: ConsolePTY) {
         self.name = name
         self.socketPath = socketPath
         self.loop = loop
+        self.pty = pty
         log = try? FileDescriptor.open(logPath, [.writeOnly, .create, .append], mode: 0o600)
+        if let controller = pty.pty?.controller {
+            try? controller.setNonBlocking(true)
+            _ = try? loop.register(controller) { [weak self] _ in self?.ptyReadable() }
+        }
+    }
+
+    /// Keystrokes typed on the pty go to the guest.
+    func ptyReadable() {
+        guard let controller = pty.pty?.controller else { return }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { b in (try? controller.read(into: b)) ?? -1 }
+        guard n > 0 else {
+            // The device side hung up (impossible while the keeper is open) or failed.
+            if n == 0 || Errno.current != .wouldBlock { loop.unregister(controller) }
+            return
+        }
+        guard let s = socket else { return }
+        try? s.fd.setNonBlocking(false)
+        _ = try? s.sendAll(Array(buffer[0..<n]))
+        try? s.fd.setNonBlocking(true)
     }
 
     func connect() {
@@ -175,12 +225,22 @@ final class ConsolePump {
             }
             if let log { try? log.writeAll(r.bytes) }
             session?.output(r.bytes)
+            // Non-blocking: output nobody reads from the pty is dropped once its buffer is full.
+            if let controller = pty.pty?.controller {
+                _ = r.bytes.withUnsafeBytes { b in try? controller.write(b) }
+            }
         }
     }
 
     func disconnect() {
         if let s = socket { loop.unregister(s.fd) }
         socket = nil
+    }
+
+    func reconnect() {
+        disconnect()
+        attempts = 0
+        connect()
     }
 
     func open(force: Bool, output: @escaping @Sendable ([UInt8]) -> Void, ended: @escaping @Sendable () -> Void, hub: IOHub) -> ConsoleSession? {
@@ -211,5 +271,7 @@ final class ConsolePump {
         session?.ended()
         session = nil
         log?.close()
+        if let controller = pty.pty?.controller { loop.unregister(controller) }
+        pty.close()
     }
 }

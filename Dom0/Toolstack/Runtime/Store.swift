@@ -77,6 +77,13 @@ public struct RuntimeRecord: Codable, Sendable, Equatable {
     /// The running definition (what `dumpxml` shows; the transient domain's only copy).
     public var xml: String
     public var startedAt: Double
+    /// The console's pty (apusd's; a new apusd makes a new one).
+    public var consolePTY: String?
+
+    /// The live XML's details: each interface's port name, the console pty.
+    public var liveDetails: DomainXML.LiveDetails {
+        DomainXML.LiveDetails(interfaceTargets: backends.filter { $0.kind == "net" }.map(\.device), consolePTY: consolePTY)
+    }
 
     public func save(_ paths: ApusPaths) {
         guard let data = try? JSONEncoder().encode(self), let text = String(data: data, encoding: .utf8) else { return }

@@ -9,7 +9,9 @@ enum Supervisor {
     /// How long a backend or apus-hv may take to come up.
     static let startTimeout: Duration = .seconds(20)
 
-    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, paths: ApusPaths,
+    /// Starts a domain's backends and apus-hv; `interfaceNames` are the
+    /// port names of its interfaces on Dom0's switch, in order.
+    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, interfaceNames: [String], paths: ApusPaths,
                        limits: DaemonLimits) async throws(ToolstackError) -> RuntimeRecord {
         guard let kernel = def.kernel else {
             throw .unsupported("domain '\(def.name)' has no <kernel>; Apus boots Linux kernels directly (<os><kernel>)")
@@ -38,15 +40,15 @@ enum Supervisor {
         do {
             for disk in def.disks {
                 let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
-                var args = ["--socket", socket, "--image", disk.source, "--control", control, "--serial", "\(def.name)-\(disk.target)"]
+                var args = ["--socket", socket, "--image", disk.source, "--control", control, "--serial", disk.serial ?? "\(def.name)-\(disk.target)"]
                 if disk.readOnly { args.append("--readonly") }
-                if limits.blkbackDirectIO { args.append("--direct") }
+                if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
                 let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
                 record.backends.append(.init(kind: "disk", device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
-            for (i, iface) in def.interfaces.enumerated() {
-                record.backends.append(try await NetbackPorts.attach(iface, index: i, domain: def.name, directory: dir, paths: paths, log: log))
+            for (i, name) in interfaceNames.enumerated() {
+                record.backends.append(try await NetbackPorts.attach(port: name, index: i, directory: dir, paths: paths))
             }
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
@@ -63,10 +65,11 @@ enum Supervisor {
     static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?) throws(ToolstackError) -> Int32 {
         try? FileManager.default.removeItem(atPath: record.statusFile)
         try? FileManager.default.removeItem(atPath: record.control)
-        var args = ["--kernel", def.kernel ?? "", "--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.vcpus),
+        var args = ["--kernel", def.kernel ?? "", "--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.onlineVCPUs),
                     "--serial", "unix:" + record.console, "--control", record.control, "--status-file", record.statusFile]
         if let initrd = def.initrd { args += ["--initrd", initrd] }
         if let cmdline = def.cmdline { args += ["--cmdline", cmdline] }
+        if def.onlineVCPUs < def.vcpus { args += ["--max-vcpus", String(def.vcpus)] }
         if paused { args.append("--paused") }
         for b in record.backends where b.kind == "disk" { args += ["--disk", "vhost-user:" + b.socket] }
         for (b, iface) in zip(record.backends.filter { $0.kind == "net" }, def.interfaces) {
@@ -160,10 +163,9 @@ enum Supervisor {
 
 /// Ports on Dom0's switch (apus-netback) for a domain's interfaces.
 enum NetbackPorts {
-    /// Adds a port for `iface` on the shared netback; returns its backend record.
-    static func attach(_ iface: InterfaceDefinition, index: Int, domain: String, directory: String, paths: ApusPaths, log: FileDescriptor?) async throws(ToolstackError) -> RuntimeRecord.Backend {
+    /// Adds port `port` for interface `index` on the shared netback; returns its backend record.
+    static func attach(port: String, index: Int, directory: String, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord.Backend {
         let control = paths.runtime + "/netback.ctl"
-        let port = iface.targetDevice ?? "\(domain)-net\(index)"
         let socket = directory + "/net-\(index).sock"
         do {
             _ = try await ControlClient.shared.call(control, SwitchControl.addPort(port, socket: socket))

@@ -6,6 +6,9 @@ public struct XMLElement: Equatable, Sendable {
     /// Where the element started (for messages).
     public var line: Int
     public var column: Int
+    /// The element's bytes in the parsed document (for keeping an element
+    /// exactly as written: custom metadata). Not part of equality.
+    public var span: Range<Int>?
 
     public init(_ name: String, attributes: [(name: String, value: String)] = [], children: [XMLNode] = [], line: Int = 0, column: Int = 0) {
         self.name = name; self.attributes = attributes; self.children = children; self.line = line; self.column = column
@@ -14,6 +17,22 @@ public struct XMLElement: Equatable, Sendable {
     public static func == (a: XMLElement, b: XMLElement) -> Bool {
         a.name == b.name && a.children == b.children && a.attributes.count == b.attributes.count
             && zip(a.attributes, b.attributes).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+    }
+
+    /// The element without whitespace-only text between child elements (the
+    /// layout a writer adds), recursively, and without source positions: what
+    /// stays equal across a write and a re-read.
+    public var normalized: XMLElement {
+        var e = XMLElement(name, attributes: attributes)
+        let hasElements = children.contains { if case .element = $0 { return true }; return false }
+        for c in children {
+            switch c {
+            case .element(let child): e.children.append(.element(child.normalized))
+            case .text(let t) where hasElements && t.trimmingXMLWhitespace().isEmpty: continue
+            default: e.children.append(c)
+            }
+        }
+        return e
     }
 
     /// The value of attribute `name`.
@@ -41,6 +60,8 @@ public struct XMLElement: Equatable, Sendable {
 public indirect enum XMLNode: Equatable, Sendable {
     case element(XMLElement)
     case text(String)
+    /// Markup written out verbatim (an element kept byte for byte).
+    case raw(String)
 }
 
 /// A parse error with its position, phrased like libxml2's (which libvirt users know).
@@ -154,6 +175,7 @@ public struct XMLParser {
     mutating func element(depth: Int) throws(XMLParseError) -> XMLElement {
         guard depth < Self.maxDepth else { throw error("elements nested deeper than \(Self.maxDepth)") }
         let (l, c) = (line, column)
+        let start = i
         try expect("<")
         let tag = try name()
         var attributes: [(name: String, value: String)] = []
@@ -162,7 +184,9 @@ public struct XMLParser {
             skipWhitespace()
             if starts(with: "/>") {
                 try expect("/>")
-                return XMLElement(tag, attributes: attributes, line: l, column: c)
+                var e = XMLElement(tag, attributes: attributes, line: l, column: c)
+                e.span = start..<i
+                return e
             }
             if peek() == UInt8(ascii: ">") { advance(); break }
             guard hadSpace else { throw error("attributes construct error") }
@@ -196,7 +220,9 @@ public struct XMLParser {
                 skipWhitespace()
                 try expect(">")
                 flush()
-                return XMLElement(tag, attributes: attributes, children: children, line: l, column: c)
+                var e = XMLElement(tag, attributes: attributes, children: children, line: l, column: c)
+                e.span = start..<i
+                return e
             } else if starts(with: "<!--") {
                 try skip(until: "-->", what: "comment")
             } else if starts(with: "<![CDATA[") {
@@ -275,18 +301,26 @@ public enum XMLWriter {
         return out
     }
 
+    static func write(child e: XMLElement, indent: Int) -> String { write(e, indent: indent) }
+
     public static func write(_ e: XMLElement, indent: Int = 0) -> String {
         let pad = String(repeating: "  ", count: indent)
         var s = pad + "<" + e.name
         for a in e.attributes { s += " \(a.name)='\(escape(a.value, attribute: true))'" }
-        let elements = e.elements()
+        let nested = e.children.filter { if case .text = $0 { return false }; return true }
         let text = e.text
-        if elements.isEmpty {
+        if nested.isEmpty {
             if text.isEmpty { return s + "/>\n" }
             return s + ">" + escape(text) + "</\(e.name)>\n"
         }
         s += ">\n"
-        for child in elements { s += write(child, indent: indent + 1) }
+        for child in nested {
+            switch child {
+            case .element(let c): s += write(child: c, indent: indent + 1)
+            case .raw(let markup): s += pad + "  " + markup + "\n"
+            case .text: break
+            }
+        }
         return s + pad + "</\(e.name)>\n"
     }
 }

@@ -38,8 +38,13 @@ public struct ACPITables: Sendable {
     static let oemTableID: [UInt8] = Array("APUSVMM ".utf8)
     static let creatorID: [UInt8] = Array("APUS".utf8)
 
-    public init(vcpuCount: Int, virtioDevices: [VirtioMMIODeclaration] = []) {
+    /// CPUs the MADT lists (at least `vcpuCount`): those beyond it are
+    /// present but disabled, so the guest counts them as possible.
+    public var possibleVCPUs: Int
+
+    public init(vcpuCount: Int, possibleVCPUs: Int? = nil, virtioDevices: [VirtioMMIODeclaration] = []) {
         self.vcpuCount = vcpuCount
+        self.possibleVCPUs = max(vcpuCount, possibleVCPUs ?? vcpuCount)
         self.virtioDevices = virtioDevices
     }
 
@@ -179,8 +184,10 @@ public struct ACPITables: Sendable {
     /// override making the SCI level-triggered active-high, and LINT1 = NMI.
     func madtTable() -> [UInt8] {
         var body = Self.le(Layout.lapic, 4) + Self.le(1, 4) // PCAT_COMPAT: dual 8259s present
-        for i in 0..<vcpuCount {
-            body += [0, 8, UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i)] + Self.le(1, 4)
+        for i in 0..<possibleVCPUs {
+            // Flags: bit 0 enabled (online now), bit 1 online-capable (ACPI 6.3).
+            let flags: UInt64 = i < vcpuCount ? 1 : 2
+            body += [0, 8, UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i)] + Self.le(flags, 4)
         }
         body += [1, 12, 0, 0] + Self.le(Layout.ioapic, 4) + Self.le(0, 4)
         // Interrupt source override: ISA IRQ 9 -> GSI 9, level (3<<2) | active high (1).

@@ -16,7 +16,7 @@ public enum HypervisorOptions {
     }
 
     public static let usage = """
-    USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N]
+    USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N] [--max-vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
                    [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH]
 
@@ -28,6 +28,7 @@ public enum HypervisorOptions {
       --cmdline STR     kernel command line (default: "\(MachineConfig.defaultCommandLine)")
       --memory MiB      guest memory in MiB (default: 256)
       --vcpus N         number of vCPUs (default: 1)
+      --max-vcpus N     vCPUs the guest sees as possible; those beyond --vcpus are present but disabled
       --serial MODE     COM1: stdio, pty, file:PATH, unix:PATH or none (default: stdio)
       --control PATH    control socket (pause, resume, power-button, ctrl-alt-del, stats, ...)
       --paused          create the vCPUs paused; resume through the control socket
@@ -59,6 +60,7 @@ public enum HypervisorOptions {
         var cmdline = MachineConfig.defaultCommandLine
         var memory = 256
         var vcpus = 1
+        var maxVCPUs: Int?
         var serial = SerialMode.stdio
         var control: String?
         var paused = false
@@ -93,6 +95,7 @@ public enum HypervisorOptions {
             case "--cmdline": cmdline = try value(flag, inline: inline)
             case "--memory": memory = try integer(flag, try value(flag, inline: inline))
             case "--vcpus": vcpus = try integer(flag, try value(flag, inline: inline))
+            case "--max-vcpus": maxVCPUs = try integer(flag, try value(flag, inline: inline))
             case "--serial":
                 let s = try value(flag, inline: inline)
                 do {
@@ -127,6 +130,7 @@ public enum HypervisorOptions {
         config.disks = disks
         config.nets = nets
         config.statusFile = statusFile
+        config.maxVCPUs = maxVCPUs
         do {
             try config.validate()
         } catch {

@@ -102,7 +102,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         virtioDevices = virtio
 
         // ACPI tables, then the kernel (its boot_params point at the RSDP).
-        let acpi = ACPITables(vcpuCount: config.vcpus, virtioDevices: declarations).build()
+        let acpi = ACPITables(vcpuCount: config.vcpus, possibleVCPUs: config.possibleVCPUs, virtioDevices: declarations).build()
         do {
             try memory.write(bytes: acpi.bytes, at: GuestAddress(acpi.address))
         } catch {
@@ -155,7 +155,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             var created: [VCPU] = []
             for id in 0..<UInt32(config.vcpus) {
                 let vcpu = try vm.createVCPU(id: id)
-                try vcpu.setCPUID(CPUSetup.cpuid(supportedCPUID, vcpu: id, count: config.vcpus))
+                try vcpu.setCPUID(CPUSetup.cpuid(supportedCPUID, vcpu: id, count: config.possibleVCPUs))
                 try vcpu.setMSRs(CPUSetup.msrs(supported: supportedMSRs))
                 try vcpu.setDefaultFPU()
                 try vcpu.setLAPIC(CPUSetup.lapic(try vcpu.lapic()))

@@ -12,8 +12,13 @@ public struct MachineConfig: Sendable, Equatable {
     public var commandLine: String
     /// Guest RAM in MiB.
     public var memoryMiB: Int
-    /// Number of vCPUs.
+    /// Number of vCPUs (online at boot).
     public var vcpus: Int
+    /// The most vCPUs the guest may see as possible (`--max-vcpus`): the
+    /// ones beyond `vcpus` are listed in the MADT as present but disabled.
+    public var maxVCPUs: Int?
+    /// CPUs the guest counts as possible.
+    public var possibleVCPUs: Int { max(vcpus, maxVCPUs ?? vcpus) }
     /// Where COM1 goes.
     public var serial: SerialMode
     /// Path of the control socket, if any.
@@ -64,6 +69,9 @@ public struct MachineConfig: Sendable, Equatable {
         guard memoryMiB >= 16 else { throw .invalidConfig("--memory must be at least 16 MiB (got \(memoryMiB))") }
         guard memoryMiB <= Self.maxMemoryMiB else { throw .invalidConfig("--memory must be at most \(Self.maxMemoryMiB) MiB") }
         guard vcpus >= 1, vcpus <= Self.maxVCPUs else { throw .invalidConfig("--vcpus must be between 1 and \(Self.maxVCPUs) (got \(vcpus))") }
+        if let m = maxVCPUs {
+            guard m >= vcpus, m <= Self.maxVCPUs else { throw .invalidConfig("--max-vcpus must be between --vcpus (\(vcpus)) and \(Self.maxVCPUs) (got \(m))") }
+        }
         guard disks.count + nets.count <= VirtioSlots.gsis.count else {
             throw .invalidConfig("at most \(VirtioSlots.gsis.count) virtio devices (got \(disks.count + nets.count))")
         }
