@@ -176,3 +176,10 @@ public final class NetworkNamespace {
 
     deinit { _ = try? runProcess(ip, ["netns", "delete", name]) }
 }
+
+/// ansible-playbook of the Ansible that Deploy/install-deps puts in
+/// .build/tools/ansible (PyPI's, whose community.libvirt has get_interfaces).
+public var ansiblePlaybook: String? {
+    let p = packageRoot + "/.build/tools/ansible/bin/ansible-playbook"
+    return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+}

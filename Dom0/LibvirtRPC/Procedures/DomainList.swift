@@ -72,11 +72,14 @@ enum DomainListProcedures {
         .call(265, "virDomainGetMetadata", .readOnly, GetMetadataArguments.self, StringResult.self,
               accepts: [.live, .config]) { a, call throws(ToolstackError) in
             let d = try await call.domain(a.dom)
+            let def = try await call.manager.definition(d.uuid, impact: .init(rawValue: a.flags.rawValue))
             let value: String?
             switch a.type {
-            case MetadataType.description: value = d.description
-            case MetadataType.title: value = d.title
-            case MetadataType.element: value = nil
+            case MetadataType.description: value = def.description
+            case MetadataType.title: value = def.title
+            case MetadataType.element:
+                guard let uri = a.uri else { throw .invalidArgument("a namespace URI is required") }
+                value = def.metadata.first { DomainXML.metadataNamespace($0) == uri }
             default: throw .invalidArgument("unknown metadata type '\(a.type)'")
             }
             guard let value else { throw ToolstackError(.noDomainMetadata, "metadata not found: Requested metadata element is not present") }
@@ -86,17 +89,20 @@ enum DomainListProcedures {
               accepts: [.live, .config]) { a, call throws(ToolstackError) in
             let d = try await call.domain(a.dom)
             let value = a.metadata.flatMap { $0.isEmpty ? nil : $0 }
+            let change: DomainManager.MetadataChange
             switch a.type {
-            case MetadataType.description:
-                try await call.manager.updateMetadata(d.uuid, title: d.title, description: value)
+            case MetadataType.description: change = .description(value)
             case MetadataType.title:
                 if let value, value.contains("\n") { throw .invalidArgument("title can't contain newlines") }
-                try await call.manager.updateMetadata(d.uuid, title: value, description: d.description)
+                change = .title(value)
             case MetadataType.element:
-                throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus keeps no custom metadata elements")
+                guard let uri = a.uri else { throw .invalidArgument("a namespace URI is required") }
+                guard value == nil || a.key != nil else { throw .invalidArgument("a key (namespace prefix) is required") }
+                change = .element(uri: uri, key: a.key ?? "", xml: value)
             default:
                 throw .invalidArgument("unknown metadata type '\(a.type)'")
             }
+            try await call.manager.updateMetadata(d.uuid, change, impact: .init(rawValue: a.flags.rawValue))
             return XDRVoid()
         },
     ]

@@ -84,16 +84,16 @@ enum DomainQueryProcedures {
         // MARK: tunables (none: Apus applies no cgroup limits yet)
         .call(56, "virDomainGetSchedulerType", .readOnly, DomainArguments.self, SchedulerTypeResult.self) { a, call throws(ToolstackError) in
             _ = try await call.domain(a.dom)
-            return SchedulerTypeResult(type: "posix", nparams: 0)
+            return SchedulerTypeResult(type: "posix", nparams: Int32(Tunables.scheduler.count))
         },
         .call(57, "virDomainGetSchedulerParameters", .readOnly, SchedulerParametersArguments.self, ParameterListResult<16>.self) { a, call throws(ToolstackError) in
             _ = try await call.domain(a.dom)
-            return ParameterListResult()
+            return ParameterListResult(params: Array(Tunables.scheduler.prefix(Int(max(0, a.nparams)))))
         },
         .call(223, "virDomainGetSchedulerParametersFlags", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParameterListResult<16>.self,
               accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
             _ = try await call.domain(a.dom)
-            return ParameterListResult()
+            return ParameterListResult(params: Array(Tunables.scheduler.prefix(Int(max(0, a.nparams)))))
         },
         .call(58, "virDomainSetSchedulerParameters", .readWrite, SetSchedulerParametersArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
             _ = try await call.domain(a.dom)
@@ -311,6 +311,10 @@ enum Tunables {
     /// VIR_DOMAIN_MEMORY_PARAM_UNLIMITED.
     static let unlimited: UInt64 = 9_007_199_254_740_991
 
+    /// The scheduler's view: every domain thread runs at the host's default
+    /// CFS weight (nice 0, weight 1024), which is what cpu_shares reports.
+    static let scheduler = [TypedParameter("cpu_shares", .ullong(1024))]
+
     static func refuse(_ params: [TypedParameter], _ what: String) throws(ToolstackError) {
         guard let p = params.first else { return }
         throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus applies no \(what) tunables ('\(p.field)')")
@@ -327,6 +331,8 @@ enum Tunables {
 /// `{ remote_typed_param params<N>; }`
 struct ParameterListResult<let max: Int>: XDRCodable, Equatable {
     var params: [TypedParameter] = []
+    init() {}
+    init(params: [TypedParameter]) { self.params = params }
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.array(&params, max: max) }
 }
 

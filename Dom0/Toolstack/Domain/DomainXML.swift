@@ -276,6 +276,32 @@ public enum DomainXML {
         return iface
     }
 
+    /// The namespace URI of a custom metadata element (its prefix's xmlns).
+    public static func metadataNamespace(_ raw: String) -> String? {
+        guard let e = try? XMLParser.parse(raw) else { return nil }
+        let prefix = e.name.split(separator: ":", maxSplits: 1).count == 2 ? String(e.name.split(separator: ":")[0]) : nil
+        return e.attribute(prefix.map { "xmlns:" + $0 } ?? "xmlns")
+    }
+
+    /// A custom metadata element for SET_METADATA: `xml` with its root in
+    /// namespace `uri` under `prefix`, as libvirt stores it.
+    public static func metadataElement(_ xml: String, uri: String, prefix: String) throws(ToolstackError) -> String {
+        guard !uri.isEmpty, !prefix.isEmpty, prefix.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0 == "_" || $0 == "-" || ("0"..."9").contains($0)) }) else {
+            throw .invalidArgument("a metadata element needs a namespace URI and a valid key")
+        }
+        var e: XMLElement
+        do {
+            e = try XMLParser.parse(xml)
+        } catch {
+            throw .xml("(metadata_xml):\(error.line): \(error.message)")
+        }
+        let local = e.name.split(separator: ":").last.map(String.init) ?? e.name
+        e.name = prefix + ":" + local
+        e.attributes.removeAll { $0.name == "xmlns" || $0.name == "xmlns:" + prefix }
+        e.attributes.insert((name: "xmlns:" + prefix, value: uri), at: 0)
+        return XMLWriter.write(e.normalized).trimmingXMLWhitespace()
+    }
+
     /// Interface names libvirt generates (and drops from definitions).
     public static let generatedTargetPrefixes = ["vnet", "vif", "macvtap", "macvlan"]
 

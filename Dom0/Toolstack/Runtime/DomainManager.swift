@@ -301,17 +301,48 @@ public actor DomainManager {
         return try domain(uuid).autostart
     }
 
-    public func updateMetadata(_ uuid: DomainUUID, title: String?, description: String?) throws(ToolstackError) {
+    /// What `virsh desc`, `virsh metadata` and SET_METADATA change.
+    public enum MetadataChange: Sendable {
+        case title(String?)
+        case description(String?)
+        /// A custom element in namespace `uri`, written with prefix `key`; nil removes it.
+        case element(uri: String, key: String, xml: String?)
+    }
+
+    /// Changes metadata in the running definition and/or the persistent one
+    /// (CURRENT, LIVE, CONFIG as libvirt's flags say).
+    public func updateMetadata(_ uuid: DomainUUID, _ change: MetadataChange, impact: Impact) throws(ToolstackError) {
         var d = try domain(uuid)
-        if var config = d.config {
-            config.title = title
-            config.description = description
-            try store.save(config)
-            d.config = config
+        let (live, config) = try resolve(impact, d)
+        func apply(_ def: inout DomainDefinition) throws(ToolstackError) {
+            switch change {
+            case .title(let t): def.title = t
+            case .description(let t): def.description = t
+            case .element(let uri, let key, let xml):
+                def.metadata.removeAll { DomainXML.metadataNamespace($0) == uri }
+                if let xml { def.metadata.append(try DomainXML.metadataElement(xml, uri: uri, prefix: key)) }
+            }
         }
-        d.live?.definition.title = title
-        d.live?.definition.description = description
+        if config, var c = d.config {
+            try apply(&c)
+            try store.save(c)
+            d.config = c
+        }
+        if live, var def = d.live?.definition {
+            try apply(&def)
+            d.live?.definition = def
+            d.live?.record.xml = DomainXML.format(def)
+            d.live?.record.save(paths)
+        }
         domains[uuid] = d
+    }
+
+    /// The definition `impact` names (live or persistent), for GET_METADATA.
+    public func definition(_ uuid: DomainUUID, impact: Impact) throws(ToolstackError) -> DomainDefinition {
+        let d = try domain(uuid)
+        let (live, _) = try resolve(impact, d)
+        guard let def = live ? d.live?.definition : d.config else { throw .invalidState("domain is not running") }
+        return def
     }
 
     // MARK: lifecycle
@@ -436,33 +467,25 @@ public actor DomainManager {
     /// to the new apus-hv, so a running domain is never unreachable.
     func hypervisor<Reply: ControlReply>(_ uuid: DomainUUID, _ call: ControlCall<Reply>,
                                          timeoutMilliseconds: UInt64 = ControlClient.defaultTimeoutMilliseconds) async throws(ToolstackError) -> Reply {
-        var attempt = 0
+        let clock = ContinuousClock()
+        let deadline = clock.now + Supervisor.startTimeout
         while true {
             let (_, live) = try self.live(uuid)
             do {
                 return try await ControlClient.shared.call(live.record.control, call, timeoutMilliseconds: timeoutMilliseconds)
             } catch {
-                let pid = live.record.hypervisorPid
-                if case .unreachable = error, attempt == 0, !Supervisor.isRunning(pid) {
-                    attempt += 1
-                    await awaitHypervisorChange(uuid, from: pid)
+                // An apus-hv only lacks its socket while it exits or starts:
+                // try again until it answers, is replaced, or the domain stops.
+                if case .unreachable = error, clock.now < deadline, domains[uuid]?.live?.record.hypervisorPid == live.record.hypervisorPid {
+                    try? await Task.sleep(for: .milliseconds(2))
                     continue
                 }
+                if case .unreachable = error, clock.now < deadline, domains[uuid]?.live != nil { continue }
                 switch error {
                 case .refused(let why): throw .failed("\(call.words.first ?? ""): \(why)")
                 default: throw .failed("cannot reach the hypervisor of '\(live.definition.name)': \(error)")
                 }
             }
-        }
-    }
-
-    /// Waits (a few seconds at most) until the domain's apus-hv is no longer
-    /// `pid`: restarted, or the domain stopped.
-    func awaitHypervisorChange(_ uuid: DomainUUID, from pid: Int32) async {
-        let clock = ContinuousClock()
-        let deadline = clock.now + Supervisor.startTimeout
-        while clock.now < deadline, let live = domains[uuid]?.live, live.record.hypervisorPid == pid || live.record.hypervisorPid == 0 {
-            try? await Task.sleep(for: .milliseconds(2))
         }
     }
 

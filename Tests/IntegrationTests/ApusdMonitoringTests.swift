@@ -1,0 +1,322 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// The libvirt surface monitoring and management tools use, through the
+/// clients people run: virsh, libvirt-python, Ansible's community.libvirt
+/// and prometheus-libvirt-exporter, against `apusd --root TMP` with
+/// stub-kernel domains (any KVM).
+@Suite(.enabled(if: kvmAvailable && guestImagesAvailable && fileExists("/usr/bin/virsh"), "needs /dev/kvm, guest images and virsh"),
+       .serialized)
+struct ApusdMonitoringTests {
+    /// A stub domain with a 64 MiB disk and a NIC.
+    func defineDomain(_ d: ApusdProcess, _ name: String, vcpu: String = "<vcpu>2</vcpu>", extra: String = "") throws -> String {
+        let disk = d.rootPath + "/\(name).img"
+        _ = try runProcess("/usr/bin/truncate", ["-s", "64M", disk])
+        let xml = """
+            <domain type='kvm'>
+              <name>\(name)</name>
+              <memory unit='MiB'>64</memory>
+              \(vcpu)
+              <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
+              \(extra)
+              <devices>
+                <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
+                <interface type='network'><mac address='52:54:00:77:00:01'/><source network='default'/><model type='virtio'/></interface>
+                <serial type='pty'/><console type='pty'/>
+              </devices>
+            </domain>
+            """
+        _ = try d.ok("define", try d.file("\(name).xml", xml))
+        return disk
+    }
+
+    /// "key=value" lines of `virsh domstats` for one domain.
+    func domstats(_ output: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for line in output.split(separator: "\n") {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            guard let eq = t.firstIndex(of: "=") else { continue }
+            out[String(t[..<eq])] = String(t[t.index(after: eq)...])
+        }
+        return out
+    }
+
+    @Test func virshReadsStatisticsOfDomainsAndHost() throws {
+        let d = try ApusdProcess()
+        let disk = try defineDomain(d, "mon")
+        // Inactive: state, sizes from the image.
+        let off = domstats(try d.ok("domstats", "mon"))
+        #expect(off["state.state"] == "5" && off["block.count"] == "1" && off["block.0.capacity"] == "67108864", "\(off)")
+        #expect(off["vcpu.current"] == "2" && off["net.count"] == "1")
+        _ = try d.ok("start", "mon")
+        let s = domstats(try d.ok("domstats", "mon"))
+        for key in ["state.state", "state.reason", "cpu.time", "cpu.user", "cpu.system", "balloon.current", "balloon.maximum",
+                    "balloon.rss", "vcpu.current", "vcpu.maximum", "vcpu.0.state", "vcpu.0.time", "vcpu.1.time", "net.count",
+                    "net.0.name", "net.0.rx.bytes", "net.0.tx.pkts", "block.count", "block.0.name", "block.0.path",
+                    "block.0.rd.reqs", "block.0.wr.bytes", "block.0.fl.reqs", "block.0.allocation", "block.0.capacity", "block.0.physical"] {
+            #expect(s[key] != nil, "\(key) missing from domstats: \(s)")
+        }
+        #expect(s["state.state"] == "1" && s["balloon.maximum"] == "65536" && s["net.0.name"] == "vnet0")
+        #expect(s["block.0.name"] == "vda" && s["block.0.path"] == disk && (Int(s["cpu.time"] ?? "") ?? 0) > 0)
+        // Groups and filters as libvirt's flags pick them.
+        let only = domstats(try d.ok("domstats", "--state", "--list-running"))
+        #expect(only["state.state"] == "1" && only["cpu.time"] == nil)
+        #expect(try d.ok("domstats", "--list-shutoff").contains("Domain") == false)
+
+        let blk = try d.ok("domblkinfo", "mon", "vda")
+        #expect(blk.contains("Capacity:       67108864") && blk.contains("Physical:       67108864"), "\(blk)")
+        #expect(try d.virsh("domblkinfo", "mon", "vdz").output.contains("invalid path vdz not assigned to domain"))
+        let cpu = try d.ok("nodecpustats")
+        #expect(["user:", "system:", "idle:", "iowait:"].allSatisfy(cpu.contains), "\(cpu)")
+        #expect(try d.ok("nodecpustats", "0").contains("idle:"))
+        let mem = try d.ok("nodememstats")
+        #expect(["total", "free", "buffers", "cached"].allSatisfy(mem.contains), "\(mem)")
+        #expect(try d.ok("freecell").contains("Total:") && !(try d.ok("freecell")).contains("Total: 0 KiB"))
+        #expect(try d.ok("maxvcpus").trimmingCharacters(in: .whitespacesAndNewlines) == "254")
+        #expect(try d.ok("cpu-stats", "mon", "--total").contains("cpu_time"))
+        let sched = try d.ok("schedinfo", "mon")
+        #expect(sched.contains("Scheduler      : posix") && sched.contains("cpu_shares     : 1024"), "\(sched)")
+        #expect(try d.ok("memtune", "mon").contains("hard_limit     : unlimited"))
+        #expect(try d.virsh("schedinfo", "mon", "--set", "cpu_shares=512").output.contains("Apus applies no CPU scheduler tunables"))
+        #expect(try d.ok("domjobinfo", "mon").contains("Job type:         None"))
+        #expect(try d.ok("domcontrol", "mon").contains("ok"))
+        let all = "0-\(ProcessInfo.processInfo.activeProcessorCount - 1)"
+        #expect(virshRows(try d.ok("vcpupin", "mon")) == ["0 \(all)", "1 \(all)"])
+        #expect(virshRows(try d.ok("emulatorpin", "mon")) == [all])
+        #expect(try d.virsh("domtime", "mon").output.contains("Apus has no guest agent"))
+        // No DHCP server yet (leases) and no guest traffic (ARP): no addresses, and no error.
+        #expect(try d.virsh("domifaddr", "mon").status == 0 && (try d.virsh("domifaddr", "mon", "--source", "arp")).status == 0)
+        #expect(try d.virsh("domifaddr", "mon", "--source", "agent").output.contains("no guest agent"))
+    }
+
+    @Test func liveXMLCarriesWhatToolsRead() throws {
+        let d = try ApusdProcess()
+        let metadata = "<app:owner xmlns:app=\"https://example.com/app\"  team=\"storage\">ops &amp; <![CDATA[on-call]]></app:owner>"
+        _ = try defineDomain(d, "xml", vcpu: "<vcpu current='1'>2</vcpu>", extra: "<metadata>\(metadata)</metadata><features><acpi/></features>")
+        _ = try d.ok("start", "xml")
+        let live = try d.ok("dumpxml", "xml")
+        for expected in ["<target dev='vnet0'/>", "<alias name='net0'/>", "<alias name='virtio-disk0'/>", "<address type='virtio-mmio'/>",
+                         "<vcpu placement='static' current='1'>2</vcpu>", metadata, "<acpi/>", "<console type='pty' tty='/dev/pts/"] {
+            #expect(live.contains(expected), "\(expected) in\n\(live)")
+        }
+        let inactive = try d.ok("dumpxml", "--inactive", "xml")
+        #expect(!inactive.contains("vnet0") && !inactive.contains("<alias") && inactive.contains(metadata))
+        #expect(virshRows(try d.ok("domiflist", "xml")).contains("vnet0 network default virtio 52:54:00:77:00:01"))
+        #expect(try d.ok("vcpucount", "xml").contains("current      live           1"))
+        // apus-hv runs one vCPU; the other is possible (listed disabled in the MADT).
+        #expect(virshRows(try d.ok("vcpuinfo", "xml")).filter { $0.hasPrefix("VCPU:") }.count == 1)
+
+        // The console's pty is a real one: the guest answers through it.
+        let tty = try d.ok("ttyconsole", "xml").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(tty.hasPrefix("/dev/pts/"))
+        let pty = try #require(FileHandle(forUpdatingAtPath: tty))
+        _ = fcntl(pty.fileDescriptor, F_SETFL, O_NONBLOCK)
+        pty.write(Data("help\r".utf8))
+        var seen = ""
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !seen.contains("stub: commands") {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = read(pty.fileDescriptor, &buf, buf.count)
+            if n > 0 { seen += String(decoding: buf[0..<n], as: UTF8.self) } else { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(seen.contains("stub: commands"), "\(seen)")
+        try pty.close()
+    }
+
+    @Test func devicesChangeInTheConfigAndLiveChangesAreRefusedClearly() throws {
+        let d = try ApusdProcess()
+        _ = try defineDomain(d, "dev")
+        let extra = d.rootPath + "/extra.img"
+        _ = try runProcess("/usr/bin/truncate", ["-s", "16M", extra])
+        #expect(try d.okVerbose("attach-disk", "dev", extra, "vdb", "--config").contains("Disk attached successfully"))
+        #expect(virshRows(try d.ok("domblklist", "dev", "--inactive")) == ["vda \(d.rootPath)/dev.img", "vdb \(extra)"])
+        #expect(try d.virsh("attach-disk", "dev", extra, "vdb", "--config").output.contains("target vdb already exists"))
+        _ = try d.ok("attach-interface", "dev", "network", "default", "--mac", "52:54:00:77:00:02", "--config")
+        #expect(try d.ok("domiflist", "dev", "--inactive").contains("52:54:00:77:00:02"))
+        let update = try d.file("nic.xml", "<interface type='bridge'><mac address='52:54:00:77:00:02'/><source bridge='br9'/><model type='virtio'/></interface>")
+        _ = try d.ok("update-device", "dev", update, "--config")
+        #expect(virshRows(try d.ok("domiflist", "dev", "--inactive")).contains("- bridge br9 virtio 52:54:00:77:00:02"))
+        _ = try d.ok("detach-interface", "dev", "bridge", "--mac", "52:54:00:77:00:02", "--config")
+        _ = try d.ok("detach-disk", "dev", "vdb", "--config")
+        #expect(virshRows(try d.ok("domblklist", "dev", "--inactive")) == ["vda \(d.rootPath)/dev.img"])
+
+        // A running domain's devices are fixed at boot: the error says so, and --config still works.
+        _ = try d.ok("start", "dev")
+        let live = try d.virsh("attach-disk", "dev", extra, "vdb")
+        #expect(live.status == 1 && live.output.contains("its virtio-mmio devices are fixed at boot"), "\(live.output)")
+        _ = try d.ok("attach-disk", "dev", extra, "vdb", "--config")
+        #expect(try d.ok("domblklist", "dev").contains("vdb") == false && (try d.ok("domblklist", "dev", "--inactive")).contains("vdb"))
+        let rng = try d.file("rng.xml", "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>")
+        #expect(try d.virsh("attach-device", "dev", rng, "--config").output.contains("<rng> devices are not supported by Apus"))
+    }
+
+    @Test func unimplementedElementsAreRefusedAtDefineEvenWithValidate() throws {
+        let d = try ApusdProcess()
+        for (extra, named) in [("<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>", "<rng> devices"),
+                               ("<devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices>", "<channel> devices"),
+                               ("<devices><graphics type='vnc' port='-1'/></devices>", "<graphics> devices"),
+                               ("<cpu mode='custom' match='exact'><model>Skylake-Client</model></cpu>", "<cpu mode='custom'>")] {
+            let f = try d.file("bad.xml", d.stubDomainXML("bad", extra: extra))
+            for validate in [false, true] {
+                let r = try d.virsh(validate ? ["define", "--validate", f] : ["define", f])
+                #expect(r.status == 1 && r.output.contains("error: unsupported configuration: \(named)"), "\(validate) \(r.output)")
+            }
+        }
+        #expect(try d.ok("list", "--all", "--name").contains("bad") == false)
+    }
+
+    @Test func keysNMIResizeAndRename() throws {
+        let d = try ApusdProcess()
+        let disk = try defineDomain(d, "hw")
+        _ = try d.ok("start", "hw")
+        // Block resize: the backend grows the image and serves the new capacity.
+        _ = try d.ok("blockresize", "hw", "vda", "96M")
+        #expect(try d.ok("domblkinfo", "hw", "vda").contains("Capacity:       100663296"))
+        #expect((try FileManager.default.attributesOfItem(atPath: disk)[.size] as? Int) == 100_663_296)
+        #expect(try d.virsh("blockresize", "hw", "vda", "32M").output.contains("would discard guest data"))
+        // Ctrl-Alt-Del through the i8042: the stub powers off on it.
+        _ = try d.ok("send-key", "hw", "KEY_LEFTCTRL", "KEY_LEFTALT", "KEY_DELETE")
+        #expect(d.waitForState("hw", "shut off"), "the guest saw Ctrl-Alt-Del")
+        #expect(String(decoding: try readFile(d.rootPath + "/var/log/apus/hw.log"), as: UTF8.self).contains("powering off (ctrl-alt-del)"))
+        // An NMI reaches the guest (the stub has no handler for vector 2 and says so).
+        _ = try d.ok("start", "hw")
+        _ = try d.ok("inject-nmi", "hw")
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, !String(decoding: (try? readFile(d.rootPath + "/var/log/apus/hw.log")) ?? [], as: UTF8.self).contains("stub: exception 2") {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(String(decoding: try readFile(d.rootPath + "/var/log/apus/hw.log"), as: UTF8.self).contains("stub: exception 2"))
+        #expect(try d.virsh("send-key", "hw", "--codeset", "usb", "4").output.contains("keycode set usb is not supported"))
+        // Rename: inactive domains only.
+        _ = try? d.virsh("destroy", "hw")
+        _ = try d.ok("domrename", "hw", "renamed")
+        #expect(virshRows(try d.ok("list", "--all", "--name")).contains("renamed"))
+        #expect(try d.virsh("dominfo", "hw").status == 1)
+        _ = try d.ok("start", "renamed")
+        #expect(try d.virsh("domrename", "renamed", "again").output.contains("cannot rename active domain"))
+    }
+
+    @Test func callsRightAfterRebootOrResetReachTheNewHypervisor() throws {
+        let d = try ApusdProcess()
+        _ = try d.ok("create", try d.file("r.xml", d.stubDomainXML("rst")))
+        let script = """
+            import libvirt, sys, time
+            c = libvirt.open(sys.argv[1])
+            dom = c.lookupByName("rst")
+            failures = 0
+            for i in range(10):
+                dom.reset(0)
+                for j in range(20):
+                    try:
+                        dom.vcpus(); dom.getCPUStats(True); c.getAllDomainStats()
+                    except libvirt.libvirtError as e:
+                        failures += 1
+                        print("FAIL", i, j, e)
+            print("failures", failures)
+            """
+        let r = try runProcess("/usr/bin/python3", ["-c", script, d.uri], timeout: 120)
+        #expect(r.output.contains("failures 0"), "\(r.output)")
+        #expect(try d.ok("domstate", "rst").contains("running"))
+    }
+
+    @Test(.enabled(if: fileExists("/usr/lib/python3/dist-packages/libvirt.py"), "needs python3-libvirt"))
+    func libvirtPythonSeesTheSameNumbers() throws {
+        let d = try ApusdProcess()
+        _ = try defineDomain(d, "py")
+        _ = try d.ok("start", "py")
+        let script = """
+            import libvirt, sys
+            c = libvirt.open(sys.argv[1])
+            assert c.getFreeMemory() > 0, "free memory"
+            assert len(c.getCellsFreeMemory(0, 1)) == 1 and c.getCellsFreeMemory(0, 1)[0] > 0
+            assert set(c.getCPUStats(-1)) == {"kernel", "user", "idle", "iowait"}
+            assert set(c.getMemoryStats(-1)) == {"total", "free", "buffers", "cached"}
+            assert c.getMaxVcpus(None) == 254
+            d = c.lookupByName("py")
+            stats = dict((dom.name(), s) for dom, s in c.getAllDomainStats())
+            s = stats["py"]
+            assert s["state.state"] == 1 and s["vcpu.current"] == 2 and s["block.0.capacity"] == 67108864, s
+            assert s["net.0.name"] == "vnet0" and isinstance(s["block.0.path"], str), s
+            only = c.domainListGetStats([d], libvirt.VIR_DOMAIN_STATS_BLOCK)
+            assert set(k.split(".")[0] for k in only[0][1]) == {"block"}, only
+            assert d.maxMemory() == 65536
+            assert d.blockInfo("vda") == [67108864, 0, 67108864], d.blockInfo("vda")  # capacity, allocation (sparse: none), physical
+            assert d.jobInfo()[0] == 0 and d.jobStats()["type"] == 0
+            assert d.controlInfo() == [0, 0, 0]
+            assert d.isUpdated() == 0
+            cpu = d.getCPUStats(True)[0]
+            assert cpu["cpu_time"] > 0 and "user_time" in cpu and "system_time" in cpu, cpu
+            assert d.schedulerType() == ("posix", 1) and d.schedulerParameters() == {"cpu_shares": 1024}
+            assert d.memoryParameters()["hard_limit"] == 9007199254740991
+            assert len(d.vcpuPinInfo(0)) == 2
+            d.setMetadata(libvirt.VIR_DOMAIN_METADATA_TITLE, "a title", None, None, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            assert d.isUpdated() == 1, "the persistent definition changed since the start"
+            ns = "https://example.com/owner"
+            d.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, "<team>storage</team>", "own", ns, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            got = d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            assert got == "<own:team xmlns:own='https://example.com/owner'>storage</own:team>", got
+            assert "own:team" in d.XMLDesc(0) and "own:team" not in d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            print("python ok")
+            """
+        let r = try runProcess("/usr/bin/python3", ["-c", script, d.uri], timeout: 60)
+        #expect(r.status == 0 && r.output.contains("python ok"), "\(r.output)")
+    }
+
+    @Test(.enabled(if: ansiblePlaybook != nil, "needs Ansible with community.libvirt 1.4 (Deploy/install-deps)"))
+    func ansibleVirtModuleReportsInfoMemoryAndInterfaces() throws {
+        let d = try ApusdProcess()
+        _ = try defineDomain(d, "ans")
+        _ = try d.ok("start", "ans")
+        let playbook = try d.file("play.yml", """
+            - hosts: localhost
+              gather_facts: false
+              tasks:
+                - community.libvirt.virt: { command: info, uri: "\(d.uri)" }
+                  register: info
+                - community.libvirt.virt: { command: freemem, uri: "\(d.uri)" }
+                  register: mem
+                - community.libvirt.virt: { command: get_interfaces, name: ans, uri: "\(d.uri)" }
+                  register: ifs
+                - community.libvirt.virt: { command: nodeinfo, uri: "\(d.uri)" }
+                  register: node
+                - community.libvirt.virt: { command: list_vms, state: running, uri: "\(d.uri)" }
+                  register: vms
+                - assert:
+                    that:
+                      - info.ans.state == "running"
+                      - info.ans.nrVirtCpu == 2
+                      - mem.freemem | int > 0
+                      - ifs.network_interfaces.interface_1.mac == "52:54:00:77:00:01"
+                      - ifs.network_interfaces.interface_1.source == "default"
+                      - node.cpus | int > 0
+                      - "'ans' in vms.list_vms"
+            """)
+        let python = (ansiblePlaybook.map { URL(fileURLWithPath: $0).deletingLastPathComponent().appendingPathComponent("python").path }) ?? "/usr/bin/python3"
+        let r = try runProcess(ansiblePlaybook ?? "", ["-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=\(python)", playbook],
+                               directory: d.rootPath, timeout: 240)
+        #expect(r.status == 0 && r.output.contains("failed=0"), "\(r.output)")
+    }
+
+    @Test(.enabled(if: fileExists("/usr/bin/prometheus-libvirt-exporter"), "needs prometheus-libvirt-exporter"))
+    func prometheusExporterEmitsDomainDiskAndInterfaceMetrics() throws {
+        let d = try ApusdProcess()
+        _ = try defineDomain(d, "prom")
+        _ = try d.ok("start", "prom")
+        let port = 19177 + Int(getpid() % 500)
+        let exporter = try ChildProcess("/usr/bin/prometheus-libvirt-exporter",
+                                        ["--web.listen-address=127.0.0.1:\(port)", "--libvirt.uri=\(d.uri)"], stdinFromPipe: false)
+        defer { exporter.signal(SIGTERM) }
+        var metrics = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !metrics.contains("libvirt_up 1") {
+            metrics = (try? runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/metrics"], timeout: 10).output) ?? ""
+            if !metrics.contains("libvirt_up") { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(metrics.contains("libvirt_up 1"), "\(metrics.suffix(2000))\n\(exporter.output)")
+        #expect(metrics.contains("libvirt_domain_interface_stats_receive_bytes_total{domain=\"prom\""), "\(metrics.suffix(3000))")
+        #expect(metrics.contains("target_device=\"vnet0\""))
+        #expect(metrics.contains("libvirt_domain_block_stats_read_bytes_total{domain=\"prom\""))
+        #expect(metrics.contains("libvirt_domain_info_virtual_cpus{domain=\"prom\""))
+    }
+}
