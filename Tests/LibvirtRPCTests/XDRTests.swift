@@ -38,20 +38,26 @@ func hex(_ s: String) -> [UInt8] {
         #expect(try r.string() == "")
     }
 
-    @Test func charArraysTravelAsOneIntPerCharacter() {
+    @Test func charArraysTravelAsOneIntPerCharacter() throws {
         var w = XDRWriter()
-        w.fixedCharArray("x86_64", count: 32)
+        var model = "x86_64"
+        try w.fixedCharArray(&model, count: 32)
         #expect(w.bytes.count == 128)
         #expect(Array(w.bytes[0..<8]) == hex("00000078 00000038"))
         #expect(w.bytes[24..<128].allSatisfy { $0 == 0 })
 
+        // The count includes the NUL, as libvirtd sends it (an empty string too).
         var v = XDRWriter()
-        v.charArray("ab")
-        // count includes the NUL, as libvirtd sends it
+        var ab = "ab", empty = ""
+        try v.charArray(&ab, max: 257)
         #expect(v.bytes == hex("00000003 00000061 00000062 00000000"))
         var e = XDRWriter()
-        e.charArray("")
-        #expect(e.bytes == hex("00000000"))
+        try e.charArray(&empty, max: 257)
+        #expect(e.bytes == hex("00000001 00000000"))
+        var r = XDRReader(v.bytes)
+        var back = ""
+        try r.charArray(&back, max: 257)
+        #expect(back == "ab")
     }
 
     @Test func readerRejectsWhatAClientCannotMeanToSend() throws {

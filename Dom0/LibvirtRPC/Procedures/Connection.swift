@@ -40,7 +40,7 @@ enum ConnectionProcedures {
         .call(7, "virConnectGetCapabilities", .readOnly, XDRVoid.self, StringResult.self) { _, call in
             StringResult(HostInfo.capabilitiesXML(hypervisor: call.manager.paths.binary("apus-hv")))
         },
-        .call(342, "virConnectGetDomainCapabilities", .readOnly, DomainCapabilitiesArguments.self, StringResult.self,
+        .call(342, "virConnectGetDomainCapabilities", .readWrite, DomainCapabilitiesArguments.self, StringResult.self,
               accepts: []) { a, call throws(ToolstackError) in
             if let t = a.virttype, !["kvm", "apus"].contains(t) {
                 throw ToolstackError.unsupported("virttype '\(t)' is not supported (kvm)")
@@ -54,11 +54,11 @@ enum ConnectionProcedures {
             }
             return IntResult(Int32(DomainDefinition.maxVCPUs))
         },
-        .call(135, "virConnectDomainXMLFromNative", .readOnly, NativeConfigArguments.self, StringResult.self,
+        .call(135, "virConnectDomainXMLFromNative", .readWrite, NativeConfigArguments.self, StringResult.self,
               accepts: []) { a, _ throws(ToolstackError) in
             StringResult(try NativeConfig.toXML(format: a.format, config: a.config))
         },
-        .call(136, "virConnectDomainXMLToNative", .readOnly, NativeConfigArguments.self, StringResult.self,
+        .call(136, "virConnectDomainXMLToNative", .readWrite, NativeConfigArguments.self, StringResult.self,
               accepts: []) { a, _ throws(ToolstackError) in
             StringResult(try NativeConfig.fromXML(format: a.format, xml: a.config))
         },

@@ -30,7 +30,7 @@ enum DomainQueryProcedures {
             IntResult(Int32(try await call.domain(a.dom).vcpus))
         },
         .call(200, "virDomainGetVcpusFlags", .readOnly, DomainFlagsArguments<DomainImpactFlags>.self, IntResult.self,
-              accepts: [.live, .config, .maximum, .guest]) { a, call throws(ToolstackError) in
+              accepts: [.live, .config, .maximum, .guest], readOnlyDenies: .guest) { a, call throws(ToolstackError) in
             guard !a.flags.contains(.guest) else { throw ToolstackError(.operationUnsupported, "Operation not supported: Apus has no guest agent") }
             let d = try await call.domain(a.dom)
             return IntResult(Int32(try await call.manager.vcpuCount(d.uuid, impact: .init(rawValue: a.flags.rawValue & 7))))

@@ -21,7 +21,7 @@ extension WireFlags {
 /// what the procedure accepts before its handler runs.
 public protocol FlaggedArguments: XDRCodable {
     associatedtype Flags: WireFlags
-    var flags: Flags { get }
+    var flags: Flags { get set }
 }
 
 /// Flags of procedures whose flags are all reserved (must be 0).

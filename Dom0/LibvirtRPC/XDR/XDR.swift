@@ -34,19 +34,6 @@ public struct XDRWriter: Sendable {
         if let s { int(1); string(s) } else { int(0) }
     }
 
-    /// `char x<N>` as rpcgen encodes it: count, then one int per character.
-    public mutating func charArray(_ s: String, includeNUL: Bool = true) {
-        let chars = Array(s.utf8) + (includeNUL && !s.isEmpty ? [0] : [])
-        uint(UInt32(chars.count))
-        for c in chars { int(Int32(Int8(bitPattern: c))) }
-    }
-
-    /// `char x[N]`: exactly N ints, NUL-padded.
-    public mutating func fixedCharArray(_ s: String, count: Int) {
-        let chars = Array(s.utf8.prefix(count - 1))
-        for i in 0..<count { int(i < chars.count ? Int32(Int8(bitPattern: chars[i])) : 0) }
-    }
-
     public mutating func append(_ other: XDRWriter) { bytes += other.bytes }
 }
 

@@ -127,10 +127,10 @@ extension XDRCoder {
     }
 
     /// `char x<max>` as rpcgen encodes it: one int per character; the
-    /// count includes a terminating NUL for a non-empty string (libvirtd's
-    /// security model and label fields, which clients strcpy).
+    /// count includes the terminating NUL, as libvirtd sends its security
+    /// model and label fields (clients strcpy them).
     public mutating func charArray(_ v: inout String, max: Int) throws(XDRError) {
-        var chars = v.isEmpty ? [] : Array(v.utf8) + [0]
+        var chars = Array(v.utf8.prefix(Swift.max(0, max - 1))) + [0]
         var n = chars.count
         try count(&n, max: max)
         if isDecoding { chars = Array(repeating: 0, count: n) }
