@@ -11,6 +11,8 @@ struct ApusdBenchmark {
     let apusd: String
     let guest: String
     let domains: Int
+    /// How many of them run for the statistics rows.
+    let running: Int
     let runs: Int
     let cycles: Int
 
@@ -138,6 +140,26 @@ struct ApusdBenchmark {
         }
         for d in daemons { rows[d.name]?.rss = residentKiB(d.process.processIdentifier) }
 
+        // Statistics of many running domains: apusd asks each stub domain's
+        // apus-hv and backends; the test driver's domains run nowhere.
+        var statsRows: [String: (virsh: [Double], api: [Double], records: Int)] = [:]
+        for d in daemons {
+            let conn = connections[d.name]!
+            let startMs = try milliseconds { for i in 0..<running { try conn.domain(named: "bench\(i)").start() } }
+            log(String(format: "%@: started %d domains in %.0f ms", d.name, running, startMs))
+        }
+        for _ in 0..<max(3, runs / 3) {
+            for d in daemons {
+                var row = statsRows[d.name] ?? ([], [], 0)
+                if let ms = virsh(d.uri, ["domstats", "--list-running"]) { row.virsh.append(ms) }
+                let conn = connections[d.name]!
+                var got = (records: 0, parameters: 0)
+                row.api.append(try milliseconds { got = try conn.allDomainStats(flags: 16 /* RUNNING */) })
+                row.records = got.records
+                statsRows[d.name] = row
+            }
+        }
+
         print("apusd vs libvirtd (\(libvirtVersion())) with its test driver: \(domains) defined domains, \(runs) runs each, interleaved, \(ProcessInfo.processInfo.activeProcessorCount) host CPUs")
         print("| daemon | virsh list --all (median / p90) | virsh dominfo (median / p90) | virConnectListAllDomains (median) | virDomainGetInfo (median) | daemon RSS |")
         print("|---|---|---|---|---|---|")
@@ -146,6 +168,20 @@ struct ApusdBenchmark {
             print(String(format: "| %@ | %.1f / %.1f ms | %.1f / %.1f ms | %.2f ms | %.3f ms | %.1f MiB |", d.name,
                          median(r.listVirsh), percentile(r.listVirsh, 0.9), median(r.infoVirsh), percentile(r.infoVirsh, 0.9),
                          median(r.listAPI), median(r.infoAPI), Double(r.rss) / 1024))
+        }
+        print("")
+        print("Statistics of \(running) running domains (all groups): `virsh domstats --list-running` and virConnectGetAllDomainStats")
+        print("| daemon | virsh domstats (median / p90) | virConnectGetAllDomainStats (median / p90) | records |")
+        print("|---|---|---|---|")
+        for d in daemons {
+            let r = statsRows[d.name] ?? ([], [], 0)
+            print(String(format: "| %@ | %.1f / %.1f ms | %.1f / %.1f ms | %d |", d.name, median(r.virsh), percentile(r.virsh, 0.9),
+                         median(r.api), percentile(r.api, 0.9), r.records))
+        }
+        // The running domains stop before the start/destroy cycles.
+        for d in daemons {
+            let conn = connections[d.name]!
+            for i in 0..<running { try? conn.domain(named: "bench\(i)").destroy() }
         }
 
         // Start + destroy cycles through apusd, stub kernel (a real apus-hv

@@ -3,14 +3,14 @@
 // which builds release binaries and uses the KVM box when needed.
 //
 //   apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR]
-//   apus-bench apusd [--domains N] [--runs N] [--cycles N] [--guest DIR]
+//   apus-bench apusd [--domains N] [--running N] [--runs N] [--cycles N] [--guest DIR]
 import Foundation
 
 func usage() -> Never {
     print("""
     USAGE: apus-bench boot [--runs N] [--memory MiB] [--vcpus N] [--guest DIR] [--apus-hv PATH] [--qemu PATH]
            apus-bench disk-exits [--guest DIR] [--apus-hv PATH] [--blkback PATH]
-           apus-bench apusd [--domains N] [--runs N] [--cycles N] [--guest DIR] [--apusd PATH]
+           apus-bench apusd [--domains N] [--running N] [--runs N] [--cycles N] [--guest DIR] [--apusd PATH]
     """)
     exit(2)
 }
@@ -42,7 +42,8 @@ case "apusd":
     let root = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
     do {
         try ApusdBenchmark(apusd: option("--apusd", root + "/apusd"), guest: option("--guest", root + "/../guest"),
-                           domains: Int(option("--domains", "1000")) ?? 1000, runs: Int(option("--runs", "30")) ?? 30,
+                           domains: Int(option("--domains", "1000")) ?? 1000, running: Int(option("--running", "500")) ?? 500,
+                           runs: Int(option("--runs", "30")) ?? 30,
                            cycles: Int(option("--cycles", "50")) ?? 50).run()
     } catch {
         FileHandle.standardError.write(Data("apus-bench apusd: \(error)\n".utf8))

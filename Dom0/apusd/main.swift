@@ -1,144 +1,172 @@
 // apusd: the Dom0 toolstack. Keeps domain definitions, starts and supervises
 // each domain's apus-hv and backends, and speaks libvirt's remote protocol so
-// virsh and the libvirt client library manage Apus.
+// virsh and the libvirt client library manage Apus. Flag parsing and wiring
+// only; it links neither Foundation nor ArgumentParser (its memory is
+// measured against libvirtd's by Deploy/bench apusd).
 import ApusSys
-import ArgumentParser
-import Dispatch
-import Foundation
 import LibvirtRPC
 import Toolstack
+#if canImport(Glibc)
+import Glibc
+#endif
 
-@main
-struct Apusd: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "apusd",
-        abstract: "The Apus toolstack daemon (libvirt remote protocol).",
-        discussion: """
-        Listens on ROOT/run/libvirt/virtapusd-sock (read-write, 0600) and \
-        ROOT/run/libvirt/virtapusd-sock-ro (read-only, 0666), so with the default \
-        root `virsh -c apus:///system` reaches it. Definitions live in \
-        ROOT/var/lib/apus, running domains' state in ROOT/run/apus, console logs in \
-        ROOT/var/log/apus. Stopping apusd leaves domains running; the next apusd finds them again.
-        """,
-        version: ApusVersion.string)
+let usage = """
+    USAGE: apusd [--root DIR] [--binaries DIR] [--config PATH] [--no-autostart]
 
-    @Option(help: "Directory under which every path lives (default: /, the real system).")
-    var root: String = ""
+    The Apus toolstack daemon (libvirt remote protocol).
 
-    @Option(help: "Directory holding apus-hv, apus-blkback and apus-netback (default: apusd.conf's binaries_dir, else apusd's own directory).")
+    Listens on ROOT/run/libvirt/virtapusd-sock (read-write, 0600) and
+    ROOT/run/libvirt/virtapusd-sock-ro (read-only, 0666), so with the default
+    root `virsh -c apus:///system` reaches it. Definitions live in
+    ROOT/var/lib/apus, running domains' state in ROOT/run/apus, console logs in
+    ROOT/var/log/apus. Stopping apusd leaves domains running; the next apusd
+    finds them again.
+
+    OPTIONS:
+      --root DIR        directory under which every path lives (default: /, the real system)
+      --binaries DIR    directory holding apus-hv, apus-blkback and apus-netback
+                        (default: apusd.conf's binaries_dir, else apusd's own directory)
+      --config PATH     configuration file (default: ROOT/etc/apus/apusd.conf if it exists)
+      --no-autostart    do not start autostart domains
+      -h, --help        show this help
+      --version         show the version
+    """
+
+struct Options {
+    var root = ""
     var binaries: String?
-
-    @Option(help: "Configuration file (default: ROOT/etc/apus/apusd.conf if it exists; see Configs/apusd.conf).")
     var config: String?
-
-    @Flag(help: "Do not start autostart domains.")
     var noAutostart = false
 
-    mutating func run() async throws {
-        // A parent may have left signals blocked (test runners do); apusd
-        // must see SIGTERM, and its children start with an empty mask.
-        Signals.unblockAll()
-        signal(SIGPIPE, SIG_IGN)
-        let settings = try loadConfig()
-        Self.logLevel = settings.logLevel
-        let binaryDirectory = binaries ?? settings.binariesDir.map { root + $0 } ?? Self.executableDirectory()
-        let paths = ApusPaths(root: root, binaries: binaryDirectory, config: settings)
-        do {
-            try paths.create()
-        } catch {
-            throw ValidationError("cannot create apusd's directories under '\(root.isEmpty ? "/" : root)': \(error)")
+    /// Parses the command line; exits on --help, --version and bad usage.
+    static func parse(_ arguments: [String]) -> Options {
+        var o = Options()
+        var i = 0
+        func value(_ flag: String, _ inline: String?) -> String {
+            if let inline { return inline }
+            i += 1
+            guard i < arguments.count else { fail("missing value for \(flag)", status: 2) }
+            return arguments[i]
         }
-        let hub = try IOHub()
-        try hub.start()
-        let manager = DomainManager(paths: paths, hub: hub, limits: settings.limits)
-        await manager.setReport { Self.log("warning: \($0)", .warning) }
-        await manager.load()
-        for w in await manager.warnings { log("warning: \(w)", .warning) }
-        let dispatcher = Dispatcher(manager: manager, hub: hub)
-        let server = RPCServer(dispatcher: dispatcher)
-        do {
-            try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
-            try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
-        } catch {
-            throw ValidationError("cannot listen on \(paths.socketDirectory): \(error)")
-        }
-        log("listening on \(paths.readWriteSocket) and \(paths.readOnlySocket)")
-        if !noAutostart && settings.autostart {
-            let before = await manager.warnings.count
-            await manager.autostartAll()
-            for w in await manager.warnings.dropFirst(before) { log("warning: \(w)", .warning) }
-        }
-        let signalled = await Self.waitForTermination()
-        log("\(signalled): stopping (domains keep running)")
-        await server.shutdown()
-    }
-
-    /// apusd.conf's log_level: messages above it are not written.
-    nonisolated(unsafe) static var logLevel = DaemonConfig.LogLevel.info
-
-    static func log(_ s: String, _ level: DaemonConfig.LogLevel = .info) {
-        guard level <= logLevel else { return }
-        FileHandle.standardError.write(Data("apusd: \(s)\n".utf8))
-    }
-
-    func log(_ s: String, _ level: DaemonConfig.LogLevel = .info) { Self.log(s, level) }
-
-    /// --config, or ROOT/etc/apus/apusd.conf when present, or the defaults.
-    func loadConfig() throws -> DaemonConfig {
-        let path = config ?? root + DaemonConfig.defaultPath
-        guard let data = FileManager.default.contents(atPath: path) else {
-            if config != nil { throw StartupError("cannot read the configuration file '\(path)'") }
-            return DaemonConfig()
-        }
-        do {
-            return try DaemonConfig.parse(String(decoding: data, as: UTF8.self), file: path)
-        } catch {
-            throw StartupError("\(error)")
-        }
-    }
-
-    static func executableDirectory() -> String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return (exe as NSString).deletingLastPathComponent
-    }
-
-    /// Waits for SIGTERM or SIGINT; returns the signal's name.
-    static func waitForTermination() async -> String {
-        await withCheckedContinuation { (k: CheckedContinuation<String, Never>) in
-            let once = OnceFlag()
-            var sources: [DispatchSourceSignal] = []
-            for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-                signal(sig, SIG_IGN)
-                let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                s.setEventHandler {
-                    if once.set() { k.resume(returning: name) }
-                }
-                s.resume()
-                sources.append(s)
+        while i < arguments.count {
+            var flag = arguments[i]
+            var inline: String?
+            if flag.hasPrefix("--"), let eq = flag.firstIndex(of: "=") {
+                inline = String(flag[flag.index(after: eq)...])
+                flag = String(flag[..<eq])
             }
-            // Keep the sources alive for the daemon's lifetime.
-            Self.signalSources = sources
+            switch flag {
+            case "-h", "--help": print(usage); exit(0)
+            case "--version": print(ApusVersion.string); exit(0)
+            case "--root": o.root = value(flag, inline)
+            case "--binaries": o.binaries = value(flag, inline)
+            case "--config": o.config = value(flag, inline)
+            case "--no-autostart": o.noAutostart = true
+            default: fail("unknown option '\(arguments[i])' (see apusd --help)", status: 2)
+            }
+            i += 1
+        }
+        return o
+    }
+}
+
+/// apusd.conf's log_level: messages above it are not written.
+nonisolated(unsafe) var logLevel = DaemonConfig.LogLevel.info
+
+func log(_ s: String, _ level: DaemonConfig.LogLevel = .info) {
+    guard level <= logLevel else { return }
+    try? FileDescriptor.standardError.writeAll("apusd: \(s)\n")
+}
+
+func fail(_ message: String, status: Int32 = 1) -> Never {
+    try? FileDescriptor.standardError.writeAll("apusd: \(message)\n")
+    exit(status)
+}
+
+/// --config, or ROOT/etc/apus/apusd.conf when present, or the defaults.
+func loadConfig(_ o: Options) -> DaemonConfig {
+    let path = o.config ?? o.root + DaemonConfig.defaultPath
+    guard let text = ProcessControl.readText(path) else {
+        if o.config != nil { fail("cannot read the configuration file '\(path)'") }
+        return DaemonConfig()
+    }
+    do {
+        return try DaemonConfig.parse(text, file: path)
+    } catch {
+        fail("\(error)")
+    }
+}
+
+/// Waits on its own thread until SIGTERM or SIGINT arrives (whichever
+/// thread took it signalled `event`); returns the signal's name.
+func waitForTermination(_ event: EventFD) async -> String {
+    await withCheckedContinuation { (k: CheckedContinuation<String, Never>) in
+        let waiter = OSThread(name: "apusd-signals") {
+            var poll = pollfd(fd: event.fd.rawValue, events: Int16(POLLIN), revents: 0)
+            while Glibc.poll(&poll, 1, -1) < 0 && errno == EINTR {}
+            event.drain()
+            k.resume(returning: Signals.lastNotified == SIGINT ? "SIGINT" : "SIGTERM")
+        }
+        do {
+            try waiter.start()
+        } catch {
+            fail("cannot wait for signals: \(error)")
         }
     }
-
-    nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
 }
 
-/// True the first time only.
-final class OnceFlag: @unchecked Sendable {
-    // SAFETY (Sendable): guarded by `lock`.
-    private let lock = NSLock()
-    private var done = false
-    func set() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        if done { return false }
-        done = true
-        return true
+func run(_ o: Options, termination: EventFD) async {
+    let settings = loadConfig(o)
+    logLevel = settings.logLevel
+    let exe = FileSystem.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
+    let binaryDirectory = o.binaries ?? settings.binariesDir.map { o.root + $0 } ?? FileSystem.directory(of: exe)
+    let paths = ApusPaths(root: o.root, binaries: binaryDirectory, config: settings)
+    do {
+        try paths.create()
+    } catch {
+        fail("cannot create apusd's directories under '\(o.root.isEmpty ? "/" : o.root)': \(error)")
     }
+    let hub: IOHub
+    do {
+        hub = try IOHub()
+        try hub.start()
+    } catch {
+        fail("cannot start the I/O thread: \(error)")
+    }
+    let manager = DomainManager(paths: paths, hub: hub, limits: settings.limits)
+    await manager.setReport { log("warning: \($0)", .warning) }
+    await manager.load()
+    for w in await manager.warnings { log("warning: \(w)", .warning) }
+    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub))
+    do {
+        try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
+        try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
+    } catch {
+        fail("cannot listen on \(paths.socketDirectory): \(error)")
+    }
+    log("listening on \(paths.readWriteSocket) and \(paths.readOnlySocket)")
+    if !o.noAutostart && settings.autostart {
+        let before = await manager.warnings.count
+        await manager.autostartAll()
+        for w in await manager.warnings.dropFirst(before) { log("warning: \(w)", .warning) }
+    }
+    let signalled = await waitForTermination(termination)
+    log("\(signalled): stopping (domains keep running)")
+    await server.shutdown()
 }
 
-/// Why apusd could not start: one line, no usage text.
-struct StartupError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+// SIGTERM and SIGINT end apusd gracefully, whichever thread takes them. A
+// parent may have left signals blocked (test runners do); children start
+// with an empty mask.
+Signals.unblockAll()
+Signals.ignoreBrokenPipe()
+ProcessControl.raiseDescriptorLimit()
+let termination: EventFD
+do {
+    termination = try EventFD()
+    try Signals.notify([SIGTERM, SIGINT], to: termination)
+} catch {
+    fail("\(error)")
 }
+await run(options, termination: termination)

@@ -70,6 +70,18 @@ public enum Signals {
         }
     }
 
+    /// Makes `signals` signal `event` (from whichever thread takes them)
+    /// instead of their default action: a daemon's way to learn of SIGTERM
+    /// when it does not own all its threads' signal masks.
+    public static func notify(_ signals: [Int32], to event: EventFD) throws(SystemCallError) {
+        for s in signals where apus_install_notify_handler(s, event.fd.rawValue) != 0 {
+            throw SystemCallError("sigaction \(s)", Errno.current)
+        }
+    }
+
+    /// The last signal ``notify(_:to:)`` delivered (0 if none yet).
+    public static var lastNotified: Int32 { apus_notified_signal_number() }
+
     /// Ignores SIGPIPE process-wide (writes to closed sockets return EPIPE instead).
     public static func ignoreBrokenPipe() {
         signal(SIGPIPE, SIG_IGN)

@@ -98,6 +98,39 @@ public enum ProcessControl {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Reads a small file (a /proc entry) with one 4 KiB buffer; nil if it
+    /// cannot be read.
+    public static func readSmallFile(_ path: String) -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while out.count < 1 << 20 {
+            let n = buffer.withUnsafeMutableBytes { b in Glibc.read(fd, b.baseAddress, b.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out.append(contentsOf: buffer[0..<n])
+            if n < buffer.count { break } // /proc hands out small files whole
+        }
+        return out
+    }
+
+    /// The names in a directory (without "." and ".."); empty if it cannot be read.
+    public static func directoryEntries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            // SAFETY: readdir's entry is valid until the next readdir; d_name is NUL-terminated.
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+
     /// Writes a file atomically (temporary file + rename).
     public static func writeFileAtomically(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(SystemCallError) {
         let tmp = path + ".tmp.\(getpid())"
@@ -119,6 +152,22 @@ public enum ProcessControl {
     }
 
     /// This host's name.
+    /// Raises the soft limit on open descriptors to the hard limit (a daemon
+    /// holds a few per running domain: console, pty, log, pidfd); returns it.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> UInt64 {
+        var r = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &r) == 0 else { return 0 }
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &r)
+        }
+        return UInt64(r.rlim_cur)
+    }
+
+    /// The page size (the unit of /proc/PID/statm).
+    public static let pageSize: Int = sysconf(Int32(_SC_PAGESIZE))
+
     /// USER_HZ: the unit of /proc/stat's CPU times.
     public static func clockTicksPerSecond() -> Int { sysconf(Int32(_SC_CLK_TCK)) }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -119,6 +120,35 @@ int apus_install_kick_handler(int signo) {
     sa.sa_flags = 0; /* no SA_RESTART: we want EINTR out of KVM_RUN */
     return sigaction(signo, &sa, NULL);
 }
+
+/* Termination signals for a daemon whose threads the language runtime
+ * starts (their masks are not ours to set): whichever thread takes the
+ * signal writes to an eventfd; the daemon reads it on its own time. */
+static volatile int apus_notify_fd = -1;
+static volatile sig_atomic_t apus_notified_signal = 0;
+
+static void apus_notify_handler(int signo) {
+    int saved = errno;
+    uint64_t one = 1;
+    apus_notified_signal = signo;
+    if (apus_notify_fd >= 0) {
+        ssize_t unused = write(apus_notify_fd, &one, sizeof one);
+        (void)unused;
+    }
+    errno = saved;
+}
+
+int apus_install_notify_handler(int signo, int eventfd) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    apus_notify_fd = eventfd;
+    sa.sa_handler = apus_notify_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(signo, &sa, NULL);
+}
+
+int apus_notified_signal_number(void) { return (int)apus_notified_signal; }
 
 int apus_block_signal(int signo, int block) {
     sigset_t set;

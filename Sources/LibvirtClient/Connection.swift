@@ -128,6 +128,20 @@ public final class LibvirtConnection: @unchecked Sendable {
         return (0..<Int(n)).compactMap { list[$0].map { LibvirtDomain(owning: $0, connection: self) } }
     }
 
+    /// virConnectGetAllDomainStats: every domain's statistics (`stats`: the
+    /// VIR_DOMAIN_STATS_* groups, 0 for all). Returns how many records came
+    /// back and how many parameters they held together.
+    public func allDomainStats(stats: UInt32 = 0, flags: UInt32 = 0) throws(LibvirtError) -> (records: Int, parameters: Int) {
+        var records: UnsafeMutablePointer<virDomainStatsRecordPtr?>? = nil
+        let n = virConnectGetAllDomainStats(pointer, stats, &records, flags)
+        guard n >= 0, let records else { throw LibvirtError.last("virConnectGetAllDomainStats") }
+        // SAFETY: libvirt returned `n` records, NULL-terminated, freed below.
+        defer { virDomainStatsRecordListFree(records) }
+        var parameters = 0
+        for i in 0..<Int(n) { parameters += Int(records[i]?.pointee.nparams ?? 0) }
+        return (Int(n), parameters)
+    }
+
     /// Defines a persistent domain from XML.
     public func define(xml: String) throws(LibvirtError) -> LibvirtDomain {
         guard let d = virDomainDefineXML(pointer, xml) else { throw LibvirtError.last("virDomainDefineXML") }

@@ -54,8 +54,14 @@ final class Client: @unchecked Sendable {
     /// max_client_requests is 5; this is generous).
     static let maxInFlight = 32
 
-    init(channel: Channel, dispatcher: Dispatcher, readOnly: Bool) {
+    /// Where this connection's calls run: its event loop's thread.
+    let executor: EventLoopTaskExecutor
+    let spinner: EventLoopSpinner?
+
+    init(channel: Channel, dispatcher: Dispatcher, readOnly: Bool, executor: EventLoopTaskExecutor? = nil) {
         self.channel = channel
+        self.executor = executor ?? EventLoopTaskExecutor(channel.eventLoop)
+        self.spinner = executor?.spinner
         self.dispatcher = dispatcher
         self.readOnly = readOnly
     }
@@ -102,7 +108,7 @@ final class Client: @unchecked Sendable {
         }
         if throttle { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
         let payload = packet.payload
-        Task(executorPreference: ToolstackExecutor.shared) { [self] in
+        Task(executorPreference: executor) { [self] in
             let result: Result<Dispatcher.Reply, ToolstackError>
             do throws(ToolstackError) {
                 result = .success(try await dispatcher.call(procedure, payload, client: self, serial: h.serial))
@@ -113,6 +119,7 @@ final class Client: @unchecked Sendable {
             case .success(let r):
                 send(Packet(header: replyHeader(h, .ok), payload: r.payload))
                 r.afterReply?()
+                if channel.eventLoop.inEventLoop { spinner?.extend() }
             case .failure(let e):
                 reply(to: h, error: e)
             }

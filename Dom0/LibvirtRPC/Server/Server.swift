@@ -13,6 +13,8 @@ public final class RPCServer: Sendable {
     public let dispatcher: Dispatcher
     let group: MultiThreadedEventLoopGroup
     private let channels = LockedBox<[Channel]>([])
+    /// One task executor per event loop (its connections share it).
+    let executors = LoopExecutors()
 
     public init(dispatcher: Dispatcher, threads: Int = 1) {
         self.dispatcher = dispatcher
@@ -22,11 +24,12 @@ public final class RPCServer: Sendable {
     /// Binds a socket at `path`; connections through it are read-only if `readOnly`.
     public func listen(path: String, readOnly: Bool, mode: mode_t) async throws {
         let dispatcher = self.dispatcher
+        let executors = self.executors
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let client = Client(channel: channel, dispatcher: dispatcher, readOnly: readOnly)
+                    let client = Client(channel: channel, dispatcher: dispatcher, readOnly: readOnly, executor: executors.executor(for: channel.eventLoop))
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(PacketDecoder()),
                         MessageToByteHandler(PacketEncoder()),
@@ -71,3 +74,18 @@ final class RPCHandler: ChannelInboundHandler {
     }
 }
 
+
+/// The task executor of each event loop, made on first use.
+final class LoopExecutors: Sendable {
+    private let table = LockedBox<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
+
+    func executor(for loop: any NIOCore.EventLoop) -> EventLoopTaskExecutor {
+        table.withValue { t in
+            let key = ObjectIdentifier(loop as AnyObject)
+            if let e = t[key] { return e }
+            let e = EventLoopTaskExecutor(loop)
+            t[key] = e
+            return e
+        }
+    }
+}

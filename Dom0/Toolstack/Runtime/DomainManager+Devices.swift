@@ -1,6 +1,5 @@
 import ApusControl
 import ApusSys
-import Foundation
 
 /// Changing a domain's devices and poking its hardware: attach, detach and
 /// update of disks and interfaces, block resize, keys, NMI, rename.
@@ -113,7 +112,7 @@ extension DomainManager {
         }
         let disk = live.definition.disks[index]
         guard !disk.readOnly else { throw ToolstackError(.operationUnsupported, "Operation not supported: can't resize empty or readonly disk '\(disk.target)'") }
-        guard let backend = live.record.backends.first(where: { $0.kind == "disk" && $0.device == disk.target }) else {
+        guard let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == disk.target }) else {
             throw .internalError("disk \(disk.target) has no backend")
         }
         let (rounded, overflow) = bytes.addingReportingOverflow(511)

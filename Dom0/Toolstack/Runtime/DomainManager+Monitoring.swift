@@ -1,6 +1,5 @@
 import ApusControl
 import ApusSys
-import Foundation
 
 /// What monitoring asks of a domain: `domstats`, `domblkinfo`,
 /// `domifaddr`, `cpu-stats`.
@@ -72,22 +71,32 @@ extension DomainManager {
     /// counters of every domain's processes gathered at once: a slow
     /// backend delays only its own domain's numbers.
     public func statistics(of uuids: [DomainUUID]?, filter: ListFilter, groups: StatisticsGroups) async throws(ToolstackError) -> [DomainStatistics] {
-        var chosen: [(DomainInfo, DomainDefinition?, RuntimeRecord?)] = []
+        var chosen: [(DomainInfo, DomainDefinition?, RuntimeRecord?, ProcessSampler?)] = []
+        func sampler(_ record: RuntimeRecord?) -> ProcessSampler? {
+            guard let pid = record?.hypervisorPid, pid > 0 else { return nil }
+            if let s = samplers[pid] { return s }
+            let s = ProcessSampler(pid: pid)
+            samplers[pid] = s
+            return s
+        }
         if let uuids {
             for u in uuids {
                 let info = try lookup(uuid: u)
                 let d = domains[u]
-                chosen.append((info, d?.live?.definition ?? d?.config, d?.live?.record))
+                chosen.append((info, d?.live?.definition ?? d?.config, d?.live?.record, sampler(d?.live?.record)))
             }
         } else {
             for info in list(filter) {
                 let d = domains[info.uuid]
-                chosen.append((info, d?.live?.definition ?? d?.config, d?.live?.record))
+                chosen.append((info, d?.live?.definition ?? d?.config, d?.live?.record, sampler(d?.live?.record)))
             }
         }
         return await withTaskGroup(of: (Int, DomainStatistics).self) { group in
             for (i, entry) in chosen.enumerated() {
-                group.addTask { (i, await Self.gather(entry.0, definition: entry.1, record: entry.2, groups: groups)) }
+                // On the global pool: the /proc reads of many domains run on every CPU.
+                group.addTask(executorPreference: globalConcurrentExecutor) {
+                    (i, await Self.gather(entry.0, definition: entry.1, record: entry.2, sampler: entry.3, groups: groups))
+                }
             }
             var out = [DomainStatistics?](repeating: nil, count: chosen.count)
             for await (i, s) in group { out[i] = s }
@@ -96,14 +105,14 @@ extension DomainManager {
     }
 
     /// One domain's statistics (outside the actor: it only waits on its processes).
-    static func gather(_ info: DomainInfo, definition: DomainDefinition?, record: RuntimeRecord?, groups: StatisticsGroups) async -> DomainStatistics {
+    static func gather(_ info: DomainInfo, definition: DomainDefinition?, record: RuntimeRecord?, sampler: ProcessSampler?,
+                       groups: StatisticsGroups) async -> DomainStatistics {
         var s = DomainStatistics(info: info)
         guard let def = definition, info.uuid != .zero else { return s }
         let running = record.flatMap { $0.hypervisorPid > 0 ? $0 : nil }
         if groups.contains(.balloon) {
-            // No balloon: the guest has its memory, the host pays rss for it.
-            s.balloon = .init(currentKiB: def.currentMemoryKiB, maximumKiB: def.memoryKiB,
-                              rssKiB: running.map { HostInfo.residentKiB(pid: $0.hypervisorPid) })
+            // No balloon: the guest has its memory, the host pays rss for it (filled in below).
+            s.balloon = .init(currentKiB: def.currentMemoryKiB, maximumKiB: def.memoryKiB, rssKiB: nil)
         }
         if groups.contains(.vcpu) {
             s.vcpuCurrent = def.onlineVCPUs
@@ -122,15 +131,21 @@ extension DomainManager {
             return s
         }
         let pid = record.hypervisorPid
-        if groups.contains(.cpu) {
-            let split = HostInfo.processCPUSplit(pid: pid)
-            s.cpu = CPUTimes(total: HostInfo.processCPUNanoseconds(pid: pid), user: split.user, system: split.system)
+        // CPU, vCPU and memory figures come from /proc: no call to apus-hv.
+        if let sample = groups.isDisjoint(with: [.cpu, .vcpu, .balloon]) ? nil : (sampler?.sample() ?? HostInfo.sample(pid: pid)) {
+            if groups.contains(.cpu) {
+                s.cpu = CPUTimes(total: sample.cpuNanoseconds, user: sample.userNanoseconds, system: sample.systemNanoseconds)
+            }
+            if groups.contains(.balloon) { s.balloon?.rssKiB = sample.residentKiB }
+            if groups.contains(.vcpu) {
+                s.vcpus = sample.vcpus.keys.sorted().map { n in
+                    VCPUInfo(number: n, cpuNanoseconds: sample.vcpus[n]?.cpu ?? 0, hostCPU: -1, waitNanoseconds: sample.vcpus[n]?.wait ?? 0)
+                }
+            }
         }
-        async let hv: HypervisorControl.Stats? = groups.contains(.vcpu)
-            ? try? await ControlClient.shared.call(record.control, HypervisorControl.stats) : nil
         if groups.contains(.block) {
             for (i, disk) in def.disks.enumerated() {
-                guard let b = record.backends.first(where: { $0.kind == "disk" && $0.device == disk.target }) else { continue }
+                guard let b = record.backends.first(where: { $0.kind == .disk && $0.device == disk.target }) else { continue }
                 async let counters = try? await ControlClient.shared.call(b.control, BlockBackendControl.stats)
                 async let served = try? await ControlClient.shared.call(b.control, BlockBackendControl.info)
                 s.disks?[i].counters = await counters
@@ -138,16 +153,13 @@ extension DomainManager {
             }
         }
         if groups.contains(.interface) {
-            let nets = record.backends.filter { $0.kind == "net" }
+            let nets = record.backends.filter { $0.kind == .net }
             for (i, b) in nets.enumerated() where i < (s.interfaces?.count ?? 0) {
                 s.interfaces?[i].name = b.device
                 if let c = try? await ControlClient.shared.call(b.control, SwitchControl.portStats(b.device)) {
                     s.interfaces?[i].counters = InterfaceCounters(fromSwitch: c)
                 }
             }
-        }
-        if let stats = await hv {
-            s.vcpus = stats.vcpus.map { VCPUInfo(v: $0, pid: pid) }
         }
         return s
     }
@@ -162,7 +174,7 @@ extension DomainManager {
             throw .invalidArgument("invalid path \(name) not assigned to domain")
         }
         var capacity: UInt64?
-        if let record = d.live?.record, let b = record.backends.first(where: { $0.kind == "disk" && $0.device == disk.target }) {
+        if let record = d.live?.record, let b = record.backends.first(where: { $0.kind == .disk && $0.device == disk.target }) {
             capacity = (try? await ControlClient.shared.call(b.control, BlockBackendControl.info))?.capacity
         }
         guard let info = Self.blockInfo(disk, capacity: capacity) else {
@@ -198,7 +210,7 @@ extension DomainManager {
     public func interfaceAddresses(_ uuid: DomainUUID, arp: Bool) throws(ToolstackError) -> [InterfaceAddress] {
         let (_, live) = try live(uuid)
         guard arp else { return [] }
-        let names = live.record.backends.filter { $0.kind == "net" }.map(\.device)
+        let names = live.record.backends.filter { $0.kind == .net }.map(\.device)
         let table = HostInfo.neighbours()
         var out: [InterfaceAddress] = []
         for (i, iface) in live.definition.interfaces.enumerated() {

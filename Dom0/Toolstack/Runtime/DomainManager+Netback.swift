@@ -1,6 +1,5 @@
 import ApusControl
 import ApusSys
-import Foundation
 
 /// Dom0's switch: one apus-netback per apusd root, started when the first
 /// domain with an interface starts (as Xen's dom0 brings its bridge up),
@@ -22,12 +21,12 @@ extension DomainManager {
             }
             return
         }
-        guard FileManager.default.fileExists(atPath: paths.binary("apus-netback")) else {
+        guard FileSystem.exists(paths.binary("apus-netback")) else {
             throw .unsupported("network interfaces need apus-netback next to apusd")
         }
         netbackStarting = true
         defer { netbackStarting = false }
-        try? FileManager.default.removeItem(atPath: netbackControl)
+        FileSystem.remove(netbackControl)
         let log = try? FileDescriptor.open(netbackLog, [.writeOnly, .create, .append], mode: 0o600)
         defer { log?.close() }
         var args = ["--control", netbackControl]
@@ -42,7 +41,7 @@ extension DomainManager {
     /// The pid of a running apus-netback recorded under this root.
     static func runningNetback(_ paths: ApusPaths) -> Int32? {
         guard let text = ProcessControl.readText(paths.runtime + "/netback.pid"),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
+              let pid = Int32(text.trimmingWhitespace), pid > 0,
               ProcessControl.isAlive(pid), ProcessControl.commandLine(pid).first?.hasSuffix("apus-netback") == true
         else { return nil }
         return pid
@@ -59,7 +58,7 @@ extension DomainManager {
     func netbackExited(_ pid: Int32) async {
         guard pid == netbackPid else { return }
         netbackPid = 0
-        let ports = domains.values.compactMap { $0.live?.record.backends }.joined().filter { $0.kind == "net" }
+        let ports = domains.values.compactMap { $0.live?.record.backends }.joined().filter { $0.kind == .net }
         guard !ports.isEmpty else { return }
         report("Dom0's switch (apus-netback, pid \(pid)) exited; starting it again with \(ports.count) port(s)")
         // A switch that dies at once is not restarted in a tight loop.

@@ -1,6 +1,5 @@
 import ApusControl
 import ApusSys
-import Foundation
 
 /// One vCPU as `virsh vcpuinfo` shows it.
 public struct VCPUInfo: Sendable, Equatable {
@@ -54,7 +53,7 @@ extension DomainManager {
         }
         var total = BlockCounters()
         for disk in chosen {
-            guard let backend = live.record.backends.first(where: { $0.kind == "disk" && $0.device == disk.target }) else { continue }
+            guard let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == disk.target }) else { continue }
             do {
                 total = total + (try await ControlClient.shared.call(backend.control, BlockBackendControl.stats))
             } catch {
@@ -68,7 +67,7 @@ extension DomainManager {
     /// is the port name (target dev) or the MAC address.
     public func interfaceStats(_ uuid: DomainUUID, device: String) async throws(ToolstackError) -> InterfaceCounters {
         let (_, live) = try live(uuid)
-        let nets = live.record.backends.filter { $0.kind == "net" }
+        let nets = live.record.backends.filter { $0.kind == .net }
         let index = Array(zip(nets, live.definition.interfaces)).firstIndex { pair in
             pair.0.device == device || pair.1.mac == device.lowercased()
         }
@@ -89,7 +88,7 @@ extension DomainManager {
         // No balloon: the guest has all its memory. rss is what the domain
         // costs the host (guest pages touched plus the hypervisor).
         return [(6, live.definition.currentMemoryKiB), (7, HostInfo.residentKiB(pid: live.record.hypervisorPid)),
-                (9, UInt64(Date().timeIntervalSince1970))]
+                (9, UInt64(Double(Clock.realtime().seconds)))]
     }
 
     // MARK: tuning (virDomainSetMemoryFlags, virDomainSetVcpusFlags)

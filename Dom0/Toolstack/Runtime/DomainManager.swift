@@ -1,6 +1,5 @@
 import ApusControl
 import ApusSys
-import Foundation
 
 /// A domain as clients see it at one instant.
 public struct DomainInfo: Sendable, Equatable {
@@ -101,6 +100,8 @@ public actor DomainManager {
     /// Where problems found while running go (apusd's log).
     public var report: @Sendable (String) -> Void = { _ in }
     public func setReport(_ r: @escaping @Sendable (String) -> Void) { report = r }
+    /// Open /proc readers of running domains' apus-hv, by pid (statistics).
+    var samplers: [Int32: ProcessSampler] = [:]
     /// Dom0's switch (apus-netback) this apusd watches; 0 when none.
     var netbackPid: Int32 = 0
     /// Set while this apusd is starting the switch.
@@ -126,7 +127,7 @@ public actor DomainManager {
         for d in defs {
             domains[d.uuid] = Domain(config: d, autostart: store.isAutostart(d.name))
         }
-        if let text = ProcessControl.readText(paths.runtime + "/next-id"), let n = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+        if let text = ProcessControl.readText(paths.runtime + "/next-id"), let n = Int32(text.trimmingWhitespace) {
             nextID = max(1, n)
         }
         for record in RuntimeRecord.loadAll(paths) {
@@ -376,7 +377,7 @@ public actor DomainManager {
         // Mark it starting so concurrent calls see it as active (and its port names as taken).
         d.live = Live(definition: def, id: id, record: RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
                                                                       control: "", console: "", statusFile: "", backends: [], paused: paused,
-                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Date().timeIntervalSince1970),
+                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Double(Clock.realtime().seconds)),
                       reservedPorts: names)
         d.state = paused ? .paused : .running
         d.reason = paused ? StateReason.pausedStartingUp : StateReason.runningBooted
@@ -415,7 +416,7 @@ public actor DomainManager {
     /// owner's `<target dev>`, else the lowest free vnetN, as libvirt names them.
     func interfaceNames(for def: DomainDefinition) throws(ToolstackError) -> [String] {
         var taken = Set(domains.values.compactMap(\.live).flatMap { live in
-            live.record.backends.filter { $0.kind == "net" }.map(\.device) + live.reservedPorts
+            live.record.backends.filter { $0.kind == .net }.map(\.device) + live.reservedPorts
         })
         taken.insert("uplink")
         var names: [String] = []
@@ -609,6 +610,7 @@ public actor DomainManager {
     func restartInPlace(_ uuid: DomainUUID, reboot: Bool) async {
         guard var d = domains[uuid], var live = d.live else { return }
         do {
+            samplers.removeValue(forKey: live.record.hypervisorPid)
             let record = try await Supervisor.relaunchHypervisor(live.record, definition: live.definition, paths: paths)
             live.record = record
             live.shutdownRequested = false
@@ -632,6 +634,7 @@ public actor DomainManager {
     /// The domain stopped: clean up its processes and state, emit events.
     func stopped(_ uuid: DomainUUID, record: RuntimeRecord, state: DomainState, reason: Int32, events kinds: [DomainEvent.Kind], keepListed: Bool = false) async {
         guard domains[uuid] != nil else { return }
+        samplers.removeValue(forKey: record.hypervisorPid)
         await Supervisor.stop(record, paths: paths)
         // Re-read after the teardown (other calls ran meanwhile).
         guard var d = domains[uuid] else { return }

@@ -1,9 +1,8 @@
 import ApusSys
-import Foundation
 
 /// Facts about Dom0's host for nodeinfo, capabilities and Domain-0.
 public enum HostInfo {
-    public static var cpuCount: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+    public static var cpuCount: Int { FileSystem.onlineCPUs }
 
     /// Total memory in KiB (/proc/meminfo).
     public static var memoryKiB: UInt64 {
@@ -60,7 +59,7 @@ public enum HostInfo {
     public static var mhz: Int32 {
         let text = ProcessControl.readText("/proc/cpuinfo") ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix("cpu MHz") {
-            if let v = line.split(separator: ":").last.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }) { return Int32(v) }
+            if let v = line.split(separator: ":").last.flatMap({ Double(String($0).trimmingWhitespace) }) { return Int32(v) }
         }
         return 0
     }
@@ -74,10 +73,50 @@ public enum HostInfo {
         return fields.count > 36 ? Int32(fields[36]) ?? -1 : -1
     }
 
+    /// One look at a domain's apus-hv: its threads' CPU time, the vCPU
+    /// threads (named vcpuN), user/system time and resident memory, from
+    /// /proc alone (no call to the process).
+    public struct ProcessSample: Sendable {
+        /// CPU time of all threads, ns.
+        public var cpuNanoseconds: UInt64 = 0
+        public var userNanoseconds: UInt64 = 0, systemNanoseconds: UInt64 = 0
+        public var residentKiB: UInt64 = 0
+        /// Per vCPU (by index): CPU time and run-queue wait, ns.
+        public var vcpus: [UInt32: (cpu: UInt64, wait: UInt64)] = [:]
+    }
+
+    public static func sample(pid: Int32) -> ProcessSample? {
+        var s = ProcessSample()
+        let base = "/proc/\(pid)"
+        let tasks = ProcessControl.directoryEntries(base + "/task")
+        guard !tasks.isEmpty else { return nil }
+        for t in tasks {
+            guard let bytes = ProcessControl.readSmallFile(base + "/task/" + t + "/schedstat") else { continue }
+            let f = bytes.split(separator: UInt8(ascii: " "))
+            let cpu = f.first.flatMap { UInt64(String(decoding: $0, as: UTF8.self)) } ?? 0
+            s.cpuNanoseconds += cpu
+            if let comm = ProcessControl.readSmallFile(base + "/task/" + t + "/comm"),
+               comm.starts(with: Array("vcpu".utf8)),
+               let n = UInt32(String(decoding: comm.dropFirst(4).prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)) {
+                let wait = f.count > 1 ? UInt64(String(decoding: f[1], as: UTF8.self)) ?? 0 : 0
+                s.vcpus[n] = (cpu, wait)
+            }
+        }
+        let split = processCPUSplit(pid: pid)
+        s.userNanoseconds = split.user
+        s.systemNanoseconds = split.system
+        // statm: sizes in pages; the second is resident.
+        if let statm = ProcessControl.readSmallFile(base + "/statm") {
+            let f = statm.split(separator: UInt8(ascii: " "))
+            if f.count > 1, let pages = UInt64(String(decoding: f[1], as: UTF8.self)) { s.residentKiB = pages * UInt64(ProcessControl.pageSize) / 1024 }
+        }
+        return s
+    }
+
     /// CPU time of every thread of a process, in ns (the sum of
     /// /proc/PID/task/*/schedstat, which counts nanoseconds on the CPU).
     public static func processCPUNanoseconds(pid: Int32) -> UInt64 {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let tasks = ProcessControl.directoryEntries("/proc/\(pid)/task")
         var total: UInt64 = 0
         for t in tasks {
             guard let text = ProcessControl.readText("/proc/\(pid)/task/\(t)/schedstat"),
@@ -89,7 +128,9 @@ public enum HostInfo {
 
     /// User and system CPU time of a process in ns (/proc/PID/stat utime, stime).
     public static func processCPUSplit(pid: Int32) -> (user: UInt64, system: UInt64) {
-        guard let text = ProcessControl.readText("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return (0, 0) }
+        guard let bytes = ProcessControl.readSmallFile("/proc/\(pid)/stat") else { return (0, 0) }
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return (0, 0) }
         let f = text[text.index(after: close)...].split(separator: " ")
         // After the command: field 3 is state, utime and stime are fields 14 and 15.
         guard f.count > 12, let u = UInt64(f[11]), let s = UInt64(f[12]) else { return (0, 0) }
@@ -157,7 +198,7 @@ public enum HostInfo {
     /// SMBIOS facts of the host (`virsh sysinfo`), from /sys/class/dmi/id.
     public static var sysinfoXML: String {
         func dmi(_ f: String) -> String {
-            let v = (ProcessControl.readText("/sys/class/dmi/id/" + f) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let v = (ProcessControl.readText("/sys/class/dmi/id/" + f) ?? "").trimmingWhitespace
             return XMLWriter.escape(v)
         }
         return """
@@ -209,7 +250,7 @@ public enum HostInfo {
 
     /// A stable host UUID (/etc/machine-id), as libvirt derives one.
     public static var hostUUID: String {
-        let id = (ProcessControl.readText("/etc/machine-id") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let id = (ProcessControl.readText("/etc/machine-id") ?? "").trimmingWhitespace
         return DomainUUID(id)?.description ?? DomainUUID.zero.description
     }
 }

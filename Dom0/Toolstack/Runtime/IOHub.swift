@@ -1,5 +1,4 @@
 import ApusSys
-import Foundation
 
 /// One thread that watches everything apusd waits on outside the RPC
 /// server: domain processes exiting (pidfds, which also work for processes

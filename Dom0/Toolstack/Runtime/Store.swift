@@ -1,5 +1,5 @@
+import ApusControl
 import ApusSys
-import Foundation
 
 /// Persistent domain definitions (`/var/lib/apus/domains/NAME.xml`) and
 /// autostart markers (`/var/lib/apus/autostart/NAME`).
@@ -12,7 +12,7 @@ public struct DomainStore: Sendable {
     public func loadAll() -> (domains: [DomainDefinition], problems: [String]) {
         var out: [DomainDefinition] = []
         var problems: [String] = []
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: paths.definitions)) ?? []
+        let names = ProcessControl.directoryEntries(paths.definitions)
         for file in names.sorted() where file.hasSuffix(".xml") {
             let path = paths.definitions + "/" + file
             guard let text = ProcessControl.readText(path) else { continue }
@@ -34,35 +34,38 @@ public struct DomainStore: Sendable {
     }
 
     public func delete(_ name: String) {
-        try? FileManager.default.removeItem(atPath: paths.definitions + "/" + name + ".xml")
+        FileSystem.remove(paths.definitions + "/" + name + ".xml")
         setAutostart(name, false)
     }
 
     public func isAutostart(_ name: String) -> Bool {
-        FileManager.default.fileExists(atPath: paths.autostart + "/" + name)
+        FileSystem.exists(paths.autostart + "/" + name)
     }
 
     @discardableResult
     public func setAutostart(_ name: String, _ on: Bool) -> Bool {
         let path = paths.autostart + "/" + name
         if on {
-            return FileManager.default.createFile(atPath: path, contents: Data())
+            return FileSystem.touch(path)
         }
-        try? FileManager.default.removeItem(atPath: path)
+        FileSystem.remove(path)
         return true
     }
 }
 
 /// What apusd records about a running domain in `/run/apus/domains/NAME.json`,
 /// so a restarted apusd finds it again.
-public struct RuntimeRecord: Codable, Sendable, Equatable {
-    public struct Backend: Codable, Sendable, Equatable {
-        public var kind: String          // "disk" or "net"
-        public var device: String        // vda, vnet0
+public struct RuntimeRecord: Sendable, Equatable {
+    public struct Backend: Sendable, Equatable {
+        public enum Kind: String, Sendable { case disk, net }
+        public var kind: Kind
+        /// vda, vnet0.
+        public var device: String
         public var pid: Int32
         public var socket: String
         public var control: String
-        public var owned: Bool           // started for this domain (stopped with it)
+        /// Started for this domain (stopped with it); a switch port is not.
+        public var owned: Bool
     }
     public var name: String
     public var uuid: String
@@ -82,20 +85,64 @@ public struct RuntimeRecord: Codable, Sendable, Equatable {
 
     /// The live XML's details: each interface's port name, the console pty.
     public var liveDetails: DomainXML.LiveDetails {
-        DomainXML.LiveDetails(interfaceTargets: backends.filter { $0.kind == "net" }.map(\.device), consolePTY: consolePTY)
+        DomainXML.LiveDetails(interfaceTargets: backends.filter { $0.kind == .net }.map(\.device), consolePTY: consolePTY)
     }
 
     public func save(_ paths: ApusPaths) {
-        guard let data = try? JSONEncoder().encode(self), let text = String(data: data, encoding: .utf8) else { return }
-        try? ProcessControl.writeFileAtomically(paths.runtimeRecord(name), text, mode: 0o600)
+        try? ProcessControl.writeFileAtomically(paths.runtimeRecord(name), json.text + "\n", mode: 0o600)
     }
 
     public static func loadAll(_ paths: ApusPaths) -> [RuntimeRecord] {
         let dir = paths.runtime + "/domains"
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        return files.filter { $0.hasSuffix(".json") }.compactMap { f in
-            guard let text = ProcessControl.readText(dir + "/" + f) else { return nil }
-            return try? JSONDecoder().decode(RuntimeRecord.self, from: Data(text.utf8))
+        return ProcessControl.directoryEntries(dir).filter { $0.hasSuffix(".json") }.sorted().compactMap { f in
+            guard let text = ProcessControl.readText(dir + "/" + f), let v = try? JSONValue.parse(text.trimmingWhitespace) else { return nil }
+            return try? RuntimeRecord(json: v)
         }
+    }
+
+    // MARK: the file's JSON (read back only by apusd)
+
+    var json: JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("name", .string(name)), ("uuid", .string(uuid)), ("id", .integer(Int64(id))), ("hypervisorPid", .integer(Int64(hypervisorPid))),
+            ("control", .string(control)), ("console", .string(console)), ("statusFile", .string(statusFile)),
+            ("backends", .array(backends.map { b in
+                .object([("kind", .string(b.kind.rawValue)), ("device", .string(b.device)), ("pid", .integer(Int64(b.pid))),
+                         ("socket", .string(b.socket)), ("control", .string(b.control)), ("owned", .bool(b.owned))])
+            })),
+            ("paused", .bool(paused)), ("persistent", .bool(persistent)), ("xml", .string(xml)), ("startedAt", .number(startedAt)),
+        ]
+        if let consolePTY { members.append(("consolePTY", .string(consolePTY))) }
+        return .object(members)
+    }
+
+}
+
+extension RuntimeRecord {
+    init(json v: JSONValue) throws(ControlError) {
+        let f = JSONFields(v)
+        name = try f.string("name")
+        uuid = try f.string("uuid")
+        id = Int(try f.int("id"))
+        hypervisorPid = Int32(clamping: try f.int("hypervisorPid"))
+        control = try f.string("control")
+        console = try f.string("console")
+        statusFile = try f.string("statusFile")
+        backends = []
+        for b in try f.array("backends") {
+            let g = JSONFields(b)
+            guard let kind = Backend.Kind(rawValue: try g.string("kind")) else { throw .malformedReply("unknown backend kind") }
+            backends.append(Backend(kind: kind, device: try g.string("device"), pid: Int32(clamping: try g.int("pid")),
+                                    socket: try g.string("socket"), control: try g.string("control"), owned: try g.bool("owned")))
+        }
+        paused = try f.bool("paused")
+        persistent = try f.bool("persistent")
+        xml = try f.string("xml")
+        switch v["startedAt"] {
+        case .number(let d)?: startedAt = d
+        case .integer(let i)?: startedAt = Double(i)
+        default: startedAt = 0
+        }
+        consolePTY = f.optionalString("consolePTY")
     }
 }

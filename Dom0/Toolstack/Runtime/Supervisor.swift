@@ -1,6 +1,8 @@
 import ApusControl
 import ApusSys
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Starts and stops the processes of a running domain: one apus-hv, and
 /// the Dom0 backends its devices need. Processes run in their own sessions,
@@ -16,15 +18,14 @@ enum Supervisor {
         guard let kernel = def.kernel else {
             throw .unsupported("domain '\(def.name)' has no <kernel>; Apus boots Linux kernels directly (<os><kernel>)")
         }
-        let fm = FileManager.default
-        guard fm.fileExists(atPath: kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
-        if let initrd = def.initrd, !fm.fileExists(atPath: initrd) { throw .failed("initrd '\(initrd)' does not exist") }
-        for disk in def.disks where !fm.fileExists(atPath: disk.source) {
+        guard FileSystem.exists(kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
+        if let initrd = def.initrd, !FileSystem.exists(initrd) { throw .failed("initrd '\(initrd)' does not exist") }
+        for disk in def.disks where !FileSystem.exists(disk.source) {
             throw .failed("cannot access storage file '\(disk.source)': No such file or directory")
         }
 
         let dir = paths.runtimeDirectory(def.name)
-        try? fm.removeItem(atPath: dir)
+        FileSystem.remove(dir)
         do {
             try ProcessControl.makeDirectories(dir, mode: 0o700)
         } catch {
@@ -36,7 +37,7 @@ enum Supervisor {
         var record = RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
                                    control: dir + "/control.sock", console: dir + "/console.sock", statusFile: dir + "/status.json",
                                    backends: [], paused: paused, persistent: persistent, xml: DomainXML.format(def),
-                                   startedAt: Date().timeIntervalSince1970)
+                                   startedAt: Double(Clock.realtime().seconds))
         do {
             for disk in def.disks {
                 let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
@@ -45,7 +46,7 @@ enum Supervisor {
                 if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
                 let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
-                record.backends.append(.init(kind: "disk", device: disk.target, pid: pid, socket: socket, control: control, owned: true))
+                record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
             for (i, name) in interfaceNames.enumerated() {
                 record.backends.append(try await NetbackPorts.attach(port: name, index: i, directory: dir, paths: paths))
@@ -63,16 +64,16 @@ enum Supervisor {
     }
 
     static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?) throws(ToolstackError) -> Int32 {
-        try? FileManager.default.removeItem(atPath: record.statusFile)
-        try? FileManager.default.removeItem(atPath: record.control)
+        FileSystem.remove(record.statusFile)
+        FileSystem.remove(record.control)
         var args = ["--kernel", def.kernel ?? "", "--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.onlineVCPUs),
                     "--serial", "unix:" + record.console, "--control", record.control, "--status-file", record.statusFile]
         if let initrd = def.initrd { args += ["--initrd", initrd] }
         if let cmdline = def.cmdline { args += ["--cmdline", cmdline] }
         if def.onlineVCPUs < def.vcpus { args += ["--max-vcpus", String(def.vcpus)] }
         if paused { args.append("--paused") }
-        for b in record.backends where b.kind == "disk" { args += ["--disk", "vhost-user:" + b.socket] }
-        for (b, iface) in zip(record.backends.filter { $0.kind == "net" }, def.interfaces) {
+        for b in record.backends where b.kind == .disk { args += ["--disk", "vhost-user:" + b.socket] }
+        for (b, iface) in zip(record.backends.filter { $0.kind == .net }, def.interfaces) {
             args += ["--net", "vhost-user:\(b.socket),mac=\(iface.mac)"]
         }
         return try spawn(paths.binary("apus-hv"), args, log: log)
@@ -102,7 +103,7 @@ enum Supervisor {
         let clock = ContinuousClock()
         let deadline = clock.now + startTimeout
         while clock.now < deadline {
-            if FileManager.default.fileExists(atPath: path) { return }
+            if FileSystem.exists(path) { return }
             if pid > 0 && (!ProcessControl.isAlive(pid) || isZombie(pid)) {
                 _ = ProcessControl.reapChildren()
                 let last = (ProcessControl.readText(log) ?? "").split(separator: "\n").last.map(String.init) ?? "exited"
@@ -156,8 +157,8 @@ enum Supervisor {
             }
         }
         _ = ProcessControl.reapChildren()
-        try? FileManager.default.removeItem(atPath: paths.runtimeDirectory(record.name))
-        try? FileManager.default.removeItem(atPath: paths.runtimeRecord(record.name))
+        FileSystem.remove(paths.runtimeDirectory(record.name))
+        FileSystem.remove(paths.runtimeRecord(record.name))
     }
 }
 
@@ -173,7 +174,7 @@ enum NetbackPorts {
             if case .refused(let why) = error { throw .failed("netback refused port \(port): \(why)") }
             throw .failed("Dom0's switch (apus-netback) is not reachable: \(error)")
         }
-        return .init(kind: "net", device: port, pid: 0, socket: socket, control: control, owned: false)
+        return .init(kind: .net, device: port, pid: 0, socket: socket, control: control, owned: false)
     }
 
     /// Takes the port off the switch (a switch that is gone has no port to remove).

@@ -44,6 +44,8 @@ ssize_t apus_recvmsg_fds(int sock, void *buf, size_t len,
 // KVM_RUN with EINTR. Installed without SA_RESTART.
 int apus_install_kick_handler(int signo);
 int apus_block_signal(int signo, int block);
+int apus_install_notify_handler(int signo, int eventfd);
+int apus_notified_signal_number(void);
 int apus_unblock_all_signals(void);
 
 // Loads and stores with explicit memory ordering on memory we do not own
