@@ -56,12 +56,10 @@ final class Client: @unchecked Sendable {
 
     /// Where this connection's calls run: its event loop's thread.
     let executor: EventLoopTaskExecutor
-    let spinner: EventLoopSpinner?
 
     init(channel: Channel, dispatcher: Dispatcher, readOnly: Bool, executor: EventLoopTaskExecutor? = nil) {
         self.channel = channel
         self.executor = executor ?? EventLoopTaskExecutor(channel.eventLoop)
-        self.spinner = executor?.spinner
         self.dispatcher = dispatcher
         self.readOnly = readOnly
     }
@@ -119,7 +117,6 @@ final class Client: @unchecked Sendable {
             case .success(let r):
                 send(Packet(header: replyHeader(h, .ok), payload: r.payload))
                 r.afterReply?()
-                if channel.eventLoop.inEventLoop { spinner?.extend() }
             case .failure(let e):
                 reply(to: h, error: e)
             }
