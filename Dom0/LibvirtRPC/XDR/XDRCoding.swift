@@ -94,36 +94,33 @@ extension XDRCoder {
         }
     }
 
-    /// `unsigned int x<max>`.
-    public mutating func uintArray(_ v: inout [UInt32], max: Int) throws(XDRError) {
+    /// A variable-length array of a scalar coded by `element`.
+    mutating func scalars<T>(_ v: inout [T], max: Int, zero: T,
+                             _ element: (inout Self, inout T) throws(XDRError) -> Void) throws(XDRError) {
         var n = v.count
         try count(&n, max: max)
-        if isDecoding { v = Array(repeating: 0, count: n) }
-        for i in 0..<n { try uint(&v[i]) }
+        if isDecoding { v = Array(repeating: zero, count: n) }
+        for i in 0..<n { try element(&self, &v[i]) }
+    }
+
+    /// `unsigned int x<max>`.
+    public mutating func uintArray(_ v: inout [UInt32], max: Int) throws(XDRError) {
+        try scalars(&v, max: max, zero: 0) { (c, e) throws(XDRError) in try c.uint(&e) }
     }
 
     /// `unsigned hyper x<max>`.
     public mutating func uhyperArray(_ v: inout [UInt64], max: Int) throws(XDRError) {
-        var n = v.count
-        try count(&n, max: max)
-        if isDecoding { v = Array(repeating: 0, count: n) }
-        for i in 0..<n { try uhyper(&v[i]) }
+        try scalars(&v, max: max, zero: 0) { (c, e) throws(XDRError) in try c.uhyper(&e) }
     }
 
     /// `remote_nonnull_string x<max>`.
     public mutating func stringArray(_ v: inout [String], max: Int) throws(XDRError) {
-        var n = v.count
-        try count(&n, max: max)
-        if isDecoding { v = Array(repeating: "", count: n) }
-        for i in 0..<n { try string(&v[i]) }
+        try scalars(&v, max: max, zero: "") { (c, e) throws(XDRError) in try c.string(&e) }
     }
 
     /// `int x<max>`.
     public mutating func intArray(_ v: inout [Int32], max: Int) throws(XDRError) {
-        var n = v.count
-        try count(&n, max: max)
-        if isDecoding { v = Array(repeating: 0, count: n) }
-        for i in 0..<n { try int(&v[i]) }
+        try scalars(&v, max: max, zero: 0) { (c, e) throws(XDRError) in try c.int(&e) }
     }
 
     /// `char x<max>` as rpcgen encodes it: one int per character; the

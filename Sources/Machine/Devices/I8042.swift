@@ -148,7 +148,8 @@ public final class I8042: PortIODevice {
 
     /// Presses `scancodes` (PC set 1 make codes; extended keys as 0xE0xx),
     /// in order, as the guest's keyboard mode wants them: set 1 when the
-    /// guest enabled translation (Linux does), else set 2.
+    /// controller translates, else set 2. With no firmware to turn
+    /// translation on, Linux keeps it off ("AT Raw Set 2 keyboard").
     public func pressKeys(_ scancodes: [UInt16]) { queue(scancodes, release: false) }
 
     /// Releases `scancodes`, in reverse order.
