@@ -191,10 +191,20 @@ public final class UnixListener: @unchecked Sendable {
         }
     }
 
-    deinit {
+    /// Stops listening now: connections still in the backlog are reset, so
+    /// their peers see an error at once. Idempotent; deinit does the same.
+    public func close() {
+        let wasClosed = closed.withValue { c -> Bool in
+            defer { c = true }
+            return c
+        }
+        guard !wasClosed else { return }
         fd.close()
         if unlinkOnClose { unlink(path) }
     }
+    private let closed = LockedBox(false)
+
+    deinit { close() }
 }
 
 /// Builds a `sockaddr_un` for `path` and calls `body` with it.

@@ -142,14 +142,20 @@ import ApusSys
         // The silent peer's call times out...
         await #expect(throws: ControlError.self) { try await ControlClient.shared.call(silentPath, SwitchControl.ports, timeoutMilliseconds: 300) }
         // ...and while one waits on it, calls to the answering peer complete.
+        // (Its timeout is far beyond the test: under a loaded parallel run the
+        // twenty calls below once took over 30 s of wall time. The call ends
+        // when the listener closes below.)
         let hungDone = ConditionLock()
         nonisolated(unsafe) var hungFinished = false
-        ControlClient.shared.start(silentPath, SwitchControl.ports, timeoutMilliseconds: 30_000) { _ in
-            hungDone.withLock { hungFinished = true }
+        ControlClient.shared.start(silentPath, SwitchControl.ports, timeoutMilliseconds: 3_600_000) { _ in
+            hungDone.withLock { hungFinished = true; hungDone.broadcast() }
         }
         for _ in 0..<20 { #expect(try await ControlClient.shared.call(answering, SwitchControl.ports).names == ["up"]) }
         #expect(hungDone.withLock { !hungFinished }, "the silent peer's call is still waiting; the others did not wait for it")
-        withExtendedLifetime((listener, served)) {}
+        // Closing the silent peer ends its caller's wait with an error, not the timeout.
+        listener.close()
+        hungDone.withLock { while !hungFinished { hungDone.wait(timeoutNanoseconds: 1_000_000_000) } }
+        withExtendedLifetime(served) {}
     }
 
     @Test func serverSurvivesGarbageAndOverlongLines() throws {
