@@ -59,10 +59,14 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
         // MARK: Dom0: the service domain (never imports KVM or Machine)
-        .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing"], path: "Dom0/BlockBackend"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Disk formats (raw, qcow2 with backing chains): one library for the
+        // block backend, the boot loader and the storage volumes.
+        .target(name: "DiskImage", dependencies: ["ApusSys", "CZlib"], path: "Dom0/DiskImage"),
+        .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage"], path: "Dom0/BlockBackend"),
         .executableTarget(
             name: "apus-blkback",
-            dependencies: ["BlockBackend", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["BlockBackend", "DiskImage", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
 
         .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser"], path: "Dom0/NetBackend"),
@@ -117,6 +121,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
+        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "ApusSys", "TestSupport"], path: "Tests/DiskImageTests"),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "VhostTest", "TestSupport", "Virtqueue", "VirtioDriver", "VhostUser", "GuestMemory", "ApusSys"], path: "Tests/NetBackendTests"),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "ApusSys", "TestSupport"], path: "Tests/ToolstackTests"),

@@ -22,6 +22,9 @@ final class QueueWorker: @unchecked Sendable {
     private let engine: BlockIOEngine
     private var memory: GuestMemory { queue.memory }
 
+    /// A request with I/O on the engine: one transfer per extent of the
+    /// image it touches (one for raw; a qcow2 request spanning clusters may
+    /// need several), each on its own engine slot.
     struct Pending {
         let head: UInt16
         let status: GuestAddress
@@ -31,9 +34,20 @@ final class QueueWorker: @unchecked Sendable {
         let start: UInt64
         var retriedBuffered: Bool
         let request: BlockRequest
+        /// Transfers still on the engine.
+        var outstanding: Int
+        /// Bytes the transfers must move between files and guest memory.
+        var fileBytes: UInt64
+        var transferred: UInt64 = 0
+        var error: Int32 = 0
+        /// Whether the request is one transfer of the whole range (retriable through the page cache).
+        var single: Bool
         enum Kind { case read, write, flush }
     }
+    /// Requests in flight, by the key their first slot gave them.
     private var pending: [Int: Pending] = [:]
+    /// Which request an engine slot's transfer belongs to.
+    private var slotOwner: [Int: Int] = [:]
     /// How long to keep polling the avail ring and completions before
     /// sleeping (adaptive polling, as QEMU's iothreads do): at low queue
     /// depth the next request usually arrives within it, saving two wakeups.
@@ -192,16 +206,30 @@ final class QueueWorker: @unchecked Sendable {
         case .write(let sector, let segs):
             return submit(request, kind: .write, write: true, segments: segs, offset: sector * VirtioBlock.sectorSize, start: now)
         case .flush:
+            if image.readOnly {
+                finish(request, status: VirtioBlock.statusOK, written: 0)
+                return false
+            }
+            if image.disk.hasMetadata {
+                // The format's own flush: data, then its metadata in order.
+                var status = VirtioBlock.statusOK
+                do {
+                    try image.disk.flush()
+                } catch {
+                    log.warn("queue \(index): flush: \(error)")
+                    status = VirtioBlock.statusIOError
+                }
+                stats.flushRequests.add(1, ordering: .relaxed)
+                stats.flushNanoseconds.add(Clock.monotonicNanoseconds() - now, ordering: .relaxed)
+                finish(request, status: status, written: 0)
+                return false
+            }
             guard let slot = freeSlots.popLast() else { return false }
             do {
-                if image.readOnly {
-                    freeSlots.append(slot)
-                    finish(request, status: VirtioBlock.statusOK, written: 0)
-                    return false
-                }
                 try engine.dataSync(fd: image.bufferedFD, tag: UInt64(slot))
+                slotOwner[slot] = slot
                 pending[slot] = Pending(head: request.head, status: request.status, usedLength: 1, kind: .flush, bytes: 0,
-                                        start: now, retriedBuffered: false, request: request)
+                                        start: now, retriedBuffered: false, request: request, outstanding: 1, fileBytes: 0, single: true)
                 return true
             } catch {
                 freeSlots.append(slot)
@@ -227,15 +255,13 @@ final class QueueWorker: @unchecked Sendable {
                 do {
                     let offset = r.sector * VirtioBlock.sectorSize, length = UInt64(r.sectors) * VirtioBlock.sectorSize
                     if isDiscard {
-                        try image.discard(offset: offset, length: length)
+                        try image.disk.discard(offset: offset, length: length)
                     } else {
-                        try image.writeZeroes(offset: offset, length: length, unmap: r.flags & VirtioBlock.writeZeroesUnmap != 0)
+                        try image.disk.writeZeroes(offset: offset, length: length, unmap: r.flags & VirtioBlock.writeZeroesUnmap != 0)
                     }
                 } catch {
-                    // Discard is advisory: a device that cannot may ignore it.
-                    if !isDiscard || (error != .notSupported && error != .invalidArgument) {
-                        status = VirtioBlock.statusIOError
-                    }
+                    log.warn("queue \(index): \(isDiscard ? "discard" : "write-zeroes"): \(error)")
+                    status = VirtioBlock.statusIOError
                 }
             }
             finish(request, status: status, written: 0)
@@ -250,22 +276,147 @@ final class QueueWorker: @unchecked Sendable {
     }
 
     private func submit(_ request: BlockRequest, kind: Pending.Kind, write: Bool, segments: [IOSegment], offset: UInt64, start: UInt64) -> Bool {
-        guard let slot = freeSlots.popLast() else { return false }
         let bytes = BlockRequest.total(segments)
-        // O_DIRECT needs sector-aligned memory; fall back to the buffered
-        // descriptor for requests whose guest buffers are not.
+        // O_DIRECT needs sector-aligned memory; requests whose guest buffers
+        // are not go through the buffered descriptor.
         let aligned = segments.allSatisfy { $0.address.raw % 512 == 0 && $0.length % 512 == 0 }
-        let fd = image.direct && !aligned ? image.bufferedFD : image.fd
+        // Where the bytes are: the format maps them (and writes new clusters itself).
+        var transfers: [(fd: FileDescriptor, offset: UInt64, segments: [IOSegment])] = []
         do {
-            try engine.transfer(write: write, slot: slot, fd: fd, memory: memory, segments: segments, offset: offset, tag: UInt64(slot))
+            if write {
+                let places = try image.disk.mapWrite(offset: offset, length: bytes) { from, count in
+                    Self.gather(memory, Self.slice(segments, from: from, length: UInt64(count)))
+                }
+                for p in places {
+                    transfers.append((image.dataDescriptor(for: image.disk.file, aligned: aligned), p.extent.offset,
+                                      Self.slice(segments, from: p.from, length: p.extent.length)))
+                }
+            } else {
+                var from: UInt64 = 0
+                for e in try image.disk.mapRead(offset: offset, length: bytes) {
+                    let part = Self.slice(segments, from: from, length: e.length)
+                    from += e.length
+                    switch e {
+                    case .file(let fd, let o, _):
+                        transfers.append((image.dataDescriptor(for: fd, aligned: aligned), o, part))
+                    case .zero:
+                        for s in part { try memory.fill(0, at: s.address, count: Int(s.length)) }
+                    case .bytes(let b):
+                        var k = b.startIndex
+                        for s in part {
+                            try memory.write(bytes: b[k..<(k + Int(s.length))], at: s.address)
+                            k += Int(s.length)
+                        }
+                    }
+                }
+            }
         } catch {
-            freeSlots.append(slot)
+            log.warn("queue \(index): \(write ? "write" : "read") at \(offset): \(error)")
             finish(request, status: VirtioBlock.statusIOError, written: 0)
             return false
         }
-        pending[slot] = Pending(head: request.head, status: request.status, usedLength: write ? 1 : UInt32(bytes) + 1,
-                                kind: kind, bytes: bytes, start: start, retriedBuffered: fd == image.bufferedFD, request: request)
+        let usedLength = write ? 1 : UInt32(bytes) + 1
+        if transfers.isEmpty {
+            // All of it zeroes, decompressed bytes, or new clusters the format wrote.
+            count(kind, bytes: bytes, ok: true, elapsed: Clock.monotonicNanoseconds() - start)
+            finish(request, status: VirtioBlock.statusOK, written: usedLength - 1)
+            return false
+        }
+        guard freeSlots.count >= transfers.count, let key = freeSlots.last else {
+            // Not enough engine slots for every extent: do it here and now.
+            let ok = transfers.allSatisfy { t in Self.transferNow(write: write, memory: memory, fd: t.fd, offset: t.offset, segments: t.segments) }
+            count(kind, bytes: bytes, ok: ok, elapsed: Clock.monotonicNanoseconds() - start)
+            finish(request, status: ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, written: ok ? usedLength - 1 : 0)
+            return false
+        }
+        var queued = 0
+        var failed = false
+        for t in transfers {
+            guard let slot = freeSlots.popLast() else { break }
+            do {
+                try engine.transfer(write: write, slot: slot, fd: t.fd, memory: memory, segments: t.segments, offset: t.offset, tag: UInt64(slot))
+                slotOwner[slot] = key
+                queued += 1
+            } catch {
+                freeSlots.append(slot)
+                failed = true
+                break
+            }
+        }
+        let fileBytes = transfers.reduce(0) { $0 + BlockRequest.total($1.segments) }
+        var p = Pending(head: request.head, status: request.status, usedLength: usedLength, kind: kind, bytes: bytes, start: start,
+                        retriedBuffered: !(image.direct && aligned), request: request, outstanding: queued, fileBytes: fileBytes,
+                        single: transfers.count == 1 && fileBytes == bytes)
+        if failed { p.error = -Errno.ioError.rawValue }
+        if queued == 0 {
+            finish(request, status: VirtioBlock.statusIOError, written: 0)
+            return false
+        }
+        pending[key] = p
         return true
+    }
+
+    /// The part `[from, from + length)` of a request's buffers.
+    static func slice(_ segments: [IOSegment], from: UInt64, length: UInt64) -> [IOSegment] {
+        var out: [IOSegment] = []
+        var skip = from, want = length
+        for s in segments where want > 0 {
+            let len = UInt64(s.length)
+            if skip >= len { skip -= len; continue }
+            let n = min(len - skip, want)
+            out.append(IOSegment(address: GuestAddress(s.address.raw + skip), length: UInt32(n)))
+            want -= n
+            skip = 0
+        }
+        return out
+    }
+
+    /// The bytes in `segments` (nil if guest memory refuses them).
+    static func gather(_ memory: GuestMemory, _ segments: [IOSegment]) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(BlockRequest.total(segments)))
+        for s in segments {
+            do {
+                try memory.appendBytes(at: s.address, count: Int(s.length), to: &out)
+            } catch {
+                return nil
+            }
+        }
+        return out
+    }
+
+    /// A synchronous transfer (the engine had no slots left for every extent).
+    static func transferNow(write: Bool, memory: GuestMemory, fd: FileDescriptor, offset: UInt64, segments: [IOSegment]) -> Bool {
+        var position = Int64(offset)
+        for s in segments {
+            var moved = 0
+            while moved < Int(s.length) {
+                let address = GuestAddress(s.address.raw + UInt64(moved))
+                guard let result = try? (write ? memory.writeFile(fd, offset: position, from: address, count: Int(s.length) - moved)
+                                               : memory.readFile(fd, offset: position, into: address, count: Int(s.length) - moved)),
+                      case .success(let n) = result, n > 0 else { return false }
+                moved += n
+                position += Int64(n)
+            }
+        }
+        return true
+    }
+
+    private func count(_ kind: Pending.Kind, bytes: UInt64, ok: Bool, elapsed: UInt64) {
+        switch kind {
+        case .read:
+            stats.readRequests.add(1, ordering: .relaxed)
+            if ok { stats.readBytes.add(bytes, ordering: .relaxed) }
+            stats.readNanoseconds.add(elapsed, ordering: .relaxed)
+        case .write:
+            stats.writeRequests.add(1, ordering: .relaxed)
+            if ok { stats.writeBytes.add(bytes, ordering: .relaxed) }
+            stats.writeNanoseconds.add(elapsed, ordering: .relaxed)
+        case .flush:
+            stats.flushRequests.add(1, ordering: .relaxed)
+            stats.flushNanoseconds.add(elapsed, ordering: .relaxed)
+        }
+        if !ok { stats.errors.add(1, ordering: .relaxed) }
     }
 
     /// Completes finished I/O and tells the driver.
@@ -278,36 +429,34 @@ final class QueueWorker: @unchecked Sendable {
         var resubmitted = false
         for c in done {
             let slot = Int(c.tag)
-            guard let p = pending.removeValue(forKey: slot) else { continue }
+            guard let key = slotOwner.removeValue(forKey: slot), var p = pending[key] else { continue }
+            freeSlots.append(slot)
+            p.outstanding -= 1
+            if c.result < 0 {
+                if p.error == 0 { p.error = c.result }
+            } else {
+                p.transferred += UInt64(c.result)
+            }
+            guard p.outstanding == 0 else {
+                pending[key] = p
+                continue
+            }
+            pending[key] = nil
             let elapsed = Clock.monotonicNanoseconds() - p.start
             var status = VirtioBlock.statusOK
-            if c.result < 0 {
+            if p.error < 0 {
                 // O_DIRECT refused the buffers: retry once through the page cache.
-                if c.result == -Errno.invalidArgument.rawValue, image.direct, !p.retriedBuffered, p.kind != .flush {
-                    var retry = p
-                    retry.retriedBuffered = true
-                    if resubmitBuffered(retry, slot: slot) { resubmitted = true; continue }
+                if p.error == -Errno.invalidArgument.rawValue, p.single, !p.retriedBuffered, p.kind != .flush,
+                   let retry = resubmitBuffered(p) {
+                    resubmitted = resubmitted || retry
+                    if retry { continue }
                 }
                 status = VirtioBlock.statusIOError
-                log.warn("queue \(index): I/O error \(Errno(rawValue: -c.result))")
-            } else if p.kind != .flush, UInt64(c.result) != p.bytes {
+                log.warn("queue \(index): I/O error \(Errno(rawValue: -p.error))")
+            } else if p.kind != .flush, p.transferred != p.fileBytes {
                 status = VirtioBlock.statusIOError // short read/write: past the end or device error
             }
-            freeSlots.append(slot)
-            switch p.kind {
-            case .read:
-                stats.readRequests.add(1, ordering: .relaxed)
-                if status == VirtioBlock.statusOK { stats.readBytes.add(p.bytes, ordering: .relaxed) }
-                stats.readNanoseconds.add(elapsed, ordering: .relaxed)
-            case .write:
-                stats.writeRequests.add(1, ordering: .relaxed)
-                if status == VirtioBlock.statusOK { stats.writeBytes.add(p.bytes, ordering: .relaxed) }
-                stats.writeNanoseconds.add(elapsed, ordering: .relaxed)
-            case .flush:
-                stats.flushRequests.add(1, ordering: .relaxed)
-                stats.flushNanoseconds.add(elapsed, ordering: .relaxed)
-            }
-            if status != VirtioBlock.statusOK { stats.errors.add(1, ordering: .relaxed) }
+            count(p.kind, bytes: p.bytes, ok: status == VirtioBlock.statusOK, elapsed: elapsed)
             writeStatus(p.status, status)
             try? queue.addUsed(head: p.head, length: status == VirtioBlock.statusOK ? p.usedLength : 1)
         }
@@ -317,19 +466,30 @@ final class QueueWorker: @unchecked Sendable {
         if !freeSlots.isEmpty, !broken, (try? queue.pendingCount()) ?? 0 > 0 { processAvailable() }
     }
 
-    private func resubmitBuffered(_ p: Pending, slot: Int) -> Bool {
+    /// Queues a single-transfer request again through the buffered
+    /// descriptor; nil if there is nothing to retry.
+    private func resubmitBuffered(_ p: Pending) -> Bool? {
         let segments: [IOSegment], offset: UInt64
         switch p.request.operation {
         case .read(let s, let segs): segments = segs; offset = s * VirtioBlock.sectorSize
         case .write(let s, let segs): segments = segs; offset = s * VirtioBlock.sectorSize
-        default: return false
+        default: return nil
         }
+        // Raw only (one transfer at the same offset): the disk's map is the identity there.
+        guard image.format == .raw, let slot = freeSlots.popLast() else { return nil }
         do {
             try engine.transfer(write: p.kind == .write, slot: slot, fd: image.bufferedFD, memory: memory, segments: segments, offset: offset, tag: UInt64(slot))
         } catch {
-            return false
+            freeSlots.append(slot)
+            return nil
         }
-        pending[slot] = p
+        var retry = p
+        retry.retriedBuffered = true
+        retry.outstanding = 1
+        retry.transferred = 0
+        retry.error = 0
+        slotOwner[slot] = slot
+        pending[slot] = retry
         return true
     }
 

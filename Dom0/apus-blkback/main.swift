@@ -1,9 +1,10 @@
-// apus-blkback: Dom0's vhost-user-blk backend. Serves one raw image or block
-// device to a frontend (apus-hv, QEMU, apus-vhost-test) over a Unix socket.
+// apus-blkback: Dom0's vhost-user-blk backend. Serves one disk image (raw
+// file, block device, or qcow2 with its backing chain) to a frontend (apus-hv, QEMU, apus-vhost-test) over a Unix socket.
 import ArgumentParser
 import ApusControl
 import ApusSys
 import BlockBackend
+import DiskImage
 import VhostUser
 #if canImport(Glibc)
 import Glibc
@@ -24,8 +25,11 @@ struct BlockBackendCommand: ParsableCommand {
     @Option(help: "vhost-user socket to listen on.")
     var socket: String
 
-    @Option(help: "Raw disk image or block device.")
+    @Option(help: "Disk image or block device.")
     var image: String
+
+    @Option(help: "The image's format: raw or qcow2. Declared, never guessed from the file's contents.")
+    var format: String = "raw"
 
     @Flag(help: "Refuse writes (VIRTIO_BLK_F_RO; writes complete with IOERR).")
     var readonly = false
@@ -57,7 +61,10 @@ struct BlockBackendCommand: ParsableCommand {
         Signals.ignoreBrokenPipe()
         let disk: BlockImage
         do {
-            disk = try BlockImage(path: image, readOnly: readonly, direct: direct, serial: serial)
+            let declared = try DiskFormat(name: format)
+            disk = try BlockImage(path: image, format: declared, readOnly: readonly, direct: direct, serial: serial) { warning in
+                try? FileDescriptor.standardError.writeAll("apus-blkback: \(warning)\n")
+            }
         } catch {
             throw ValidationError("\(error)")
         }
