@@ -133,6 +133,6 @@ let package = Package(
                     exclude: ["Golden"]),
         .testTarget(name: "ApusCLITests", dependencies: ["ApusCLI", "Toolstack"], path: "Tests/ApusCLITests"),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "ToolstackFuzz", "TestSupport"], path: "Tests/FuzzCorpusTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport", "Toolstack"], path: "Tests/IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport", "Toolstack", "VhostTest"], path: "Tests/IntegrationTests"),
     ]
 )
