@@ -12,7 +12,7 @@ public enum DiskFormat: String, Sendable, CaseIterable {
     /// Parses a user's format name, with an error listing the ones Apus has.
     public init(name: String) throws(DiskImageError) {
         guard let f = DiskFormat(rawValue: name) else {
-            throw .unsupported("disk format '\(name)' (Apus reads \(DiskFormat.allCases.map(\.rawValue).joined(separator: " and ")))")
+            throw .unsupported("disk format '\(name)' is not supported (Apus reads \(DiskFormat.allCases.map(\.rawValue).joined(separator: " and ")))")
         }
         self = f
     }
@@ -31,9 +31,7 @@ public enum DiskImageError: Error, Equatable, Sendable, CustomStringConvertible 
     public var description: String {
         switch self {
         case .malformed(let s): return "corrupt image: \(s)"
-        case .unsupported(let s): return "unsupported: \(s)"
-        case .io(let s): return s
-        case .invalid(let s): return s
+        case .unsupported(let s), .io(let s), .invalid(let s): return s
         }
     }
 }
@@ -148,6 +146,29 @@ public enum DiskImages {
         switch format {
         case .raw: return try RawDisk(path: path, readOnly: readOnly)
         case .qcow2: return try Qcow2Image(path: path, readOnly: readOnly, depth: 0, warn: warn)
+        }
+    }
+
+    /// The virtual size of an image, from its header alone (raw: the file's size).
+    public static func virtualSize(_ path: String, format: DiskFormat) throws(DiskImageError) -> UInt64 {
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(path, .readOnly)
+        } catch {
+            throw .io("cannot open image: \(error)")
+        }
+        defer { fd.close() }
+        do {
+            let size = UInt64(try fd.size())
+            switch format {
+            case .raw: return size
+            case .qcow2:
+                return try Qcow2Header.parse(try fd.read(count: 4096, atOffset: 0), fileSize: size).size
+            }
+        } catch let e as DiskImageError {
+            throw e
+        } catch {
+            throw .io("cannot read \(path): \(error)")
         }
     }
 }

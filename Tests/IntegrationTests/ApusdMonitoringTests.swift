@@ -151,6 +151,35 @@ struct ApusdMonitoringTests {
         #expect(try d.virsh("attach-device", "dev", rng, "--config").output.contains("<rng> devices are not supported by Apus"))
     }
 
+    /// A qcow2 disk, declared by `<driver type='qcow2'/>`: served by
+    /// apus-blkback --format qcow2, sized by its virtual size, grown in place.
+    @Test func qcow2DisksAreServedSizedAndGrown() throws {
+        let d = try ApusdProcess()
+        let image = d.rootPath + "/q.qcow2"
+        #expect(try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", image, "64M"]).status == 0)
+        let xml = d.stubDomainXML("q", extra: """
+            <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='\(image)'/><target dev='vda' bus='virtio'/></disk></devices>
+            """)
+        _ = try d.ok("define", try d.file("q.xml", xml))
+        #expect(try d.ok("dumpxml", "q").contains("<driver name='apus' type='qcow2'/>"))
+        let off = try d.ok("domblkinfo", "q", "vda")
+        #expect(off.contains("Capacity:       67108864") && !off.contains("Physical:       67108864"), "\(off)")
+        _ = try d.ok("start", "q")
+        #expect(try d.ok("domblkinfo", "q", "vda").contains("Capacity:       67108864"))
+        _ = try d.ok("blockresize", "q", "vda", "96M")
+        #expect(try d.ok("domblkinfo", "q", "vda").contains("Capacity:       100663296"))
+        _ = try d.ok("destroy", "q")
+        let info = try runProcess("/usr/bin/qemu-img", ["info", "--output=json", image])
+        #expect(info.output.contains("\"virtual-size\": 100663296"), "\(info.output)")
+        let check = try runProcess("/usr/bin/qemu-img", ["check", image])
+        #expect(check.status == 0, "\(check.output)")
+        // A format nobody implements is refused at define, naming the ones there are.
+        let bad = try d.file("v.xml", d.stubDomainXML("v", extra: """
+            <devices><disk type='file' device='disk'><driver type='vmdk'/><source file='\(image)'/><target dev='vda'/></disk></devices>
+            """))
+        #expect(try d.virsh("define", bad).output.contains("disk format 'vmdk' is not supported (Apus reads raw and qcow2)"))
+    }
+
     @Test func unimplementedElementsAreRefusedAtDefineEvenWithValidate() throws {
         let d = try ApusdProcess()
         for (extra, named) in [("<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>", "<rng> devices"),

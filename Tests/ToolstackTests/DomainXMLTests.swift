@@ -78,6 +78,11 @@ import Testing
               <target dev='vdb'/>
               <readonly/>
             </disk>
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='qcow2' cache='none'/>
+              <source file='/var/lib/images/web-data.qcow2'/>
+              <target dev='vdc' bus='virtio'/>
+            </disk>
             <interface type='network'>
               <mac address='52:54:00:AA:BB:CC'/>
               <source network='default'/>
@@ -97,7 +102,10 @@ import Testing
         #expect(d.kernel == "/boot/vmlinuz" && d.initrd == "/boot/initrd" && d.cmdline == "console=ttyS0 quiet")
         #expect(d.onCrash == .preserve && d.onReboot == .restart)
         #expect(d.disks == [DiskDefinition(type: .file, source: "/var/lib/images/web.img", target: "vda"),
-                            DiskDefinition(type: .block, source: "/dev/sdb", target: "vdb", readOnly: true)])
+                            DiskDefinition(type: .block, source: "/dev/sdb", target: "vdb", readOnly: true),
+                            { var q = DiskDefinition(type: .file, source: "/var/lib/images/web-data.qcow2", target: "vdc", format: .qcow2)
+                              q.cache = "none"; return q }()])
+        #expect(DomainXML.format(d).contains("<driver name='apus' type='qcow2' cache='none'/>"))
         #expect(d.interfaces == [InterfaceDefinition(type: .network, source: "default", mac: "52:54:00:aa:bb:cc", targetDevice: "web0")])
         #expect(d.console)
     }
@@ -137,8 +145,8 @@ import Testing
         (domain(base + "<on_crash>explode</on_crash>"), "XML error: invalid on_crash value: 'explode'"),
         (domain(base + "<devices><disk type='file'><source file='/a'/><target dev='sda'/></disk></devices>"),
          "unsupported configuration: disk target 'sda' is not supported (virtio disks are vda, vdb, ...)"),
-        (domain(base + "<devices><disk type='file'><driver type='qcow2'/><source file='/a'/><target dev='vda'/></disk></devices>"),
-         "unsupported configuration: disk format 'qcow2' is not supported (raw only)"),
+        (domain(base + "<devices><disk type='file'><driver type='vmdk'/><source file='/a'/><target dev='vda'/></disk></devices>"),
+         "unsupported configuration: disk format 'vmdk' is not supported (Apus reads raw and qcow2)"),
         (domain(base + "<devices><disk type='file'><source file='/a'/><target dev='vda'/></disk><disk type='file'><source file='/b'/><target dev='vda'/></disk></devices>"),
          "XML error: target 'vda' duplicated for disk sources '/b'"),
         (domain(base + "<devices><interface type='network'><mac address='01:00:00:00:00:01'/></interface></devices>"),

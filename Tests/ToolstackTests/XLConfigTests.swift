@@ -64,6 +64,7 @@ import Testing
                 "/images/b.img,,xvdb,ro",
             ]
             disk += [ 'phy:/dev/sdz,raw,hdc' ]
+            disk += [ 'format=qcow2, vdev=xvdd, target=/images/d.qcow2', 'tap:qcow2:/images/e.qcow2,,xvde', 'qcow2:/images/f.qcow2,,xvdf' ]
             cmdline = "console=ttyS0 \\"quoted\\"\\tend"
             vif = [ 'mac=00:16:3E:01:02:03,bridge=xenbr0,vifname=vif-multi,model=e1000' ]
             on_crash = 'preserve'
@@ -76,12 +77,15 @@ import Testing
             DiskDefinition(type: .file, source: "/images/a,b.img", target: "vda"),
             DiskDefinition(type: .file, source: "/images/b.img", target: "vdb", readOnly: true),
             DiskDefinition(type: .block, source: "/dev/sdz", target: "vdc"),
+            DiskDefinition(type: .file, source: "/images/d.qcow2", target: "vdd", format: .qcow2),
+            DiskDefinition(type: .file, source: "/images/e.qcow2", target: "vde", format: .qcow2),
+            DiskDefinition(type: .file, source: "/images/f.qcow2", target: "vdf", format: .qcow2),
         ])
         #expect(d.cmdline == "console=ttyS0 \"quoted\"\tend")
         #expect(d.interfaces == [InterfaceDefinition(type: .bridge, source: "xenbr0", mac: "00:16:3e:01:02:03", targetDevice: "vif-multi")])
         #expect(d.onCrash == .preserve && d.onReboot == .restart)
         #expect(r.start)
-        #expect(r.warnings == ["xl.cfg:8: warning: vif 'model' is not used by Apus; ignored"])
+        #expect(r.warnings == ["xl.cfg:9: warning: vif 'model' is not used by Apus; ignored"])
     }
 
     @Test func unknownAndUnusedKeysWarnWithTheirLine() throws {
@@ -102,7 +106,7 @@ import Testing
         ("= 3", "f.cfg:1:1: expected a setting name"),
         ("name = 'a'\n  vcpus = 0", "f.cfg:2:3: vcpus must be between 1 and 254"),
         ("name = 'a'\nmemory = 512\nmaxmem = 256", "f.cfg:3:1: maxmem (256) is smaller than memory (512)"),
-        ("name = 'a'\ndisk = [ '/a.qcow2,qcow2,xvda' ]", "f.cfg:2:1: disk '/a.qcow2,qcow2,xvda': format 'qcow2' is not supported (raw only)"),
+        ("name = 'a'\ndisk = [ '/a.vmdk,vmdk,xvda' ]", "f.cfg:2:1: disk '/a.vmdk,vmdk,xvda': disk format 'vmdk' is not supported (Apus reads raw and qcow2)"),
         ("name = 'a'\ndisk = [ '/a.iso,raw,hdc,ro,cdrom' ]", "f.cfg:2:1: disk '/a.iso,raw,hdc,ro,cdrom': cdrom devices are not supported"),
         ("name = 'a'\ndisk = [ '/a.img,raw' ]", "f.cfg:2:1: disk '/a.img,raw': missing vdev"),
         ("name = 'a'\ndisk = [ 'phy:,raw,xvda' ]", "f.cfg:2:1: disk 'phy:,raw,xvda': missing target (the image path)"),

@@ -70,7 +70,7 @@ public struct Qcow2Header: Equatable, Sendable {
         let r = BigEndianReader(b)
         guard r.u32(0) == Qcow2Spec.magic else { throw bad("bad magic") }
         let version = r.u32(4)
-        guard version == 2 || version == 3 else { throw .unsupported("qcow2 version \(version) (Apus reads versions 2 and 3)") }
+        guard version == 2 || version == 3 else { throw .unsupported("qcow2 version \(version) is not supported (Apus reads versions 2 and 3)") }
         var h = Qcow2Header(version: version, backingFileOffset: r.u64(8), backingFileSize: r.u32(16), clusterBits: r.u32(20),
                             size: r.u64(24), cryptMethod: r.u32(32), l1Size: r.u32(36), l1TableOffset: r.u64(40),
                             refcountTableOffset: r.u64(48), refcountTableClusters: r.u32(56), snapshotCount: r.u32(60),
@@ -92,7 +92,7 @@ public struct Qcow2Header: Equatable, Sendable {
         guard h.refcountOrder <= 6 else { throw bad("refcount_order \(h.refcountOrder)") }
         guard h.size <= Qcow2Spec.maximumVirtualSize else { throw bad("virtual size \(h.size) is too large") }
         if h.cryptMethod != 0 {
-            throw .unsupported("encrypted qcow2 image (crypt_method \(h.cryptMethod == 1 ? "AES" : h.cryptMethod == 2 ? "LUKS" : String(h.cryptMethod)))")
+            throw .unsupported("encrypted qcow2 images are not supported (crypt_method \(h.cryptMethod == 1 ? "AES" : h.cryptMethod == 2 ? "LUKS" : String(h.cryptMethod)))")
         }
         // Extensions: after the header, up to the end of the first cluster
         // (or the backing file name, which QEMU stores there too).
@@ -106,7 +106,7 @@ public struct Qcow2Header: Equatable, Sendable {
         }
         if h.incompatibleFeatures & Qcow2Spec.Incompatible.compressionType != 0 || h.compressionType != 0 {
             guard h.compressionType == 0 else {
-                throw .unsupported("qcow2 compression type \(h.compressionType == 1 ? "zstd" : String(h.compressionType)) (Apus reads zlib)")
+                throw .unsupported("qcow2 compression type \(h.compressionType == 1 ? "zstd" : String(h.compressionType)) is not supported (Apus reads zlib)")
             }
         }
         // Tables.
@@ -162,9 +162,9 @@ public struct Qcow2Header: Equatable, Sendable {
                     featureNames[FeatureKey(type: data[i], bit: data[i + 1])] = String(decoding: nameBytes, as: UTF8.self)
                 }
             case Qcow2Spec.Extension.externalDataFile:
-                throw .unsupported("qcow2 image with an external data file")
+                throw .unsupported("qcow2 images with an external data file are not supported")
             case Qcow2Spec.Extension.fullDiskEncryption:
-                throw .unsupported("encrypted qcow2 image (full disk encryption header)")
+                throw .unsupported("encrypted qcow2 images are not supported (full disk encryption header)")
             default:
                 otherExtensions.append((type, data))
             }

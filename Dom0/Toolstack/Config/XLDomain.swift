@@ -1,3 +1,4 @@
+import DiskImage
 /// Xen xl.cfg files to and from Apus's domain model: the keys xl.cfg(5)
 /// defines that Apus runs (name, uuid, memory, maxmem, vcpus, maxvcpus,
 /// kernel, ramdisk, cmdline/extra/root, disk, vif, on_*, type). Keys that
@@ -234,11 +235,19 @@ public enum XLDomain {
             }
         }
         guard var path = target else { throw SpecError(message: "missing target (the image path)") }
-        // Legacy "phy:" / "file:" / "aio:" prefixes.
-        for prefix in ["phy:", "file:", "aio:", "tap:aio:"] where path.hasPrefix(prefix) { path = String(path.dropFirst(prefix.count)) }
+        // Legacy prefixes: "phy:" / "file:" / "aio:", and a format ("qcow2:", "tap:qcow2:", "raw:").
+        for prefix in ["tap:", "tap2:", "phy:", "file:", "aio:"] where path.hasPrefix(prefix) { path = String(path.dropFirst(prefix.count)) }
+        for f in DiskFormat.allCases where path.hasPrefix(f.rawValue + ":") {
+            if format == nil { format = f.rawValue }
+            path = String(path.dropFirst(f.rawValue.count + 1))
+        }
         guard !path.isEmpty else { throw SpecError(message: "missing target (the image path)") }
-        let fmt = format ?? "raw"
-        guard fmt == "raw" else { throw SpecError(message: "format '\(fmt)' is not supported (raw only)") }
+        let fmt: DiskFormat
+        do {
+            fmt = try DiskFormat(name: format ?? "raw")
+        } catch {
+            throw SpecError(message: "\(error)")
+        }
         guard let v = vdev else { throw SpecError(message: "missing vdev") }
         let device = try virtioName(v)
         let readOnly: Bool
@@ -247,7 +256,7 @@ public enum XLDomain {
         case "w", "rw": readOnly = false
         default: throw SpecError(message: "access '\(access ?? "")' is not r, ro, w or rw")
         }
-        return DiskDefinition(type: path.hasPrefix("/dev/") ? .block : .file, source: path, target: device, readOnly: readOnly, format: "raw")
+        return DiskDefinition(type: path.hasPrefix("/dev/") ? .block : .file, source: path, target: device, readOnly: readOnly, format: fmt)
     }
 
     /// xvdX, hdX, sdX and vdX all name virtio disk vdX in Apus.
@@ -306,7 +315,7 @@ public enum XLDomain {
         add("on_crash", .string(d.onCrash.rawValue))
         if !d.disks.isEmpty {
             add("disk", .list(d.disks.map { disk in
-                .string("format=\(disk.format),vdev=x\(disk.target),access=\(disk.readOnly ? "ro" : "rw"),target=\(disk.source)")
+                .string("format=\(disk.format.rawValue),vdev=x\(disk.target),access=\(disk.readOnly ? "ro" : "rw"),target=\(disk.source)")
             }))
         }
         if !d.interfaces.isEmpty {

@@ -1,3 +1,4 @@
+import DiskImage
 /// What happens when the guest powers off, reboots or crashes (libvirt's
 /// `<on_poweroff>`, `<on_reboot>`, `<on_crash>`).
 public enum LifecycleAction: String, Sendable, CaseIterable {
@@ -7,7 +8,7 @@ public enum LifecycleAction: String, Sendable, CaseIterable {
     case coredumpRestart = "coredump-restart"
 }
 
-/// A disk: a raw image file or a block device, served by apus-blkback.
+/// A disk: an image file (raw or qcow2) or a block device, served by apus-blkback.
 public struct DiskDefinition: Equatable, Sendable {
     public enum SourceType: String, Sendable { case file, block }
     public var type: SourceType
@@ -16,8 +17,8 @@ public struct DiskDefinition: Equatable, Sendable {
     /// Guest device name: vda, vdb, ...
     public var target: String
     public var readOnly: Bool
-    /// `<driver type=...>`; only raw is served.
-    public var format: String
+    /// `<driver type=...>` (raw when absent): declared, never guessed.
+    public var format: DiskFormat
     /// `<serial>`: what the guest reads with GET_ID (at most 20 bytes).
     public var serial: String?
     /// `<driver cache=...>`: none and directsync open the image with O_DIRECT.
@@ -27,7 +28,7 @@ public struct DiskDefinition: Equatable, Sendable {
     /// Children kept as written (`<boot order='1'/>`).
     public var kept: [XMLElement] = []
 
-    public init(type: SourceType = .file, source: String, target: String, readOnly: Bool = false, format: String = "raw") {
+    public init(type: SourceType = .file, source: String, target: String, readOnly: Bool = false, format: DiskFormat = .raw) {
         self.type = type; self.source = source; self.target = target; self.readOnly = readOnly; self.format = format
     }
 

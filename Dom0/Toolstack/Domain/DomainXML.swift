@@ -1,3 +1,4 @@
+import DiskImage
 /// libvirt domain XML in and out. Parsing validates with libvirt-like
 /// messages; formatting writes everything Apus understood, so `dumpxml`
 /// returns what was defined (normalized, as libvirt does).
@@ -202,8 +203,12 @@ public enum DomainXML {
             throw .unsupported("disk device '\(device)' is not supported (disk only)")
         }
         let driver = e.element("driver")
-        let format = driver?.attribute("type") ?? "raw"
-        guard format == "raw" else { throw .unsupported("disk format '\(format)' is not supported (raw only)") }
+        let format: DiskFormat
+        do {
+            format = try DiskFormat(name: driver?.attribute("type") ?? "raw")
+        } catch {
+            throw .unsupported("\(error)")
+        }
         if let cache = driver?.attribute("cache"), !["none", "writeback", "writethrough", "directsync", "default"].contains(cache) {
             throw refuse("<driver cache='\(cache)'>")
         }
@@ -376,7 +381,7 @@ public enum DomainXML {
         func device(_ e: XMLElement) { devices.children.append(.element(e)) }
         if let emulator = d.kept.devices.first, emulator.name == "emulator" { device(emulator) }
         for (i, disk) in d.disks.enumerated() {
-            var driver: [(name: String, value: String)] = [("name", "apus"), ("type", disk.format)]
+            var driver: [(name: String, value: String)] = [("name", "apus"), ("type", disk.format.rawValue)]
             if let cache = disk.cache { driver.append(("cache", cache)) }
             driver += disk.driverOptions
             var children = [element("driver", driver),

@@ -1,3 +1,4 @@
+import DiskImage
 import ApusControl
 import ApusSys
 
@@ -189,7 +190,9 @@ extension DomainManager {
         defer { fd.close() }
         guard let u = try? fd.usage() else { return nil }
         let size = UInt64(max(0, u.size))
-        return BlockInfo(allocation: UInt64(max(0, u.allocated)), capacity: capacity ?? size, physical: size)
+        // A qcow2 image's capacity is its virtual size, from its header.
+        let virtual = disk.format == .raw ? size : (try? DiskImages.virtualSize(disk.source, format: disk.format)) ?? size
+        return BlockInfo(allocation: UInt64(max(0, u.allocated)), capacity: capacity ?? virtual, physical: size)
     }
 
     // MARK: CPU

@@ -41,7 +41,8 @@ enum Supervisor {
         do {
             for disk in def.disks {
                 let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
-                var args = ["--socket", socket, "--image", disk.source, "--control", control, "--serial", disk.serial ?? "\(def.name)-\(disk.target)"]
+                var args = ["--socket", socket, "--image", disk.source, "--format", disk.format.rawValue, "--control", control,
+                            "--serial", disk.serial ?? "\(def.name)-\(disk.target)"]
                 if disk.readOnly { args.append("--readonly") }
                 if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
