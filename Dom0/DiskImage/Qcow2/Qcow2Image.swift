@@ -98,6 +98,11 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         l2Cache = MetadataCache(capacity: max(4, l2CacheBytes / Int(h.clusterSize)))
         refcountCache = MetadataCache(capacity: max(4, Qcow2Image.defaultRefcountCacheBytes / Int(h.clusterSize)))
         nextFree = (fileSize + h.clusterSize - 1) / h.clusterSize
+        // Tables must lie inside the file before anything is allocated for them.
+        guard h.l1TableOffset + UInt64(h.l1Size) * 8 <= fileSize,
+              h.refcountTableOffset + UInt64(h.refcountTableClusters) * h.clusterSize <= fileSize else {
+            throw .malformed("\(path): a table runs past the end of the file")
+        }
         do {
             let l1Bytes = try fd.read(count: Int(h.l1Size) * 8, atOffset: Int64(h.l1TableOffset))
             guard l1Bytes.count == Int(h.l1Size) * 8 else { throw DiskImageError.malformed("L1 table runs past the end of the file") }
@@ -133,8 +138,10 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         // Everything the tables say is metadata.
         let cs = h.clusterSize
         func mark(_ offset: UInt64, bytes: UInt64) {
-            guard bytes > 0 else { return }
-            for c in (offset / cs)...((offset + bytes - 1) / cs) { metadataClusters.insert(c) }
+            // Entries outside the file are refused when used; only what is inside counts.
+            guard bytes > 0, offset < fileSize else { return }
+            let end = min(fileSize, offset + min(bytes, fileSize))
+            for c in (offset / cs)...((end - 1) / cs) { metadataClusters.insert(c) }
         }
         mark(0, bytes: cs)
         mark(h.l1TableOffset, bytes: UInt64(h.l1Size) * 8)
@@ -600,6 +607,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// A new cluster at the end of the image, its refcount 1 (in memory).
     private func allocateCluster() throws(DiskImageError) -> UInt64 {
+        var skipped = 0
         while true {
             let c = nextFree
             guard c * clusterSize < Qcow2Spec.maximumVirtualSize else { throw .io("the image file cannot grow further") }
@@ -625,7 +633,12 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
                 continue
             }
             nextFree = c + 1
-            guard try refcount(cluster: c) == 0 else { continue }
+            guard try refcount(cluster: c) == 0 else {
+                // In-use clusters past the end of the file: a few (preallocation), not millions.
+                skipped += 1
+                guard skipped < 1 << 20 else { throw .malformed("no free cluster among a million past the end of the image") }
+                continue
+            }
             try adjustRefcount(cluster: c, by: 1)
             return c * clusterSize
         }
