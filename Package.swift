@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "apus-hv", targets: ["apus-hv"]),
         .executable(name: "apus-bench", targets: ["apus-bench"]),
         .executable(name: "apus-blkback", targets: ["apus-blkback"]),
+        .executable(name: "apus-bootloader", targets: ["apus-bootloader"]),
         .executable(name: "apus-netback", targets: ["apus-netback"]),
         .executable(name: "apus-vhost-test", targets: ["apus-vhost-test"]),
         .executable(name: "apusd", targets: ["apusd"]),
@@ -63,6 +64,9 @@ let package = Package(
         // Disk formats (raw, qcow2 with backing chains): one library for the
         // block backend, the boot loader and the storage volumes.
         .target(name: "DiskImage", dependencies: ["ApusSys", "CZlib"], path: "Dom0/DiskImage"),
+        // The Dom0 boot loader (pygrub's role): partitions, ext4, grub.cfg.
+        .target(name: "BootLoader", dependencies: ["DiskImage", "CZlib"], path: "Dom0/BootLoader"),
+        .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys"], path: "Dom0/apus-bootloader"),
         .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage"], path: "Dom0/BlockBackend"),
         .executableTarget(
             name: "apus-blkback",
@@ -123,6 +127,7 @@ let package = Package(
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "ApusSys", "TestSupport"], path: "Tests/DiskImageTests"),
+        .testTarget(name: "BootLoaderTests", dependencies: ["BootLoader", "DiskImage", "ApusSys", "TestSupport"], path: "Tests/BootLoaderTests"),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "VhostTest", "TestSupport", "Virtqueue", "VirtioDriver", "VhostUser", "GuestMemory", "ApusSys"], path: "Tests/NetBackendTests"),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "ApusSys", "TestSupport"], path: "Tests/ToolstackTests"),

@@ -44,10 +44,12 @@ final class QueueWorker: @unchecked Sendable {
         var single: Bool
         enum Kind { case read, write, flush }
     }
-    /// Requests in flight, by the key their first slot gave them.
-    private var pending: [Int: Pending] = [:]
+    /// Requests in flight, by a number of their own (a request's slots are
+    /// freed one by one as its transfers complete, so a slot cannot name it).
+    private var pending: [UInt64: Pending] = [:]
+    private var nextRequestID: UInt64 = 0
     /// Which request an engine slot's transfer belongs to.
-    private var slotOwner: [Int: Int] = [:]
+    private var slotOwner: [Int: UInt64] = [:]
     /// How long to keep polling the avail ring and completions before
     /// sleeping (adaptive polling, as QEMU's iothreads do): at low queue
     /// depth the next request usually arrives within it, saving two wakeups.
@@ -227,8 +229,9 @@ final class QueueWorker: @unchecked Sendable {
             guard let slot = freeSlots.popLast() else { return false }
             do {
                 try engine.dataSync(fd: image.bufferedFD, tag: UInt64(slot))
-                slotOwner[slot] = slot
-                pending[slot] = Pending(head: request.head, status: request.status, usedLength: 1, kind: .flush, bytes: 0,
+                nextRequestID &+= 1
+                slotOwner[slot] = nextRequestID
+                pending[nextRequestID] = Pending(head: request.head, status: request.status, usedLength: 1, kind: .flush, bytes: 0,
                                         start: now, retriedBuffered: false, request: request, outstanding: 1, fileBytes: 0, single: true)
                 return true
             } catch {
@@ -322,13 +325,15 @@ final class QueueWorker: @unchecked Sendable {
             finish(request, status: VirtioBlock.statusOK, written: usedLength - 1)
             return false
         }
-        guard freeSlots.count >= transfers.count, let key = freeSlots.last else {
+        guard freeSlots.count >= transfers.count else {
             // Not enough engine slots for every extent: do it here and now.
             let ok = transfers.allSatisfy { t in Self.transferNow(write: write, memory: memory, fd: t.fd, offset: t.offset, segments: t.segments) }
             count(kind, bytes: bytes, ok: ok, elapsed: Clock.monotonicNanoseconds() - start)
             finish(request, status: ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, written: ok ? usedLength - 1 : 0)
             return false
         }
+        nextRequestID &+= 1
+        let key = nextRequestID
         var queued = 0
         var failed = false
         for t in transfers {
@@ -488,8 +493,9 @@ final class QueueWorker: @unchecked Sendable {
         retry.outstanding = 1
         retry.transferred = 0
         retry.error = 0
-        slotOwner[slot] = slot
-        pending[slot] = retry
+        nextRequestID &+= 1
+        slotOwner[slot] = nextRequestID
+        pending[nextRequestID] = retry
         return true
     }
 

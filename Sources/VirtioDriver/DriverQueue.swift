@@ -105,6 +105,10 @@ public final class DriverQueue: @unchecked Sendable {
     /// With EVENT_IDX: ask for an interrupt once the used index passes `index`.
     public func setUsedEvent(_ index: UInt16) throws(GuestMemoryError) {
         try memory.write(index.littleEndian, at: GuestAddress(availRing.raw + 4 + 2 * UInt64(size)))
+        // Store, then load: the used index read next must not pass this
+        // store (x86 reorders a load before an earlier store), or a
+        // completion published in between is missed and never interrupts.
+        memory.fence()
     }
 
     /// The device's used index.
@@ -114,7 +118,11 @@ public final class DriverQueue: @unchecked Sendable {
 
     /// The device's avail_event (EVENT_IDX): it wants a kick when avail.idx passes this.
     public func availEvent() throws(GuestMemoryError) -> UInt16 {
-        UInt16(littleEndian: try memory.read(UInt16.self, at: GuestAddress(usedRing.raw + 4 + 8 * UInt64(size))))
+        // Called right after publishing avail.idx: a full fence orders that
+        // store before this load, as Linux's virtio_mb() does, or a device
+        // that re-armed in between is never kicked.
+        memory.fence()
+        return UInt16(littleEndian: try memory.read(UInt16.self, at: GuestAddress(usedRing.raw + 4 + 8 * UInt64(size))))
     }
 
     /// used.flags (NO_NOTIFY).

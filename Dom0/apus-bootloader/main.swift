@@ -1,0 +1,72 @@
+// apus-bootloader: the Dom0 boot loader (pygrub's role). Reads a guest's
+// disk image (raw or qcow2, as declared), finds the kernel, initramfs and
+// command line GRUB would boot, and copies the files out:
+//   apus-bootloader --disk PATH [--format raw|qcow2] --out DIR
+// One reply line on standard output (apusd reads it as a typed message):
+// {"ok":true,"kernel":"DIR/kernel","initrd":"DIR/initrd","cmdline":"...","origin":"..."}
+// or {"ok":false,"error":"..."}. A separate process, so that parsing an
+// image the guest controls cannot take apusd down with it.
+import ApusControl
+import ApusSys
+import BootLoader
+import DiskImage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String) -> Never {
+    try? FileDescriptor.standardOutput.writeAll(ControlLine.failure(message) + "\n")
+    exit(1)
+}
+
+var disk: String?
+var format = DiskFormat.raw
+var out: String?
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch a {
+    case "--disk": disk = args.popFirst()
+    case "--out": out = args.popFirst()
+    case "--format":
+        do {
+            format = try DiskFormat(name: args.popFirst() ?? "")
+        } catch {
+            fail("\(error)")
+        }
+    case "--help", "-h":
+        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR\n")
+        exit(0)
+    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR)")
+    }
+}
+guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR") }
+
+let image: any VirtualDisk
+do {
+    image = try DiskImages.open(disk, format: format, readOnly: true) { warning in
+        try? FileDescriptor.standardError.writeAll("apus-bootloader: \(warning)\n")
+    }
+} catch {
+    fail("cannot open \(disk) as \(format.rawValue): \(error)")
+}
+let selection: BootSelection
+do {
+    selection = try BootLoader.select(disk: image)
+} catch {
+    fail("\(disk): \(error)")
+}
+func store(_ bytes: [UInt8], _ name: String) -> String {
+    let path = out + "/" + name
+    do {
+        let fd = try FileDescriptor.open(path, [.writeOnly, .create, .truncate], mode: 0o600)
+        defer { fd.close() }
+        try fd.writeAll(bytes, atOffset: 0)
+    } catch {
+        fail("cannot write \(path): \(error)")
+    }
+    return path
+}
+let kernel = store(selection.kernel, "kernel")
+let initrd = selection.initrd.map { store($0, "initrd") }
+let reply = BootLoaderMessage.Selection(kernel: kernel, initrd: initrd, cmdline: selection.cmdline, origin: selection.origin)
+try? FileDescriptor.standardOutput.writeAll(ControlLine.success(reply) + "\n")
