@@ -109,10 +109,11 @@ let package = Package(
         .executableTarget(name: "apus-bench", dependencies: ["LibvirtClient"], path: "Deploy/Bench"),
 
         // MARK: fuzz targets (Deploy/fuzz builds them with -sanitize=fuzzer)
-        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage"], path: "Tests/Fuzz/FuzzTargets"),
+        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage", "BootLoader"], path: "Tests/Fuzz/FuzzTargets"),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-virtqueue"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-vhost-user"),
         .executableTarget(name: "fuzz-qcow2", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-qcow2"),
+        .executableTarget(name: "fuzz-boot-loader", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-boot-loader"),
         .target(name: "ToolstackFuzz", dependencies: ["ApusSys", "Toolstack", "LibvirtRPC"], path: "Tests/Fuzz/ToolstackFuzz"),
         .executableTarget(name: "fuzz-libvirt-rpc", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-libvirt-rpc"),
         .executableTarget(name: "fuzz-domain-xml", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-domain-xml"),

@@ -191,6 +191,9 @@ public final class Ext4 {
         guard inode.size <= limit else { throw BootError("ext4: inode \(inode.number) is \(inode.size) bytes, over the \(limit)-byte limit") }
         let blocks = (inode.size + blockSize - 1) / blockSize
         let map = try blockMap(inode, count: blocks)
+        // Boot files are not sparse: a size the blocks do not back is a damaged (or hostile) inode.
+        let holes = map.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
+        guard holes <= 64 else { throw BootError("ext4: inode \(inode.number) claims \(inode.size) bytes but \(holes) of its blocks are holes") }
         var out: [UInt8] = []
         out.reserveCapacity(Int(inode.size))
         var k = 0

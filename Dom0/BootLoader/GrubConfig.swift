@@ -124,6 +124,12 @@ struct Lexer {
                 if terminators.contains("}") { i += 1; return out }
                 throw BootError("grub.cfg: unexpected '}'")
             }
+            if b[i] == UInt8(ascii: "{") {
+                // A group `{ ... }` (or the body of a command that takes none): its statements run in place.
+                i += 1
+                out += try statements(until: ["}"], depth: depth + 1)
+                continue
+            }
             let words = try commandWords()
             guard let first = words.first else { continue }
             let name = first.plain

@@ -179,5 +179,7 @@ import Testing
             #expect(throws: BootError.self, "\(bad.prefix(30))") { try GrubConfig.parse(bad) }
         }
         #expect((try? GrubConfig.parse("# nothing\n"))?.defaultEntry() == nil)
+        // A block after an unknown command (found by fuzz-boot-loader: it looped forever).
+        #expect(try GrubConfig.parse("menuentr 'd' {\n linux /k\n}\n").defaultEntry() == nil)
     }
 }
