@@ -180,6 +180,62 @@ struct ApusdMonitoringTests {
         #expect(try d.virsh("define", bad).output.contains("disk format 'vmdk' is not supported (Apus reads raw and qcow2)"))
     }
 
+    /// A domain with no <kernel> boots what its own disk's grub.cfg names:
+    /// a GPT qcow2 disk whose ext4 root holds the stub kernel and grub.cfg.
+    @Test(.enabled(if: fileExists("/usr/sbin/sfdisk"), "needs sfdisk"))
+    func aDomainWithoutAKernelBootsFromItsDisk() throws {
+        let d = try ApusdProcess()
+        let root = d.rootPath + "/tree"
+        try FileManager.default.createDirectory(atPath: root + "/boot/grub", withIntermediateDirectories: true)
+        try writeFile(root + "/boot/vmlinuz-stub", try readFile(guestDirectory + "/stub.bzImage"))
+        try writeFile(root + "/boot/grub/grub.cfg", Array("""
+            set default=0
+            menuentry 'Stub' {
+                search --no-floppy --fs-uuid --set=root 5e1f0000-0000-4000-8000-00000000abcd
+                linux /boot/vmlinuz-stub quiet
+            }
+            """.utf8))
+        let fs = d.rootPath + "/root.ext4", raw = d.rootPath + "/disk.raw", image = d.rootPath + "/disk.qcow2"
+        #expect(try runProcess("/usr/sbin/mkfs.ext4", ["-q", "-F", "-d", root, "-U", "5e1f0000-0000-4000-8000-00000000abcd", fs, "16M"]).status == 0)
+        _ = try runProcess("/usr/bin/truncate", ["-s", "20M", raw])
+        #expect(try runProcess("/usr/sbin/sfdisk", ["-q", raw], input: Array("label: gpt\nstart=2048, size=1024\nstart=4096, size=32768\n".utf8)).status == 0)
+        _ = try runProcess("/usr/bin/dd", ["if=\(fs)", "of=\(raw)", "bs=512", "seek=4096", "conv=notrunc", "status=none"])
+        #expect(try runProcess("/usr/bin/qemu-img", ["convert", "-O", "qcow2", raw, image]).status == 0)
+        let xml = """
+            <domain type='kvm'>
+              <name>fromdisk</name>
+              <memory unit='MiB'>64</memory>
+              <vcpu>1</vcpu>
+              <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
+              <devices>
+                <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='\(image)'/><target dev='vda' bus='virtio'/></disk>
+                <serial type='pty'/><console type='pty'/>
+              </devices>
+            </domain>
+            """
+        _ = try d.ok("define", try d.file("fromdisk.xml", xml))
+        _ = try d.ok("start", "fromdisk")
+        #expect(d.waitForState("fromdisk", "running"))
+        let deadline = Date().addingTimeInterval(20)
+        var console = ""
+        while Date() < deadline {
+            console = String(decoding: (try? readFile(d.rootPath + "/var/log/apus/fromdisk.log")) ?? [], as: UTF8.self)
+            if console.contains("stub: RAM") { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(console.contains("stub: RAM"), "\(console)")
+        let hvLog = String(decoding: try readFile(d.rootPath + "/var/log/apus/fromdisk.hypervisor.log"), as: UTF8.self)
+        #expect(hvLog.contains("apusd: booting grub.cfg entry 'Stub' on partition 2 from \(image)"), "\(hvLog)")
+        _ = try d.ok("destroy", "fromdisk")
+        // A disk with nothing to boot: a clear error, and the domain stays off.
+        let blank = d.rootPath + "/blank.qcow2"
+        #expect(try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", blank, "8M"]).status == 0)
+        _ = try d.ok("define", try d.file("blank.xml", xml.replacingOccurrences(of: "fromdisk", with: "blank").replacingOccurrences(of: image, with: blank)))
+        let r = try d.virsh("start", "blank")
+        #expect(r.status != 0 && r.output.contains("cannot boot from vda") && r.output.contains("no ext2/3/4 file system"), "\(r.output)")
+        #expect(try d.ok("domstate", "blank").contains("shut off"))
+    }
+
     @Test func unimplementedElementsAreRefusedAtDefineEvenWithValidate() throws {
         let d = try ApusdProcess()
         for (extra, named) in [("<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>", "<rng> devices"),

@@ -77,8 +77,9 @@ import TestSupport
 
     @Test func flagsOutsideWhatAProcedureAcceptsAreRefusedByName() async throws {
         let f = try await ServerFixture()
-        let c = try f.client()
+        nonisolated(unsafe) let c = try f.client()
         try c.handshake()
+        try await offThePool {
         for p in ProcedureTable.all where p.number != 1 {
             guard let accepted = p.acceptedFlags, let type = p.argumentType as? any FlaggedArguments.Type else { continue }
             guard let bit = (0..<32).map({ UInt32(1) << $0 }).first(where: { accepted & $0 == 0 }) else { continue }
@@ -88,13 +89,15 @@ import TestSupport
             #expect(e.code == 8 && e.message == "invalid argument: unsupported flags (0x\(String(bit, radix: 16))) in function \(p.api)",
                     "\(p.number) \(p.api): \(e.message ?? "nil")")
         }
+        }
         await f.shutdown()
     }
 
     @Test func readOnlyConnectionsAreRefusedExactlyTheChanges() async throws {
         let f = try await ServerFixture()
-        let ro = try f.client(readOnly: true)
+        nonisolated(unsafe) let ro = try f.client(readOnly: true)
         try ro.handshake(readOnly: true)
+        try await offThePool {
         for p in ProcedureTable.all where !p.beforeOpen {
             // A default payload: the read-only rule is applied before anything is decoded.
             let (reply, _) = try ro.reply(try ro.callRaw(p.number, p.argumentType.init().xdr))
@@ -107,6 +110,7 @@ import TestSupport
         secure.flags = .secure
         let (x, _) = try ro.reply(try ro.callRaw(14, secure.xdr))
         #expect(try ro.errorOf(x).message?.contains("read only access prevents virDomainGetXMLDesc") == true)
+        }
         await f.shutdown()
     }
 

@@ -183,3 +183,18 @@ public var ansiblePlaybook: String? {
     let p = packageRoot + "/.build/tools/ansible/bin/ansible-playbook"
     return FileManager.default.isExecutableFile(atPath: p) ? p : nil
 }
+
+/// Runs blocking work (a synchronous client of an in-process server) on a
+/// thread of its own, so it does not hold one of Swift concurrency's few
+/// cooperative threads while the server it waits for needs one: on a
+/// two-core machine running suites in parallel, that starved the server
+/// until the client's receive timeout.
+public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (k: CheckedContinuation<T, any Error>) in
+        let t = Thread {
+            do { k.resume(returning: try body()) } catch { k.resume(throwing: error) }
+        }
+        t.stackSize = 8 << 20
+        t.start()
+    }
+}

@@ -19,7 +19,7 @@ public enum XLDomain {
 
     /// Keys xl knows that do not apply to an Apus domain (accepted with a warning).
     static let ignoredKeys: Set<String> = [
-        "builder", "device_model_version", "device_model_override", "bootloader", "bootloader_args", "boot",
+        "builder", "device_model_version", "device_model_override", "bootloader_args", "boot",
         "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel", "acpi", "apic", "pae", "hap", "nestedhvm",
         "viridian", "vnc", "vnclisten", "vncpasswd", "sdl", "serial", "usb", "usbdevice", "videoram", "vga",
         "stdvga", "localtime", "rtc_timeoffset", "pci", "vfb", "vkb", "vtpm", "p9", "channel", "shadow_memory",
@@ -69,7 +69,7 @@ public enum XLDomain {
 
         let known: Set<String> = ["name", "uuid", "memory", "maxmem", "vcpus", "maxvcpus", "kernel", "ramdisk", "cmdline",
                                   "extra", "root", "disk", "vif", "on_poweroff", "on_reboot", "on_crash", "type",
-                                  "description", "start", "autostart"]
+                                  "description", "start", "autostart", "bootloader"]
         for s in cfg.settings where !known.contains(s.key) {
             let why = ignoredKeys.contains(s.key) ? "is not used by Apus" : "is not a key Apus knows"
             warnings.append("\(file):\(s.line): warning: '\(s.key)' \(why); ignored")
@@ -130,6 +130,7 @@ public enum XLDomain {
         d.vcpus = Int(count)
 
         d.kernel = try string("kernel")
+        d.bootloader = try string("bootloader")
         d.initrd = try string("ramdisk")
         var cmdline = try string("cmdline")
         if cmdline == nil {
@@ -308,6 +309,7 @@ public enum XLDomain {
         if d.memoryKiB != d.currentMemoryKiB { add("maxmem", .number(Int64((d.memoryKiB + 1023) / 1024))) }
         add("vcpus", .number(Int64(d.vcpus)))
         if let k = d.kernel { add("kernel", .string(k)) }
+        if let b = d.bootloader { add("bootloader", .string(b)) }
         if let r = d.initrd { add("ramdisk", .string(r)) }
         if let c = d.cmdline { add("cmdline", .string(c)) }
         add("on_poweroff", .string(d.onPoweroff.rawValue))

@@ -96,9 +96,14 @@ public struct DomainDefinition: Equatable, Sendable {
     public var onlineVCPUs: Int { min(currentVCPUs ?? vcpus, vcpus) }
     public var osType = "hvm"
     public var arch = "x86_64"
+    /// `<os><kernel>`; nil: the domain boots from its first disk (the Dom0
+    /// boot loader reads the kernel, initramfs and command line GRUB would).
     public var kernel: String?
     public var initrd: String?
     public var cmdline: String?
+    /// Xen's `<bootloader>` (xl.cfg `bootloader = "pygrub"`): kept as
+    /// written; Apus's own boot loader runs whenever there is no kernel.
+    public var bootloader: String?
     public var onPoweroff = LifecycleAction.destroy
     public var onReboot = LifecycleAction.restart
     public var onCrash = LifecycleAction.destroy

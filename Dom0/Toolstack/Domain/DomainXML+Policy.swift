@@ -118,6 +118,8 @@ extension DomainXML {
             case "seclabel":
                 guard e.attribute("type") == "none" else { throw refuse("<seclabel type='\(e.attribute("type") ?? "dynamic")'> (no security driver)") }
                 kept.afterDevices.append(e.normalized)
+            case "bootloader", "bootloader_args":
+                break // modelled (bootloader) or meaningless without Xen's pygrub (bootloader_args)
             case "resource":
                 kept.afterDevices.append(e.normalized)
             default:

@@ -98,6 +98,8 @@ public enum DomainXML {
         d.kernel = os.childText("kernel").flatMap { $0.isEmpty ? nil : $0 }
         d.initrd = os.childText("initrd").flatMap { $0.isEmpty ? nil : $0 }
         d.cmdline = os.childText("cmdline")
+        if let b = root.element("bootloader") { d.bootloader = b.text.trimmingXMLWhitespace() }
+        if d.kernel == nil, d.initrd != nil { throw .xml("<initrd> without <kernel>") }
 
         d.onPoweroff = try action(root, "on_poweroff", default: .destroy)
         d.onReboot = try action(root, "on_reboot", default: .restart)
@@ -365,6 +367,7 @@ public enum DomainXML {
         var vcpuAttrs: [(name: String, value: String)] = [("placement", "static")]
         if let current = d.currentVCPUs, current < d.vcpus { vcpuAttrs.append(("current", String(current))) }
         add(text("vcpu", String(d.vcpus), vcpuAttrs))
+        if let b = d.bootloader { add(text("bootloader", b)) }
         var os = XMLElement("os")
         os.children.append(.element(text("type", d.osType, [("arch", d.arch), ("machine", "apus")])))
         if let k = d.kernel { os.children.append(.element(text("kernel", k))) }

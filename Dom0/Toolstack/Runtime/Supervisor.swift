@@ -15,10 +15,11 @@ enum Supervisor {
     /// port names of its interfaces on Dom0's switch, in order.
     static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, interfaceNames: [String], paths: ApusPaths,
                        limits: DaemonLimits) async throws(ToolstackError) -> RuntimeRecord {
-        guard let kernel = def.kernel else {
-            throw .unsupported("domain '\(def.name)' has no <kernel>; Apus boots Linux kernels directly (<os><kernel>)")
+        if let kernel = def.kernel {
+            guard FileSystem.exists(kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
+        } else if def.disks.isEmpty {
+            throw .unsupported("domain '\(def.name)' has no <kernel> and no disk to boot from")
         }
-        guard FileSystem.exists(kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
         if let initrd = def.initrd, !FileSystem.exists(initrd) { throw .failed("initrd '\(initrd)' does not exist") }
         for disk in def.disks where !FileSystem.exists(disk.source) {
             throw .failed("cannot access storage file '\(disk.source)': No such file or directory")
@@ -55,13 +56,73 @@ enum Supervisor {
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
             }
-            record.hypervisorPid = try startHypervisor(record, definition: def, paused: paused, paths: paths, log: log)
+            let boot = try await bootFiles(def, directory: dir, paths: paths, log: log)
+            record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log)
             try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
         } catch {
             await stop(record, paths: paths)
             throw error
         }
         return record
+    }
+
+    /// How long the boot loader may take to read a disk.
+    static let bootLoaderTimeout: Duration = .seconds(120)
+
+    /// The definition apus-hv boots: `def` itself when it names a kernel;
+    /// otherwise with the kernel, initramfs and command line that
+    /// apus-bootloader (a process of its own: it parses what the guest
+    /// controls) copied from the first disk into `directory`. The domain's
+    /// own `<cmdline>`, if any, is appended to the one GRUB would use. Runs
+    /// at every boot, so a kernel the guest installed boots next time.
+    static func bootFiles(_ def: DomainDefinition, directory: String, paths: ApusPaths, log: FileDescriptor?) async throws(ToolstackError) -> DomainDefinition {
+        guard def.kernel == nil, let disk = def.disks.first else { return def }
+        let boot = directory + "/boot"
+        FileSystem.remove(boot)
+        let output = directory + "/boot.reply"
+        FileSystem.remove(output)
+        let out: FileDescriptor
+        do {
+            try ProcessControl.makeDirectories(boot, mode: 0o700)
+            out = try FileDescriptor.open(output, [.writeOnly, .create, .truncate], mode: 0o600)
+        } catch {
+            throw .failed("cannot prepare \(boot): \(error)")
+        }
+        let pid: Int32
+        do {
+            pid = try ProcessControl.spawn(paths.binary("apus-bootloader"), ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot],
+                                           stdout: out, stderr: log)
+        } catch {
+            out.close()
+            throw .internalError("cannot start apus-bootloader: \(error.errno)")
+        }
+        out.close()
+        let clock = ContinuousClock()
+        let deadline = clock.now + bootLoaderTimeout
+        while isRunning(pid) {
+            guard clock.now < deadline else {
+                ProcessControl.signal(pid, SIGKILL)
+                throw ToolstackError(.operationTimeout, "Timed out during operation: the boot loader read \(disk.source) for over \(bootLoaderTimeout)")
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        _ = ProcessControl.reapChildren()
+        guard let line = ProcessControl.readText(output)?.split(separator: "\n").first else {
+            throw .internalError("the boot loader ended without a reply (see the domain's hypervisor log)")
+        }
+        let selection: BootLoaderMessage.Selection
+        do {
+            selection = try ControlLine.reply(String(line), as: BootLoaderMessage.Selection.self)
+        } catch {
+            if case .refused(let why) = error { throw .failed("cannot boot from \(disk.target): \(why)") }
+            throw .internalError("the boot loader's reply is malformed: \(error)")
+        }
+        if let log { try? log.writeAll("apusd: booting \(selection.origin) from \(disk.source)\n") }
+        var booted = def
+        booted.kernel = selection.kernel
+        booted.initrd = selection.initrd
+        booted.cmdline = [selection.cmdline, def.cmdline].compactMap { $0 }.joined(separator: " ")
+        return booted
     }
 
     static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?) throws(ToolstackError) -> Int32 {
@@ -86,7 +147,8 @@ enum Supervisor {
         let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", [.writeOnly, .create, .append], mode: 0o600)
         defer { log?.close() }
         record.paused = false
-        record.hypervisorPid = try startHypervisor(record, definition: definition, paused: false, paths: paths, log: log)
+        let boot = try await bootFiles(definition, directory: paths.runtimeDirectory(definition.name), paths: paths, log: log)
+        record.hypervisorPid = try startHypervisor(record, definition: boot, paused: false, paths: paths, log: log)
         try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + definition.name + ".hypervisor.log")
         return record
     }
