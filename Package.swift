@@ -65,7 +65,7 @@ let package = Package(
         // block backend, the boot loader and the storage volumes.
         .target(name: "DiskImage", dependencies: ["ApusSys", "CZlib"], path: "Dom0/DiskImage"),
         // The Dom0 boot loader (pygrub's role): partitions, ext4, grub.cfg.
-        .target(name: "BootLoader", dependencies: ["DiskImage", "CZlib"], path: "Dom0/BootLoader"),
+        .target(name: "BootLoader", dependencies: ["DiskImage"], path: "Dom0/BootLoader"),
         .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys"], path: "Dom0/apus-bootloader"),
         .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage"], path: "Dom0/BlockBackend"),
         .executableTarget(

@@ -221,9 +221,9 @@ final class QueueWorker: @unchecked Sendable {
                     log.warn("queue \(index): flush: \(error)")
                     status = VirtioBlock.statusIOError
                 }
-                stats.flushRequests.add(1, ordering: .relaxed)
-                stats.flushNanoseconds.add(Clock.monotonicNanoseconds() - now, ordering: .relaxed)
-                finish(request, status: status, written: 0)
+                count(.flush, bytes: 0, ok: status == VirtioBlock.statusOK, elapsed: Clock.monotonicNanoseconds() - now)
+                writeStatus(request.status, status)
+                try? queue.addUsed(head: request.head, length: 1)
                 return false
             }
             guard let slot = freeSlots.popLast() else { return false }

@@ -40,7 +40,7 @@ public struct GrubConfig: Sendable {
         guard text.utf8.count <= maximumBytes else { throw BootError("grub.cfg is over \(maximumBytes) bytes") }
         var lexer = Lexer(Array(text.utf8))
         var config = GrubConfig()
-        var interpreter = Interpreter(config: config)
+        var interpreter = Interpreter()
         let statements = try lexer.statements(until: [], depth: 0)
         // What GRUB 2 itself defines, so the feature tests Debian's grub.cfg makes come out as on a PC.
         var vars: [String: String] = ["feature_menuentry_id": "y", "feature_platform_search_hint": "y", "feature_all_video_module": "y",
@@ -290,7 +290,7 @@ extension Word {
 
     static func substitute(_ t: String, _ vars: [String: String]) -> String {
         var out = ""
-        var chars = Array(t)
+        let chars = Array(t)
         var k = 0
         func isName(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" }
         while k < chars.count {
@@ -307,7 +307,6 @@ extension Word {
                 out.append("$"); k += 1
             }
         }
-        chars = []
         return out
     }
 }
@@ -315,13 +314,12 @@ extension Word {
 // MARK: running
 
 struct Interpreter {
-    var config: GrubConfig
     var topRoots: [GrubConfig.RootSetting] = []
     var itemCount = 0
 
     struct Level { var items: [GrubConfig.Item] = [] }
 
-    mutating func run(_ statements: [Statement], vars: inout [String: String], inEntry entry: UnsafeEntryBox?, depth: Int) throws(BootError) -> Level {
+    mutating func run(_ statements: [Statement], vars: inout [String: String], inEntry entry: EntryBox?, depth: Int) throws(BootError) -> Level {
         var level = Level()
         for s in statements {
             switch s {
@@ -373,7 +371,7 @@ struct Interpreter {
                 guard itemCount <= GrubConfig.maximumItems else { throw BootError("grub.cfg has over \(GrubConfig.maximumItems) entries") }
                 switch keyword {
                 case "menuentry":
-                    let box = UnsafeEntryBox(GrubConfig.Entry(title: title, id: id))
+                    let box = EntryBox(GrubConfig.Entry(title: title, id: id))
                     var local = vars // an entry's body runs in its own scope
                     _ = try run(body, vars: &local, inEntry: box, depth: depth + 1)
                     level.items.append(.entry(box.value))
@@ -389,7 +387,7 @@ struct Interpreter {
         return level
     }
 
-    private mutating func addRoot(_ r: GrubConfig.RootSetting, _ entry: UnsafeEntryBox?) {
+    private mutating func addRoot(_ r: GrubConfig.RootSetting, _ entry: EntryBox?) {
         if let entry { entry.value.roots.append(r) } else { topRoots.append(r) }
     }
 
@@ -454,7 +452,7 @@ struct Interpreter {
 }
 
 /// The entry being filled in by its body's statements.
-final class UnsafeEntryBox {
+final class EntryBox {
     var value: GrubConfig.Entry
     init(_ v: GrubConfig.Entry) { value = v }
 }

@@ -1,4 +1,3 @@
-import CZlib
 import DiskImage
 
 /// Errors of the boot loader: all of them about the guest's image, never
@@ -90,13 +89,13 @@ public enum PartitionTable {
         guard (92...Int(sector)).contains(headerSize) else { return nil }
         var copy = Array(h[0..<headerSize])
         for i in 16..<20 { copy[i] = 0 }
-        guard crc32(copy) == le32(h, 16) else { return nil }
+        guard Zlib.crc32(copy) == le32(h, 16) else { return nil }
         let entriesLBA = le64(h, 72), count = Int(le32(h, 80)), entrySize = Int(le32(h, 84))
         guard count <= 1024, entrySize >= 128, entrySize <= 4096, entrySize % 8 == 0 else { return nil }
         let bytes = count * entrySize
         guard entriesLBA < size / sector, entriesLBA * sector + UInt64(bytes) <= size else { return nil }
         let table = try readBytes(disk, entriesLBA * sector, bytes)
-        guard crc32(table) == le32(h, 88) else { return nil }
+        guard Zlib.crc32(table) == le32(h, 88) else { return nil }
         var out: [Partition] = []
         for i in 0..<count where out.count < maximumPartitions {
             let o = i * entrySize
@@ -123,11 +122,6 @@ public enum PartitionTable {
         } catch {
             throw BootError("cannot read the disk at \(offset): \(error)")
         }
-    }
-
-    static func crc32(_ bytes: [UInt8]) -> UInt32 {
-        // SAFETY: zlib reads exactly `count` bytes of the live array.
-        UInt32(bytes.withUnsafeBufferPointer { CZlib.crc32(0, $0.baseAddress, UInt32($0.count)) })
     }
 }
 

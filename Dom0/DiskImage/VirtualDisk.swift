@@ -101,9 +101,16 @@ public protocol VirtualDisk: AnyObject, Sendable {
 extension VirtualDisk {
     /// Reads `[offset, offset + count)` into a buffer (metadata paths, the boot loader, tests).
     public func read(offset: UInt64, count: Int) throws(DiskImageError) -> [UInt8] {
+        try mapRead(offset: offset, length: UInt64(count)).gathered()
+    }
+}
+
+extension Array where Element == ReadExtent {
+    /// The bytes these extents describe, read from their files.
+    public func gathered() throws(DiskImageError) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(count)
-        for e in try mapRead(offset: offset, length: UInt64(count)) {
+        out.reserveCapacity(Int(reduce(0) { $0 + $1.length }))
+        for e in self {
             switch e {
             case .zero(let n): out += repeatElement(0, count: Int(n))
             case .bytes(let b): out += b
@@ -121,7 +128,9 @@ extension VirtualDisk {
         }
         return out
     }
+}
 
+extension VirtualDisk {
     /// Writes `bytes` at `offset` synchronously (tests, the storage layer).
     public func write(_ bytes: [UInt8], at offset: UInt64) throws(DiskImageError) {
         let places = try mapWrite(offset: offset, length: UInt64(bytes.count)) { from, count in

@@ -1,5 +1,4 @@
 import ApusSys
-import CZlib
 import Synchronization
 
 /// A qcow2 image (versions 2 and 3), read and written in place.
@@ -344,15 +343,9 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         } catch {
             throw .io("cannot read compressed cluster at \(host): \(error)")
         }
-        var out = [UInt8](repeating: 0, count: Int(clusterSize))
-        // SAFETY: both buffers are live arrays of the lengths passed; zlib
-        // writes at most `out.count` bytes and reads at most `input.count`.
-        let produced = input.withUnsafeBufferPointer { i in
-            out.withUnsafeMutableBufferPointer { o in
-                apus_inflate_raw(i.baseAddress, i.count, o.baseAddress, o.count)
-            }
+        guard let out = Zlib.inflateRaw(input, size: Int(clusterSize)) else {
+            throw .malformed("compressed cluster at \(host) does not inflate to a cluster")
         }
-        guard produced == Int(clusterSize) else { throw .malformed("compressed cluster at \(host) does not inflate to a cluster") }
         decompressed = (entry, out)
         return out
     }
@@ -434,22 +427,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// Reads through the current mapping with the lock held.
     private func readLocked(_ offset: UInt64, count: Int) throws(DiskImageError) -> [UInt8] {
-        var out: [UInt8] = []
-        for e in try lockedMapRead(offset: offset, length: UInt64(count)) {
-            switch e {
-            case .zero(let n): out += repeatElement(0, count: Int(n))
-            case .bytes(let b): out += b
-            case .file(let fd, let o, let n):
-                do {
-                    let got = try fd.read(count: Int(n), atOffset: Int64(o))
-                    out += got
-                    if got.count < Int(n) { out += repeatElement(0, count: Int(n) - got.count) }
-                } catch {
-                    throw .io("read at \(o): \(error)")
-                }
-            }
-        }
-        return out
+        try lockedMapRead(offset: offset, length: UInt64(count)).gathered()
     }
 
     /// The host clusters a compressed entry's bytes occupy.
@@ -468,29 +446,26 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         let i = l1Index(pos)
         guard i < l1.count else { throw .malformed("offset \(pos) beyond the L1 table") }
         var tableOffset = l1[i] & Qcow2Spec.Entry.offsetMask
-        var table: [UInt64]
-        if tableOffset == 0 {
-            table = [UInt64](repeating: 0, count: Int(clusterSize / 8))
-            tableOffset = try allocateCluster()
-            metadataClusters.insert(tableOffset / clusterSize)
-            l1[i] = tableOffset | Qcow2Spec.Entry.copied
-            dirtyL1.insert(i)
-        } else if l1[i] & Qcow2Spec.Entry.copied == 0 {
-            // Shared with a snapshot: the copy is ours; the old table keeps the snapshot's references.
-            table = try l2Table(l1Entry: l1[i]) ?? []
+        if tableOffset == 0 || l1[i] & Qcow2Spec.Entry.copied == 0 {
+            // A new table, or our own copy of one a snapshot shares (the
+            // old table keeps the snapshot's references).
+            let shared = tableOffset == 0 ? nil : try l2Table(l1Entry: l1[i])
             let old = tableOffset
             tableOffset = try allocateCluster()
             metadataClusters.insert(tableOffset / clusterSize)
             l1[i] = tableOffset | Qcow2Spec.Entry.copied
             dirtyL1.insert(i)
-            pendingFrees.append(old)
+            if old != 0 { pendingFrees.append(old) }
+            try insertL2(tableOffset, shared ?? [UInt64](repeating: 0, count: Int(clusterSize / 8)), dirty: true)
         } else {
-            table = try l2Table(l1Entry: l1[i]) ?? []
+            _ = try l2Table(l1Entry: l1[i]) // in the cache
         }
+        // In place: a cached table is not copied for each entry changed.
         let j = l2Index(pos)
-        let old = table[j]
-        table[j] = value
-        try insertL2(tableOffset, table, dirty: true)
+        guard let old = l2Cache.modify(tableOffset, { (t: inout [UInt64]) -> UInt64 in
+            defer { t[j] = value }
+            return t[j]
+        }) else { throw .malformed("L2 table at \(tableOffset) left the cache") }
         return old
     }
 
@@ -584,25 +559,26 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// Adds `delta` to a covered cluster's refcount.
     private func adjustRefcount(cluster: UInt64, by delta: Int64) throws(DiskImageError) {
-        let t = Int(cluster / refcountBlockEntries)
-        guard let found = try refcountBlock(t) else {
+        // Only the block's offset is kept here: the cached block stays
+        // uniquely referenced, so it is changed in place below.
+        guard let offset = try refcountBlock(Int(cluster / refcountBlockEntries))?.offset else {
             throw .malformed("cluster \(cluster) has no refcount block")
         }
-        let offset = found.offset
-        var block = found.block
         let i = Int(cluster % refcountBlockEntries)
-        let old = refcount(in: block, i)
         let max = refcountBits == 64 ? UInt64.max : (1 << refcountBits) - 1
-        let new: UInt64
-        if delta < 0 {
-            guard old >= UInt64(-delta) else { throw .malformed("refcount of cluster \(cluster) would drop below zero") }
-            new = old - UInt64(-delta)
-        } else {
-            guard max - old >= UInt64(delta) else { throw .unsupported("refcount of cluster \(cluster) would exceed \(max)") }
-            new = old + UInt64(delta)
+        var failure: DiskImageError?
+        let cached = refcountCache.modify(offset) { (block: inout [UInt8]) in
+            let old = self.refcount(in: block, i)
+            if delta < 0 {
+                guard old >= UInt64(-delta) else { failure = .malformed("refcount of cluster \(cluster) would drop below zero"); return }
+                self.setRefcount(in: &block, i, old - UInt64(-delta))
+            } else {
+                guard max - old >= UInt64(delta) else { failure = .unsupported("refcount of cluster \(cluster) would exceed \(max)"); return }
+                self.setRefcount(in: &block, i, old + UInt64(delta))
+            }
         }
-        setRefcount(in: &block, i, new)
-        try putRefcountBlock(offset, block, dirty: true)
+        if let failure { throw failure }
+        guard cached != nil else { throw .malformed("refcount block at \(offset) left the cache") }
     }
 
     /// A new cluster at the end of the image, its refcount 1 (in memory).
@@ -925,9 +901,21 @@ struct MetadataCache<Value> {
         let wasDirty = entries[key]?.dirty ?? false
         entries[key] = (value, dirty || wasDirty, clock)
         guard entries.count > capacity else { return nil }
-        guard let victim = entries.filter({ $0.key != key }).min(by: { $0.value.used < $1.value.used }) else { return nil }
-        entries[victim.key] = nil
-        return victim.value.dirty ? (victim.key, victim.value.value) : nil
+        var victim: (key: UInt64, used: UInt64)?
+        for (k, e) in entries where k != key && e.used < (victim?.used ?? .max) { victim = (k, e.used) }
+        guard let v = victim, let evicted = entries.removeValue(forKey: v.key) else { return nil }
+        return evicted.dirty ? (v.key, evicted.value) : nil
+    }
+
+    /// Changes a cached entry in place (taken out of the dictionary so the
+    /// value is uniquely referenced and not copied) and marks it dirty; nil
+    /// if it is not cached.
+    mutating func modify<R>(_ key: UInt64, _ body: (inout Value) -> R) -> R? {
+        guard var e = entries.removeValue(forKey: key) else { return nil }
+        let r = body(&e.value)
+        clock += 1
+        entries[key] = (e.value, true, clock)
+        return r
     }
 
     /// The dirty entries (marked clean).

@@ -7,20 +7,11 @@ import DiskImage
 /// bytes are also parsed as a grub.cfg text. Any error is fine; a crash, a
 /// hang or unbounded memory is not.
 public enum BootLoaderFuzz {
-    nonisolated(unsafe) static var file: MemFD? = nil
-
     public static func run(_ bytes: [UInt8]) {
         if let c = try? GrubConfig.parse(String(decoding: bytes, as: UTF8.self)) { _ = c.defaultEntry() }
         guard bytes.count >= 1024 else { return }
-        if file == nil { file = try? MemFD(name: "fuzz-boot", size: 0) }
-        guard let file else { return }
-        do {
-            try file.fd.truncate(to: 0)
-            try file.fd.writeAll(bytes, atOffset: 0)
-        } catch {
-            return
-        }
-        guard let disk = try? RawDisk(path: "/proc/self/fd/\(file.fd.rawValue)", readOnly: true) else { return }
+        guard let path = InputFile.holding(bytes) else { return }
+        guard let disk = try? RawDisk(path: path, readOnly: true) else { return }
         _ = try? BootLoader.select(disk: disk)
         if let parts = try? PartitionTable.read(disk) {
             for p in parts {

@@ -8,19 +8,9 @@ import DiskImage
 /// crash, a hang or unbounded memory is not. A backing file an input names
 /// is opened read-only, as a real image's would be (most names do not exist).
 public enum Qcow2Fuzz {
-    nonisolated(unsafe) static var file: MemFD? = nil
-
     public static func run(_ bytes: [UInt8]) {
         guard bytes.count >= 72 else { return }
-        if file == nil { file = try? MemFD(name: "fuzz-qcow2", size: 0) }
-        guard let file else { return }
-        do {
-            try file.fd.truncate(to: 0)
-            try file.fd.writeAll(bytes, atOffset: 0)
-        } catch {
-            return
-        }
-        let path = "/proc/self/fd/\(file.fd.rawValue)"
+        guard let path = InputFile.holding(bytes) else { return }
         if let header = try? Qcow2Header.parse(bytes, fileSize: UInt64(bytes.count)) {
             // Encoding what was parsed gives a header that parses the same.
             let again = header.encode()
