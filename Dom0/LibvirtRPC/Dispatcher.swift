@@ -8,12 +8,14 @@ import Toolstack
 public final class Dispatcher: Sendable {
     public let manager: DomainManager
     public let hub: IOHub
+    public let storage: StoragePools
     public var events: EventBus { manager.events }
     /// What CONNECT_GET_URI answers.
     let uri: String
 
-    public init(manager: DomainManager, hub: IOHub, uri: String = "apus:///system") {
+    public init(manager: DomainManager, hub: IOHub, storage: StoragePools? = nil, uri: String = "apus:///system") {
         self.manager = manager
+        self.storage = storage ?? StoragePools(paths: manager.paths)
         self.hub = hub
         self.uri = uri
     }

@@ -14,6 +14,10 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case systemError = 38
         case rpc = 39
         case noDomain = 42
+        case noStoragePool = 49
+        case noStorageVolume = 50
+        case storagePoolBuilt = 76
+        case storageVolumeExists = 90
         case operationInvalid = 55
         case configUnsupported = 67
         case operationTimeout = 68
@@ -25,6 +29,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
     public enum Origin: Int32, Sendable {
         case none = 0
         case rpc = 7
+        case storage = 18
         case domain = 20
         case hypervisor = 66 // VIR_FROM_... any value virsh shows as a label only
     }
@@ -49,5 +54,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
     public static func failed(_ detail: String) -> ToolstackError { ToolstackError(.operationFailed, "operation failed: \(detail)") }
     public static func internalError(_ detail: String) -> ToolstackError { ToolstackError(.internalError, "internal error: \(detail)") }
     public static func noDomain(_ detail: String) -> ToolstackError { ToolstackError(.noDomain, "Domain not found: \(detail)") }
+    public static func noStoragePool(_ detail: String) -> ToolstackError { ToolstackError(.noStoragePool, "Storage pool not found: \(detail)", origin: .storage) }
+    public static func noStorageVolume(_ detail: String) -> ToolstackError { ToolstackError(.noStorageVolume, "Storage volume not found: \(detail)", origin: .storage) }
     public static func denied(_ detail: String) -> ToolstackError { ToolstackError(.operationDenied, "operation forbidden: \(detail)") }
 }

@@ -135,9 +135,15 @@ func run(_ o: Options, termination: EventFD) async {
     }
     let manager = DomainManager(paths: paths, hub: hub, limits: settings.limits)
     await manager.setReport { log("warning: \($0)", .warning) }
+    // Storage first: running domains' volume disks resolve through their pools.
+    let storage = StoragePools(paths: paths)
+    await storage.load()
+    await storage.setUsage { [manager] in await manager.diskPathsInUse() }
+    await manager.setStorage(storage)
+    for w in await storage.warnings { log("warning: \(w)", .warning) }
     await manager.load()
     for w in await manager.warnings { log("warning: \(w)", .warning) }
-    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub))
+    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage))
     do {
         try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
         try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
@@ -146,6 +152,10 @@ func run(_ o: Options, termination: EventFD) async {
     }
     log("listening on \(paths.readWriteSocket) and \(paths.readOnlySocket)")
     if !o.noAutostart && settings.autostart {
+        // Pools first, as libvirt does: autostarted domains may use their volumes.
+        let poolWarnings = await storage.warnings.count
+        await storage.autostartAll()
+        for w in await storage.warnings.dropFirst(poolWarnings) { log("warning: \(w)", .warning) }
         let before = await manager.warnings.count
         await manager.autostartAll()
         for w in await manager.warnings.dropFirst(before) { log("warning: \(w)", .warning) }

@@ -201,6 +201,24 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     /// Whether the descriptor refers to a terminal.
     public var isTerminal: Bool { isatty(rawValue) == 1 }
 
+    /// The next offset at or after `offset` that holds data (SEEK_DATA), or
+    /// nil when only a hole follows up to the end of the file.
+    public func nextData(from offset: Int64) throws(Errno) -> Int64? {
+        let r = lseek(rawValue, off_t(offset), 3) // SEEK_DATA
+        if r < 0 {
+            if errno == ENXIO { return nil }
+            throw Errno.current
+        }
+        return Int64(r)
+    }
+
+    /// The next hole at or after `offset` (SEEK_HOLE; the end of the file counts as one).
+    public func nextHole(from offset: Int64) throws(Errno) -> Int64 {
+        let r = lseek(rawValue, off_t(offset), 4) // SEEK_HOLE
+        guard r >= 0 else { throw Errno.current }
+        return Int64(r)
+    }
+
     /// Punches a hole (discard) or zeroes a range with fallocate(2).
     public func fallocate(mode: Int32, offset: Int64, length: Int64) throws(Errno) {
         guard apus_fallocate(rawValue, mode, offset, length) == 0 else { throw Errno.current }

@@ -30,7 +30,7 @@ public enum FileSystem {
             for entry in ProcessControl.directoryEntries(path) { remove(path + "/" + entry) }
             rmdir(path)
         } else {
-            unlink(path)
+            Glibc.unlink(path)
         }
     }
 
@@ -55,6 +55,84 @@ public enum FileSystem {
     public static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// What `stat` (not following a final symlink when `follow` is false) says of a path.
+    public struct Status: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable { case file, directory, blockDevice, symbolicLink, other }
+        public var kind: Kind
+        public var size: Int64
+        /// Bytes allocated on disk (st_blocks × 512).
+        public var allocated: Int64
+        public var mode: UInt32
+        public var owner: UInt32
+        public var group: UInt32
+        /// Seconds and nanoseconds since the epoch.
+        public var accessed: (Int, Int)
+        public var modified: (Int, Int)
+        public var changed: (Int, Int)
+        public var device: UInt64
+        public var inode: UInt64
+
+        public static func == (a: Status, b: Status) -> Bool {
+            a.kind == b.kind && a.size == b.size && a.allocated == b.allocated && a.mode == b.mode && a.owner == b.owner
+                && a.group == b.group && a.device == b.device && a.inode == b.inode
+        }
+    }
+
+    public static func status(_ path: String, follow: Bool = true) -> Status? {
+        var st = stat()
+        guard (follow ? stat(path, &st) : lstat(path, &st)) == 0 else { return nil }
+        let kind: Status.Kind
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: kind = .file
+        case S_IFDIR: kind = .directory
+        case S_IFBLK: kind = .blockDevice
+        case S_IFLNK: kind = .symbolicLink
+        default: kind = .other
+        }
+        return Status(kind: kind, size: Int64(st.st_size), allocated: Int64(st.st_blocks) * 512, mode: UInt32(st.st_mode & 0o7777),
+                      owner: st.st_uid, group: st.st_gid, accessed: (st.st_atim.tv_sec, st.st_atim.tv_nsec),
+                      modified: (st.st_mtim.tv_sec, st.st_mtim.tv_nsec), changed: (st.st_ctim.tv_sec, st.st_ctim.tv_nsec),
+                      device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// A file system's size and free space (statvfs), in bytes.
+    public static func space(_ path: String) -> (capacity: UInt64, free: UInt64, available: UInt64)? {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return nil }
+        let unit = UInt64(s.f_frsize)
+        return (UInt64(s.f_blocks) * unit, UInt64(s.f_bfree) * unit, UInt64(s.f_bavail) * unit)
+    }
+
+    /// Renames `from` to `to` (atomically replacing `to`).
+    public static func rename(_ from: String, _ to: String) throws(Errno) {
+        guard Glibc.rename(from, to) == 0 else { throw Errno.current }
+    }
+
+    /// Removes a file (not a directory).
+    public static func unlink(_ path: String) throws(Errno) {
+        guard Glibc.unlink(path) == 0 else { throw Errno.current }
+    }
+
+    /// Removes an empty directory.
+    public static func removeDirectory(_ path: String) throws(Errno) {
+        guard rmdir(path) == 0 else { throw Errno.current }
+    }
+
+    /// Sets permission bits; owner and group when given (chown; -1 keeps one).
+    public static func setPermissions(_ path: String, mode: UInt32?, owner: UInt32? = nil, group: UInt32? = nil) throws(Errno) {
+        if let mode { guard chmod(path, mode_t(mode)) == 0 else { throw Errno.current } }
+        if owner != nil || group != nil {
+            guard chown(path, owner ?? UInt32.max, group ?? UInt32.max) == 0 else { throw Errno.current }
+        }
+    }
+
+    /// The canonical absolute form of an existing path (symlinks resolved).
+    public static func canonical(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
     }
 
     /// Host CPUs online (sysconf).

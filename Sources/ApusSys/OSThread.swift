@@ -50,6 +50,13 @@ public final class OSThread: @unchecked Sendable {
         _ = pthread_kill(handle, signal)
     }
 
+    /// Lets the thread end on its own (no join): for short-lived workers.
+    public func detach() {
+        guard started else { return }
+        started = false
+        _ = pthread_detach(handle)
+    }
+
     /// Waits for the thread to finish.
     public func join() {
         guard started else { return }

@@ -22,6 +22,11 @@ import TestSupport
         "virDomainSetMemoryParameters", "virDomainSetMetadata", "virDomainSetNumaParameters", "virDomainSetSchedulerParameters",
         "virDomainSetSchedulerParametersFlags", "virDomainSetVcpus", "virDomainSetVcpusFlags", "virDomainShutdown",
         "virDomainShutdownFlags", "virDomainSuspend", "virDomainUndefine", "virDomainUndefineFlags", "virDomainUpdateDeviceFlags",
+        // libvirt-storage.c
+        "virConnectFindStoragePoolSources", "virStoragePoolBuild", "virStoragePoolCreate", "virStoragePoolCreateXML",
+        "virStoragePoolDefineXML", "virStoragePoolDelete", "virStoragePoolDestroy", "virStoragePoolRefresh", "virStoragePoolSetAutostart",
+        "virStoragePoolUndefine", "virStorageVolCreateXML", "virStorageVolCreateXMLFrom", "virStorageVolDelete", "virStorageVolDownload",
+        "virStorageVolResize", "virStorageVolUpload", "virStorageVolWipe", "virStorageVolWipePattern",
     ]
 
     /// Flags a read-only connection may not pass (the conditional checks of
@@ -37,6 +42,9 @@ import TestSupport
         234: 0x3, 243: 0x4, 245: 0, 251: 0x1, 254: 0x3, 255: 0x7, 258: 0x1, 262: 0x4, 263: 0, 264: 0x3, 265: 0x3, 273: 0xFFFF,
         279: 0x3, 280: 0x3, 293: 0, 298: 0x3, 337: 0, 342: 0, 344: 0xE000_00FF, 350: 0x1, 351: 0x3, 353: 0, 358: 0, 365: 0x3,
         392: 0x3, 426: 0x3,
+        // storage
+        75: 0, 76: 0x7, 77: 0x1, 78: 0x7, 79: 0xC, 81: 0, 83: 0, 88: 0x1, 93: 0x5, 94: 0x1, 99: 0, 125: 0x7, 165: 0,
+        208: 0x1, 209: 0x1, 259: 0, 260: 0x7, 281: 0xFFFFF, 282: 0, 378: 0x1, 403: 0,
     ]
 
     @Test func everyNumberIsDeclaredOnce() {

@@ -141,3 +141,74 @@ public struct DomainJobStatsFlags: WireFlags {
 
 /// virDomainDeviceModifyFlags (attach, detach, update).
 public typealias DomainDeviceFlags = DomainImpactFlags
+
+/// virStoragePoolCreateFlags.
+public struct StoragePoolCreateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let build = Self(rawValue: 1), overwrite = Self(rawValue: 2), noOverwrite = Self(rawValue: 4)
+}
+
+/// virStoragePoolBuildFlags.
+public struct StoragePoolBuildFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let repair = Self(rawValue: 1), resize = Self(rawValue: 2), noOverwrite = Self(rawValue: 4), overwrite = Self(rawValue: 8)
+}
+
+/// virStoragePoolDefineFlags.
+public struct StoragePoolDefineFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let validate = Self(rawValue: 1)
+}
+
+/// virStorageXMLFlags.
+public struct StorageXMLFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let inactive = Self(rawValue: 1)
+}
+
+/// virConnectListAllStoragePoolsFlags (the filter the storage layer applies).
+public struct StoragePoolListFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Every bit libvirt 9.0 defines (state, persistence, autostart, the pool types).
+    public static let every = Self(rawValue: 0xFFFFF)
+}
+
+/// virStorageVolCreateFlags.
+public struct StorageVolumeCreateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let preallocateMetadata = Self(rawValue: 1), reflink = Self(rawValue: 2), validate = Self(rawValue: 4)
+}
+
+/// virStorageVolDeleteFlags.
+public struct StorageVolumeDeleteFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let zeroed = Self(rawValue: 1), withSnapshots = Self(rawValue: 2)
+}
+
+/// virStorageVolResizeFlags.
+public struct StorageVolumeResizeFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let allocate = Self(rawValue: 1), delta = Self(rawValue: 2), shrink = Self(rawValue: 4)
+}
+
+/// virStorageVolUploadFlags and virStorageVolDownloadFlags (the same bit).
+public struct StorageVolumeTransferFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let sparse = Self(rawValue: 1)
+}
+
+/// virStorageVolInfoFlags.
+public struct StorageVolumeInfoFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let physical = Self(rawValue: 1)
+}

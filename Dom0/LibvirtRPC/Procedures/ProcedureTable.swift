@@ -93,6 +93,7 @@ public final class Call: @unchecked Sendable {
     }
 
     var manager: DomainManager { dispatcher.manager }
+    var storage: StoragePools { dispatcher.storage }
 
     /// Whether string typed parameters may be returned (VIR_TYPED_PARAM_STRING_OKAY).
     var stringsOK: Bool { flags & TypedParameterFlags.stringOkay.rawValue != 0 }
@@ -110,6 +111,7 @@ public enum ProcedureTable {
     public static let all: [Procedure] =
         ConnectionProcedures.all + HostProcedures.all + DomainListProcedures.all + DomainLifecycleProcedures.all
         + DomainQueryProcedures.all + DomainStatsProcedures.all + DomainDeviceProcedures.all + EventProcedures.all
+        + StorageProcedures.all
 
     /// The table; the first declaration of a number wins (tests require each to be unique).
     public static let byNumber: [Int32: Procedure] = {

@@ -11,7 +11,7 @@ final class Client: @unchecked Sendable {
     // is thread-safe.
     let channel: Channel
     let dispatcher: Dispatcher
-    private let lock = ConditionLock()
+    let lock = ConditionLock()
 
     /// Set by CONNECT_OPEN; before it only the handshake procedures work.
     private var opened = false
@@ -25,6 +25,12 @@ final class Client: @unchecked Sendable {
     /// Legacy registrations (procs 167/168): event IDs.
     private var legacyEvents: Set<Int32> = []
     private var subscription: UInt64?
+
+    /// Storage pool event registrations: callbackID → (eventID, pool filter).
+    private var storageCallbacks: [Int32: (event: Int32, pool: DomainUUID?)] = [:]
+    private var storageSubscription: (id: UInt64, bus: Broadcast<StoragePoolEvent>)?
+    /// Volume uploads and downloads by the serial of their call.
+    private var transfers: [UInt32: VolumeTransfer] = [:]
 
     /// Console streams by the serial of their OPEN_CONSOLE call.
     private var streams: [UInt32: Stream] = [:]
@@ -79,7 +85,7 @@ final class Client: @unchecked Sendable {
         case PacketHeader.remoteProgram where h.version == 1:
             switch h.type {
             case .call: call(packet)
-            case .stream: streamPacket(packet)
+            case .stream, .streamHole: streamPacket(packet)
             default: break // clients never send replies or messages on this program
             }
         default:
@@ -143,13 +149,110 @@ final class Client: @unchecked Sendable {
 
     /// The socket closed: end console sessions and event delivery.
     func disconnected() {
-        let (sessions, sub) = lock.withLock { () -> ([ConsoleSession], UInt64?) in
+        let (sessions, sub, storageSub, moving) = lock.withLock { () -> ([ConsoleSession], UInt64?, (id: UInt64, bus: Broadcast<StoragePoolEvent>)?, [VolumeTransfer]) in
             closed = true
-            defer { streams.removeAll(); callbacks.removeAll(); legacyEvents.removeAll(); subscription = nil }
-            return (streams.values.compactMap(\.session), subscription)
+            defer {
+                streams.removeAll(); callbacks.removeAll(); legacyEvents.removeAll(); subscription = nil
+                storageCallbacks.removeAll(); storageSubscription = nil; transfers.removeAll()
+            }
+            return (streams.values.compactMap(\.session), subscription, storageSubscription, Array(transfers.values))
         }
         for s in sessions { s.close() }
+        for t in moving { t.disconnect() }
         if let sub { dispatcher.events.unsubscribe(sub) }
+        if let storageSub { storageSub.bus.unsubscribe(storageSub.id) }
+    }
+
+    // MARK: volume transfers
+
+    func addTransfer(_ t: VolumeTransfer) {
+        let refused = lock.withLock { () -> Bool in
+            guard !closed else { return true }
+            transfers[t.serial] = t
+            return false
+        }
+        if refused { t.disconnect() }
+    }
+
+    func transfer(_ serial: UInt32) -> VolumeTransfer? { lock.withLock { transfers[serial] } }
+
+    func transferEnded(serial: UInt32) { _ = lock.withLock { transfers.removeValue(forKey: serial) } }
+
+    /// A STREAM or STREAM_HOLE packet of an upload or download.
+    private func transferPacket(_ packet: Packet, _ t: VolumeTransfer) {
+        let h = packet.header
+        let upload = t.procedure == 208
+        switch (h.type, h.status) {
+        case (.streamHole, _):
+            guard upload else { return }
+            guard let hole = try? StreamHole.decode(packet.payload), hole.length >= 0 else {
+                t.received(.abort)
+                return
+            }
+            t.received(.hole(UInt64(hole.length)))
+        case (.stream, .continue):
+            if upload && !packet.payload.isEmpty { t.received(.data(packet.payload)) }
+        case (.stream, .ok):
+            if upload { t.received(.finish) } else { t.closeDownload() }
+        case (.stream, .error):
+            if upload { t.received(.abort) } else { t.closeDownload() }
+        default:
+            break
+        }
+    }
+
+    // MARK: storage pool events
+
+    func registerStoragePoolEvent(_ event: Int32, pool: DomainUUID?, bus: Broadcast<StoragePoolEvent>) -> Int32 {
+        let id = Int32(truncatingIfNeeded: Self.nextCallback.next())
+        let subscribe = lock.withLock { () -> Bool in
+            storageCallbacks[id] = (event, pool)
+            return storageSubscription == nil && !closed
+        }
+        if subscribe {
+            let sub = bus.subscribe { [weak self] e in self?.deliverStorage(e) }
+            let keep = lock.withLock { () -> Bool in
+                guard storageSubscription == nil && !closed else { return false }
+                storageSubscription = (sub, bus)
+                return true
+            }
+            if !keep { bus.unsubscribe(sub) }
+        }
+        return id
+    }
+
+    func deregisterStoragePoolEvent(callback: Int32) -> Bool {
+        lock.withLock { storageCallbacks.removeValue(forKey: callback) != nil }
+    }
+
+    private func deliverStorage(_ event: StoragePoolEvent) {
+        let eventID: Int32
+        switch event.kind {
+        case .lifecycle: eventID = StoragePoolEventID.lifecycle
+        case .refresh: eventID = StoragePoolEventID.refresh
+        }
+        let targets = lock.withLock {
+            storageCallbacks.filter { $0.value.event == eventID && ($0.value.pool == nil || $0.value.pool == event.uuid) }.map(\.key).sorted()
+        }
+        var pool = RemoteStoragePool()
+        pool.name = event.name
+        pool.uuid = event.uuid
+        for callback in targets {
+            switch event.kind {
+            case .lifecycle(let e, let detail):
+                var m = StoragePoolLifecycleEventMessage()
+                m.callbackID = callback
+                m.pool = pool
+                m.event = e
+                m.detail = detail
+                send(message(StoragePoolEventID.lifecycleMessage, m.xdr))
+            case .refresh:
+                var m = StoragePoolRefreshEventMessage()
+                m.callbackID = callback
+                m.pool = pool
+                send(message(StoragePoolEventID.refreshMessage, m.xdr))
+            }
+        }
     }
 
     // MARK: connection state (used by the dispatcher)
@@ -163,7 +266,7 @@ final class Client: @unchecked Sendable {
 
     // MARK: events
 
-    private static let nextCallback = AtomicCounter()
+    static let nextCallback = AtomicCounter()
 
     /// Registers for `event` (optionally one domain); returns the callback ID.
     func registerEvent(_ event: Int32, domain: DomainUUID?) -> Int32 {
@@ -338,7 +441,11 @@ final class Client: @unchecked Sendable {
     /// A STREAM packet from the client: keystrokes, finish or abort.
     private func streamPacket(_ packet: Packet) {
         let h = packet.header
-        guard h.procedure == Self.consoleProcedure else { return }
+        if let t = transfer(h.serial), t.procedure == h.procedure {
+            transferPacket(packet, t)
+            return
+        }
+        guard h.procedure == Self.consoleProcedure, h.type == .stream else { return }
         switch h.status {
         case .continue:
             let session = lock.withLock { streams[h.serial]?.session }

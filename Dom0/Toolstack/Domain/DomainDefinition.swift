@@ -10,15 +10,25 @@ public enum LifecycleAction: String, Sendable, CaseIterable {
 
 /// A disk: an image file (raw or qcow2) or a block device, served by apus-blkback.
 public struct DiskDefinition: Equatable, Sendable {
-    public enum SourceType: String, Sendable { case file, block }
+    public enum SourceType: String, Sendable { case file, block, volume }
     public var type: SourceType
-    /// The image path or device node.
+    /// The image path or device node (a volume's, once resolved from its pool).
     public var source: String
+    /// `<source pool= volume=>` of a `type='volume'` disk.
+    public var volume: VolumeReference?
+    public struct VolumeReference: Equatable, Sendable {
+        public var pool: String
+        public var name: String
+        public init(pool: String, name: String) { self.pool = pool; self.name = name }
+    }
     /// Guest device name: vda, vdb, ...
     public var target: String
     public var readOnly: Bool
     /// `<driver type=...>` (raw when absent): declared, never guessed.
     public var format: DiskFormat
+    /// Whether `<driver type>` was given (a volume disk without it takes the
+    /// format its pool recorded for the volume).
+    public var formatDeclared = true
     /// `<serial>`: what the guest reads with GET_ID (at most 20 bytes).
     public var serial: String?
     /// `<driver cache=...>`: none and directsync open the image with O_DIRECT.
@@ -36,7 +46,7 @@ public struct DiskDefinition: Equatable, Sendable {
     public var direct: Bool { cache == "none" || cache == "directsync" }
 
     public static func == (a: DiskDefinition, b: DiskDefinition) -> Bool {
-        a.type == b.type && a.source == b.source && a.target == b.target && a.readOnly == b.readOnly && a.format == b.format
+        a.type == b.type && a.source == b.source && a.volume == b.volume && a.target == b.target && a.readOnly == b.readOnly && a.format == b.format
             && a.serial == b.serial && a.cache == b.cache && a.kept == b.kept
             && a.driverOptions.count == b.driverOptions.count
             && zip(a.driverOptions, b.driverOptions).allSatisfy { $0.name == $1.name && $0.value == $1.value }

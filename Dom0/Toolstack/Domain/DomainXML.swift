@@ -199,7 +199,7 @@ public enum DomainXML {
     static func parseDisk(_ e: XMLElement) throws(ToolstackError) -> DiskDefinition {
         let typeText = e.attribute("type") ?? "file"
         guard let type = DiskDefinition.SourceType(rawValue: typeText) else {
-            throw .unsupported("disk type '\(typeText)' is not supported (file or block)")
+            throw .unsupported("disk type '\(typeText)' is not supported (file, block or volume)")
         }
         if let device = e.attribute("device"), device != "disk" {
             throw .unsupported("disk device '\(device)' is not supported (disk only)")
@@ -228,19 +228,38 @@ public enum DomainXML {
             throw refuse("a disk on a \(t) bus (devices are virtio-mmio)")
         }
         let keptChildren = try deviceChildren(e, modelled: ["driver", "source", "target", "readonly", "alias", "address", "serial"]) { $0.name == "boot" }
-        guard let sourceElement = e.element("source"),
-              let source = sourceElement.attribute(type == .file ? "file" : "dev"), !source.isEmpty else {
-            throw .xml("disk has no source \(type == .file ? "file" : "dev")")
+        var source = ""
+        var volume: DiskDefinition.VolumeReference?
+        if type == .volume {
+            guard let s = e.element("source"), let pool = s.attribute("pool"), !pool.isEmpty, let name = s.attribute("volume"), !name.isEmpty else {
+                throw .xml("a volume disk needs <source pool='...' volume='...'/>")
+            }
+            volume = DiskDefinition.VolumeReference(pool: pool, name: name)
+        } else {
+            guard let sourceElement = e.element("source"),
+                  let path = sourceElement.attribute(type == .file ? "file" : "dev"), !path.isEmpty else {
+                throw .xml("disk has no source \(type == .file ? "file" : "dev")")
+            }
+            guard path.hasPrefix("/") else { throw .xml("disk source '\(path)' must be an absolute path") }
+            source = path
         }
-        guard source.hasPrefix("/") else { throw .xml("disk source '\(source)' must be an absolute path") }
-        guard let target = e.element("target")?.attribute("dev") else { throw .xml("missing disk target device") }
+        guard var target = e.element("target")?.attribute("dev") else { throw .xml("missing disk target device") }
+        let bus = e.element("target")?.attribute("bus")
+        // Apus's disks are all virtio: a disk a tool put on an emulated bus
+        // (virt-install picks ide for a driver it does not know as QEMU)
+        // becomes the virtio disk of the same letter, hda or sda → vda.
+        if let bus, ["ide", "sata", "scsi"].contains(bus), target.hasPrefix("hd") || target.hasPrefix("sd") {
+            target = "vd" + target.dropFirst(2)
+        } else if let bus, bus != "virtio" {
+            throw .unsupported("disk bus '\(bus)' is not supported (virtio only)")
+        }
         guard target.hasPrefix("vd"), target.count >= 3, target.dropFirst(2).allSatisfy({ $0 >= "a" && $0 <= "z" }) else {
             throw .unsupported("disk target '\(target)' is not supported (virtio disks are vda, vdb, ...)")
         }
-        if let bus = e.element("target")?.attribute("bus"), bus != "virtio" {
-            throw .unsupported("disk bus '\(bus)' is not supported (virtio only)")
-        }
         var disk = DiskDefinition(type: type, source: source, target: target, readOnly: e.element("readonly") != nil, format: format)
+        disk.volume = volume
+        // A volume's format is the pool's record of it (known once resolved).
+        disk.formatDeclared = driver?.attribute("type") != nil
         if let serial = e.childText("serial") {
             guard serial.utf8.count <= 20, serial.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else {
                 throw .xml("disk serial '\(serial)' must be at most 20 printable characters")
@@ -384,11 +403,13 @@ public enum DomainXML {
         func device(_ e: XMLElement) { devices.children.append(.element(e)) }
         if let emulator = d.kept.devices.first, emulator.name == "emulator" { device(emulator) }
         for (i, disk) in d.disks.enumerated() {
-            var driver: [(name: String, value: String)] = [("name", "apus"), ("type", disk.format.rawValue)]
+            var driver: [(name: String, value: String)] = [("name", "apus")]
+            if disk.formatDeclared || !disk.source.isEmpty { driver.append(("type", disk.format.rawValue)) }
             if let cache = disk.cache { driver.append(("cache", cache)) }
             driver += disk.driverOptions
             var children = [element("driver", driver),
-                            element("source", [(disk.type == .file ? "file" : "dev", disk.source)]),
+                            element("source", disk.volume.map { [("pool", $0.pool), ("volume", $0.name)] }
+                                              ?? [(disk.type == .file ? "file" : "dev", disk.source)]),
                             element("target", [("dev", disk.target), ("bus", "virtio")])]
             if disk.readOnly { children.append(element("readonly")) }
             if let serial = disk.serial { children.append(text("serial", serial)) }

@@ -170,7 +170,8 @@ extension DomainManager {
     /// `virsh domblkinfo DOMAIN DISK`: `disk` is a target (vda) or a source path.
     public func blockInfo(_ uuid: DomainUUID, disk name: String) async throws(ToolstackError) -> BlockInfo {
         let d = try domain(uuid)
-        guard let def = d.live?.definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        guard let unresolved = d.live?.definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let def = d.live != nil ? unresolved : try await resolveVolumes(unresolved)
         guard let disk = def.disks.first(where: { $0.target == name || $0.source == name }) else {
             throw .invalidArgument("invalid path \(name) not assigned to domain")
         }

@@ -107,6 +107,9 @@ public actor DomainManager {
     /// Set while this apusd is starting the switch.
     var netbackStarting = false
 
+    /// The storage pools volume disks resolve through (set by apusd).
+    var storage: StoragePools?
+
     /// apusd.conf's limits on what domains may use.
     public nonisolated let limits: DaemonLimits
 
@@ -141,10 +144,12 @@ public actor DomainManager {
 
     /// A domain a previous apusd started: still running, or ended meanwhile.
     func adopt(_ record: RuntimeRecord) async {
-        guard let uuid = DomainUUID(record.uuid), let definition = try? DomainXML.parse(record.xml) else {
+        guard let uuid = DomainUUID(record.uuid), let parsed = try? DomainXML.parse(record.xml) else {
             warnings.append("ignoring unreadable runtime record for '\(record.name)'")
             return
         }
+        // Volume disks' paths are not in the live XML: found again through their pools.
+        let definition = (try? await resolveVolumes(parsed)) ?? parsed
         var domain = domains[uuid] ?? Domain(config: nil)
         let alive = ProcessControl.isAlive(record.hypervisorPid)
             && ProcessControl.commandLine(record.hypervisorPid).first?.hasSuffix("apus-hv") == true
@@ -370,7 +375,10 @@ public actor DomainManager {
     public func start(_ uuid: DomainUUID, paused: Bool, definition: DomainDefinition? = nil) async throws(ToolstackError) -> DomainInfo {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
-        guard let def = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        guard let unresolved = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let def = try await resolveVolumes(unresolved)
+        d = try domain(uuid)
+        guard d.live == nil else { throw .invalidState("domain is already running") }
         try checkLimits(def)
         let id = allocateID()
         let names = try interfaceNames(for: def)

@@ -32,16 +32,19 @@ public struct DomainEvent: Sendable, Equatable {
     public let kind: Kind
 }
 
+/// Domain events' fan-out.
+public typealias EventBus = Broadcast<DomainEvent>
+
 /// Fans events out to subscribers (one per client registration).
-public final class EventBus: @unchecked Sendable {
+public final class Broadcast<Event: Sendable>: @unchecked Sendable {
     // SAFETY (Sendable): guarded by `lock`.
     private let lock = ConditionLock()
-    private var subscribers: [UInt64: @Sendable (DomainEvent) -> Void] = [:]
+    private var subscribers: [UInt64: @Sendable (Event) -> Void] = [:]
     private var next: UInt64 = 1
 
     public init() {}
 
-    public func subscribe(_ handler: @escaping @Sendable (DomainEvent) -> Void) -> UInt64 {
+    public func subscribe(_ handler: @escaping @Sendable (Event) -> Void) -> UInt64 {
         lock.withLock {
             let id = next
             next += 1
@@ -52,7 +55,7 @@ public final class EventBus: @unchecked Sendable {
 
     public func unsubscribe(_ id: UInt64) { lock.withLock { _ = subscribers.removeValue(forKey: id) } }
 
-    public func publish(_ event: DomainEvent) {
+    public func publish(_ event: Event) {
         let handlers = lock.withLock { Array(subscribers.values) }
         for h in handlers { h(event) }
     }

@@ -3,7 +3,8 @@ import Toolstack
 /// Domain configurations from an untrusted file or client: the XML parser,
 /// domain XML validation and its format/parse round trip (whatever parses
 /// must format to XML that parses back to the same definition), and the
-/// same for Xen xl.cfg files; apusd.conf and `apus apply`'s file loader.
+/// same for Xen xl.cfg files and storage pool XML; storage volume XML;
+/// apusd.conf and `apus apply`'s file loader.
 public enum DomainXMLFuzz {
     public static func run(_ input: [UInt8]) {
         let text = String(decoding: input, as: UTF8.self)
@@ -26,6 +27,13 @@ public enum DomainXMLFuzz {
                 fatalError("xl.cfg round trip changed the definition:\n\(written)")
             }
         }
+        if let pool = try? StorageXML.parsePool(text) {
+            let written = StorageXML.format(pool)
+            guard let again = try? StorageXML.parsePool(written), again == pool else {
+                fatalError("storage pool XML round trip changed the definition:\n\(written)")
+            }
+        }
+        _ = try? StorageXML.parseVolume(text)
         _ = try? DaemonConfig.parse(text)
         _ = try? DomainFile.parse(text, path: "fuzz")
     }

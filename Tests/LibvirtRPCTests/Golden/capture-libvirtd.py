@@ -120,6 +120,24 @@ def main():
         ["restore", "--bypass-cache", work + "/test2.save"], ["domxml-to-native", "xen-xl", xml],
         ["undefine", "extra"], ["create", xml], ["destroy", "extra"], ["domxml-from-native", "xen-xl", xml],
         ["event", "--all", "--timeout", "1"], ["event", "--event", "lifecycle", "--timeout", "1"],
+        # Storage: the pool and volume commands, against the test driver's default-pool.
+        ["pool-list", "--all", "--details"], ["pool-info", "default-pool"], ["pool-dumpxml", "default-pool"],
+        ["pool-dumpxml", "--inactive", "default-pool"], ["pool-capabilities"], ["find-storage-pool-sources", "dir"],
+        ["pool-define-as", "p2", "dir", "--target", work + "/p2"], ["pool-build", "p2"], ["pool-start", "p2"],
+        ["pool-autostart", "p2"], ["pool-autostart", "--disable", "p2"], ["pool-refresh", "p2"],
+        ["pool-uuid", "p2"], ["pool-name", "%s" % "dfe224cb-28fb-8dd0-c4b2-64eb3f0f4566"],
+        ["vol-create-as", "default-pool", "v1.img", "10M"],
+        ["vol-create-as", "default-pool", "v2.qcow2", "10M", "--format", "qcow2", "--prealloc-metadata"],
+        ["vol-list", "default-pool", "--details"], ["vol-info", "--pool", "default-pool", "v1.img"],
+        ["vol-info", "--pool", "default-pool", "--physical", "v1.img"], ["vol-dumpxml", "--pool", "default-pool", "v1.img"],
+        ["vol-path", "--pool", "default-pool", "v1.img"], ["vol-key", "--pool", "default-pool", "v1.img"],
+        ["vol-pool", "/default-pool/v1.img"], ["vol-name", "/default-pool/v1.img"],
+        ["vol-clone", "--pool", "default-pool", "v1.img", "v3.img"], ["vol-resize", "--pool", "default-pool", "v1.img", "20M"],
+        ["vol-wipe", "--pool", "default-pool", "v3.img"], ["vol-upload", "--pool", "default-pool", "v1.img", xml],
+        ["vol-download", "--pool", "default-pool", "v1.img", work + "/down"], ["vol-delete", "--pool", "default-pool", "v3.img"],
+        ["pool-destroy", "p2"], ["pool-delete", "p2"], ["pool-undefine", "p2"],
+        ["pool-create-as", "p3", "dir", "--target", work + "/p3"], ["pool-destroy", "p3"],
+        ["pool-event", "--event", "lifecycle", "--timeout", "1"], ["pool-event", "--event", "refresh", "--pool", "default-pool", "--timeout", "1"],
     ]:
         virsh(*args)
 
@@ -157,6 +175,17 @@ for f, a in [(c.getFreeMemory, ()), (c.getCellsFreeMemory, (0, 4)), (c.getMaxVcp
              (d.setAutostart, (0,)), (d.setMemory, (1048576,)), (d.setMaxMemory, (8388608,)), (d.setVcpus, (2,)),
              (d.sendKey, (libvirt.VIR_KEYCODE_SET_LINUX, 100, [29, 56, 111], 3, 0)), (d.injectNMI, (0,)),
              (d.blockResize, ("vda", 4 << 30, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)), (d.reset, (0,)), (d.shutdownFlags, (1,))]:
+    t(f, *a)
+p = c.storagePoolLookupByName("default-pool")
+t(c.storagePoolDefineXML, "<pool type='dir'><name>inactive</name><target><path>/inactive</path></target></pool>", 0)
+for f, a in [(c.listStoragePools, ()), (c.listDefinedStoragePools, ()), (c.numOfStoragePools, ()), (c.numOfDefinedStoragePools, ()),
+             (c.storagePoolLookupByTargetPath, ("/default-pool",)), (p.numOfVolumes, ()), (p.listVolumes, ()),
+             (p.isActive, ()), (p.isPersistent, ()), (p.autostart, ()), (p.info, ()),
+             (p.createXML, ("<volume><name>py.img</name><capacity>1048576</capacity></volume>", 0))]:
+    t(f, *a)
+v = p.storageVolLookupByName("py.img")
+for f, a in [(v.info, ()), (v.infoFlags, (1,)), (v.wipePattern, (0, 0)), (v.storagePoolLookupByVolume, ()),
+             (c.storageVolLookupByKey, (v.key(),)), (c.storageVolLookupByPath, (v.path(),)), (v.delete, (0,))]:
     t(f, *a)
 '''
     subprocess.run(["/usr/bin/python3", "-c", script, uri], stdout=subprocess.DEVNULL, timeout=120)
