@@ -66,11 +66,13 @@ public enum ImageFiles {
         return (try? Qcow2Header.parse(bytes, fileSize: UInt64(size))) != nil
     }
 
-    /// How a new raw file's space is reserved.
-    public enum Preallocation: Sendable { case sparse, full }
+    /// How a new image's space is reserved: none (sparse), its metadata
+    /// (qcow2: every cluster mapped, read as zeroes), or all of it (raw).
+    public enum Preallocation: Sendable { case sparse, metadata, full }
 
     /// Creates a new image (the file must not exist). qcow2 may name a
-    /// backing file with its format; `preallocation` applies to raw.
+    /// backing file with its format; a qcow2 image is never preallocated
+    /// further than its metadata.
     public static func create(_ path: String, format: DiskFormat, size: UInt64, preallocation: Preallocation = .sparse,
                               clusterSize: UInt64? = nil, backingFile: String? = nil, backingFormat: DiskFormat? = nil,
                               mode: UInt32 = 0o600) throws(DiskImageError) {
@@ -101,6 +103,10 @@ public enum ImageFiles {
             }
             do {
                 try Qcow2Image.create(path: path, size: size, clusterBits: bits, backingFile: backingFile, backingFormat: backingFormat)
+                if preallocation != .sparse {
+                    guard backingFile == nil else { throw DiskImageError.invalid("an overlay cannot be preallocated: its backing file's data would be hidden") }
+                    try Qcow2Image(path: path, readOnly: false).preallocateMetadata()
+                }
                 try FileSystem.setPermissions(path, mode: mode)
             } catch let e as DiskImageError {
                 FileSystem.remove(path)

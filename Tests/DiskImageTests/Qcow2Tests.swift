@@ -258,6 +258,33 @@ import TestSupport
         #expect(info.contains("\"virtual-size\": \(64 << 20)"))
     }
 
+    @Test func metadataPreallocationMapsEveryClusterAsZeroes() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path + "/p.qcow2"
+        try ImageFiles.create(path, format: .qcow2, size: 4 << 20, preallocation: .metadata, clusterSize: 4096)
+        var truth = [UInt8](repeating: 0, count: 4 << 20)
+        do {
+            let image = try Qcow2Image(path: path, readOnly: false)
+            #expect(try image.read(offset: 0, count: truth.count) == truth)
+            #expect(try FileDescriptor.open(path, .readOnly).size() >= 4 << 20, "the file covers every cluster")
+            // A write fills a preallocated cluster in place: the file does not grow.
+            let before = try FileDescriptor.open(path, .readOnly).size()
+            try image.write([UInt8](repeating: 7, count: 4096), at: 8192)
+            try image.flush()
+            truth.replaceSubrange(8192..<12288, with: [UInt8](repeating: 7, count: 4096))
+            #expect(try FileDescriptor.open(path, .readOnly).size() == before)
+            try Self.exercise(image, truth: &truth, seed: 9, operations: 150, clusterSize: 4096)
+        }
+        let map = try qemuImg(["map", "--output=json", path])
+        #expect(map.contains("\"offset\""), "clusters have host offsets: \(map.prefix(400))")
+        try writeFile(dir.path + "/truth.raw", truth)
+        try checkClean(path)
+        try qemuImg(["compare", "-f", "raw", "-F", "qcow2", dir.path + "/truth.raw", path])
+        #expect(throws: DiskImageError.self) {
+            try ImageFiles.create(dir.path + "/o.qcow2", format: .qcow2, size: 4 << 20, preallocation: .metadata, backingFile: path, backingFormat: .qcow2)
+        }
+    }
+
     @Test func createdImagesWithBackingFilesAreWhatQemuImgExpects() throws {
         let dir = try TemporaryDirectory()
         let base = Qcow2ReadTests.pattern(seed: 4, size: 2 << 20)

@@ -8,16 +8,22 @@ import TestSupport
 /// through the Dom0 boot loader, reaches multi-user.target with no failed
 /// unit, takes a login on its serial console, keeps a file across a reboot,
 /// powers off on `virsh shutdown`, and leaves an image `qemu-img check`
-/// finds clean. One boot (and one reboot) checks all of it: in the KVM box a
-/// systemd boot costs minutes.
+/// finds clean. The image reaches apusd as users bring theirs: uploaded
+/// with `vol-upload` into a volume of a dir pool, which the domain names as
+/// `<disk type='volume'>`. One boot (and one reboot) checks all of it: in
+/// the KVM box a systemd boot costs minutes.
 @Suite(.enabled(if: kvmBootsLinux && fileExists(guestDirectory + "/debian-12.qcow2"), "needs a KVM that boots Linux and Deploy/debian-image"),
        .serialized)
 struct DebianLinuxGuestTests {
     @Test func theDebianImageBootsFromItsOwnDiskLogsInRebootsAndShutsDown() throws {
         let d = try ApusdProcess()
-        // The test's own copy: the guest writes to it.
-        let image = d.rootPath + "/debian.qcow2"
-        #expect(try runProcess("/bin/cp", [guestDirectory + "/debian-12.qcow2", image]).status == 0)
+        // The test's own copy, uploaded into a pool volume: the guest writes to it.
+        let pool = d.rootPath + "/images"
+        _ = try d.ok("pool-create-as", "default", "dir", "--target", pool, "--build")
+        _ = try d.ok("vol-create-as", "default", "debian.qcow2", "1M", "--format", "qcow2")
+        _ = try d.ok("vol-upload", "--pool", "default", "debian.qcow2", guestDirectory + "/debian-12.qcow2")
+        let image = pool + "/debian.qcow2"
+        #expect(try runProcess("/usr/bin/cmp", [guestDirectory + "/debian-12.qcow2", image]).status == 0, "the upload is the image")
         let xml = """
             <domain type='kvm'>
               <name>debian</name>
@@ -25,9 +31,8 @@ struct DebianLinuxGuestTests {
               <vcpu>1</vcpu>
               <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
               <devices>
-                <disk type='file' device='disk'>
-                  <driver name='qemu' type='qcow2'/>
-                  <source file='\(image)'/>
+                <disk type='volume' device='disk'>
+                  <source pool='default' volume='debian.qcow2'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
                 <console type='pty'/>

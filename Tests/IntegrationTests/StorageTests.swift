@@ -99,13 +99,19 @@ struct StorageTests {
         #expect(a.contains("\"format\": \"raw\"") && a.contains("\"virtual-size\": 67108864"), "\(a)")
         let ov = try qemuImg("info", path + "/ov.qcow2").output
         #expect(ov.contains("virtual size: 256 MiB") && ov.contains("backing file: \(path)/base.qcow2") && ov.contains("backing file format: qcow2"), "\(ov)")
-        for v in ["base.qcow2", "ov.qcow2"] { #expect(try qemuImg("check", path + "/" + v).status == 0, "\(v)") }
+        // --prealloc-metadata: every cluster mapped (the file covers the disk), reading as zeroes, and a clean image.
+        _ = try d.ok("vol-create-as", "default", "pre.qcow2", "16M", "--format", "qcow2", "--prealloc-metadata")
+        let map = try qemuImg("map", "--output=json", path + "/pre.qcow2").output
+        #expect(map.contains("\"zero\": true") && map.contains("\"offset\": ") && !map.contains("\"data\": true"), "\(map)")
+        #expect((try FileManager.default.attributesOfItem(atPath: path + "/pre.qcow2")[.size] as? Int ?? 0) > 16 << 20)
+        for v in ["base.qcow2", "ov.qcow2", "pre.qcow2"] { #expect(try qemuImg("check", path + "/" + v).status == 0, "\(v)") }
         #expect(field(try d.ok("vol-info", "--bytes", "--pool", "default", "full.raw"), "Allocation") == "8388608", "preallocated")
         #expect(field(try d.ok("vol-info", "--bytes", "--pool", "default", "a.raw"), "Allocation") == "0", "sparse")
 
         // vol-list --details and vol-dumpxml.
         let rows = virshRows(try d.ok("vol-list", "default"))
-        #expect(rows == ["a.raw \(path)/a.raw", "base.qcow2 \(path)/base.qcow2", "full.raw \(path)/full.raw", "ov.qcow2 \(path)/ov.qcow2"], "\(rows)")
+        #expect(rows == ["a.raw \(path)/a.raw", "base.qcow2 \(path)/base.qcow2", "full.raw \(path)/full.raw", "ov.qcow2 \(path)/ov.qcow2",
+                         "pre.qcow2 \(path)/pre.qcow2"], "\(rows)")
         let xml = try d.ok("vol-dumpxml", "--pool", "default", "ov.qcow2")
         #expect(xml.contains("<capacity unit='bytes'>268435456</capacity>") && xml.contains("<backingStore>\n    <path>\(path)/base.qcow2</path>"), "\(xml)")
         #expect(try d.ok("vol-path", "--pool", "default", "a.raw").contains(path + "/a.raw"))
@@ -174,7 +180,7 @@ struct StorageTests {
         _ = try d.ok("pool-refresh", "default")
         #expect(try d.ok("vol-dumpxml", "--pool", "default", "dropped.qcow2").contains("<format type='qcow2'/>"))
 
-        for v in ["a.raw", "full.raw", "copy.qcow2", "copy2.qcow2", "ov.qcow2", "base.qcow2", "dropped.qcow2"] {
+        for v in ["a.raw", "full.raw", "copy.qcow2", "copy2.qcow2", "ov.qcow2", "base.qcow2", "dropped.qcow2", "pre.qcow2"] {
             #expect(try d.okVerbose("vol-delete", "--pool", "default", v).contains("Vol \(v) deleted"), "\(v)")
         }
         #expect(virshRows(try d.ok("vol-list", "default")) == [])

@@ -817,6 +817,33 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         pendingFrees += old
     }
 
+    /// Allocates every cluster of the virtual disk that has none (qemu-img's
+    /// `preallocation=metadata`): its L2 entries point at host clusters of
+    /// their own, marked zero on version 3 so they read as zeroes until
+    /// written (a write then fills the cluster in place, with no allocation),
+    /// and the file is extended, sparsely, over them.
+    public func preallocateMetadata() throws(DiskImageError) {
+        guard !readOnly else { throw .invalid("the disk is read-only") }
+        try lock.withLock { _ throws(DiskImageError) in
+            let zero = header.version >= 3 ? Qcow2Spec.Entry.zero : 0
+            var pos: UInt64 = 0
+            while pos < header.size {
+                if try l2Entry(pos) == 0 {
+                    let host = try allocateCluster()
+                    try setL2Entry(pos, host | Qcow2Spec.Entry.copied | zero)
+                }
+                pos += clusterSize
+            }
+            do {
+                let end = Int64(nextFree * clusterSize)
+                if try file.size() < end { try file.truncate(to: end) }
+            } catch {
+                throw .io("cannot extend \(path): \(error)")
+            }
+            try lockedFlush()
+        }
+    }
+
     public func resize(to bytes: UInt64) throws(DiskImageError) {
         guard !readOnly else { throw .invalid("the disk is read-only") }
         try lock.withLock { _ throws(DiskImageError) in

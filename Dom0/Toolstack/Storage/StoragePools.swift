@@ -518,10 +518,14 @@ public actor StoragePools {
         let spec = def
         do throws(DiskImageError) {
             switch source {
-            case .empty:
-                let prealloc: ImageFiles.Preallocation = spec.format == .raw && (spec.allocation ?? 0) >= spec.capacity && spec.capacity > 0 ? .full : .sparse
+            case .empty(let metadata):
+                // raw: full when the allocation asked for is the capacity (libvirt's rule); qcow2: metadata on request.
+                var prealloc = ImageFiles.Preallocation.sparse
+                if spec.format == .raw && (spec.allocation ?? 0) >= spec.capacity && spec.capacity > 0 { prealloc = .full }
+                if spec.format == .qcow2 && metadata { prealloc = .metadata }
+                let chosen = prealloc
                 try await Blocking.run { () throws(DiskImageError) in
-                    try ImageFiles.create(path, format: spec.format, size: spec.capacity, preallocation: prealloc, clusterSize: spec.clusterSize,
+                    try ImageFiles.create(path, format: spec.format, size: spec.capacity, preallocation: chosen, clusterSize: spec.clusterSize,
                                           backingFile: spec.backing?.path, backingFormat: spec.backing?.format, mode: mode)
                 }
             case .clone(let original):

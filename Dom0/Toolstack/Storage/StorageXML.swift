@@ -229,7 +229,8 @@ public enum StorageXML {
             .element(text("allocation", String(allocation), [("unit", "bytes")])),
             .element(text("available", String(available), [("unit", "bytes")])),
             .element(XMLElement("source")),
-            .element(XMLElement("target", children: [.element(text("path", pool.path)), .element(permissionsElement(pool.permissions))])),
+            .element(XMLElement("target", children: [.element(text("path", pool.path))]
+                                + (pool.permissions == StoragePermissions() ? [] : [.element(permissionsElement(pool.permissions))]))),
         ]
         return write(root)
     }
@@ -263,11 +264,13 @@ public enum StorageXML {
         return write(root)
     }
 
+    /// What is known of the permissions (a definition's: what was asked for;
+    /// an active pool's or a volume's: what the file has).
     static func permissionsElement(_ p: StoragePermissions) -> XMLElement {
         var e = XMLElement("permissions")
-        e.children.append(.element(text("mode", "0" + String(p.mode ?? 0o755, radix: 8))))
-        e.children.append(.element(text("owner", p.owner.map(String.init) ?? "0")))
-        e.children.append(.element(text("group", p.group.map(String.init) ?? "0")))
+        if let m = p.mode { e.children.append(.element(text("mode", "0" + String(m, radix: 8)))) }
+        if let o = p.owner { e.children.append(.element(text("owner", String(o)))) }
+        if let g = p.group { e.children.append(.element(text("group", String(g)))) }
         if let l = p.label { e.children.append(.element(text("label", l))) }
         return e
     }
