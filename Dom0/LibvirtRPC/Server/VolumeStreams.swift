@@ -137,8 +137,13 @@ final class VolumeTransfer: @unchecked Sendable {
         }
     }
 
+    /// Packets a download keeps queued on the socket (4 MiB): it waits for
+    /// the oldest to be written before sending another, so the socket never
+    /// runs dry and NIO's buffers never grow past this.
+    static let downloadWindow = 16
+
     private func runDownload(_ reader: FileStreamReader) {
-        var sent = 0
+        var inFlight: [EventLoopFuture<Void>] = []
         while !lock.withLock({ stopped }) {
             guard let client else { return }
             let packet: Packet
@@ -160,10 +165,8 @@ final class VolumeTransfer: @unchecked Sendable {
                 fail("cannot read the volume: \(error)")
                 return
             }
-            let written = client.channel.writeAndFlush(packet)
-            sent += 1
-            // Let the socket drain: at most a few MiB in NIO's buffers.
-            if sent % 16 == 0 || last { try? written.wait() }
+            inFlight.append(client.channel.writeAndFlush(packet))
+            if inFlight.count > Self.downloadWindow { try? inFlight.removeFirst().wait() }
             if last { return }
         }
     }
