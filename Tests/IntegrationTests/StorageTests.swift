@@ -321,6 +321,13 @@ struct StorageTests {
             assert c.storageVolLookupByKey(v.key()).name() == "v.raw"
             assert v.storagePoolLookupByVolume().name() == "py"
             assert sorted(p.listVolumes()) == ["c.qcow2", "v.raw"] and p.numOfVolumes() == 2
+            # A clone as a copy-on-write overlay of the original (what virt-clone asks for).
+            ov = p.createXMLFrom("<volume><name>o.qcow2</name><capacity>0</capacity><target><format type='qcow2'/></target>"
+                                 "<backingStore><path>%s</path><format type='raw'/></backingStore></volume>" % v.path(), v, 0)
+            x = ov.XMLDesc(0)
+            assert "<backingStore>\\n    <path>%s</path>\\n    <format type='raw'/>" % v.path() in x, x
+            assert ov.info()[1] == 6 << 20 and ov.info()[2] < 1 << 20, ov.info()
+            ov.delete(0)
             p.refresh(0)
             clone.delete(0); v.delete(0)
             assert p.listVolumes() == []

@@ -46,18 +46,28 @@ final class VolumeTransfer: @unchecked Sendable {
 
     // MARK: upload
 
-    /// Starts the writer thread; `done` runs when the stream has ended, however it ended.
+    /// Starts the writer thread; `done` runs when the stream has ended,
+    /// however it ended, and before the client hears of the end (so the
+    /// volume is free again when its next call arrives).
     func startUpload(_ writer: FileStreamWriter, done: @escaping @Sendable () async -> Void) {
         let t = OSThread(name: "vol-upload") { [self] in
-            runUpload(writer)
-            Task { await done() }
+            let reply = runUpload(writer)
+            // Take no more data while `done` runs.
+            lock.withLock { stopped = true }
+            Task { [self] in
+                await done()
+                end(reply: reply)
+            }
         }
         thread = t
         do {
             try t.start()
         } catch {
             fail("cannot start the upload: \(error)")
-            Task { await done() }
+            Task { [self] in
+                await done()
+                end(reply: false)
+            }
         }
     }
 
@@ -77,7 +87,9 @@ final class VolumeTransfer: @unchecked Sendable {
         if pause { client?.setReading(false) }
     }
 
-    private func runUpload(_ writer: FileStreamWriter) {
+    /// Writes what arrives until the stream ends; returns whether the end
+    /// is the client's finish or abort, to be confirmed with STREAM OK.
+    private func runUpload(_ writer: FileStreamWriter) -> Bool {
         while true {
             let (piece, resume) = lock.withLock { () -> (Piece, Bool) in
                 while head == queue.count && !stopped { lock.wait() }
@@ -97,16 +109,13 @@ final class VolumeTransfer: @unchecked Sendable {
                 case .hole(let n): try writer.hole(n)
                 case .finish:
                     try writer.finish()
-                    end(reply: true)
-                    return
+                    return true
                 case .abort:
-                    end(reply: !lock.withLock { stopped })
-                    return
+                    return !lock.withLock { stopped }
                 }
             } catch {
                 fail("cannot write volume \(writer.path): \(error)")
-                end(reply: false)
-                return
+                return false
             }
         }
     }
