@@ -9,13 +9,15 @@ public final class Dispatcher: Sendable {
     public let manager: DomainManager
     public let hub: IOHub
     public let storage: StoragePools
+    public let networks: VirtualNetworks
     public var events: EventBus { manager.events }
     /// What CONNECT_GET_URI answers.
     let uri: String
 
-    public init(manager: DomainManager, hub: IOHub, storage: StoragePools? = nil, uri: String = "apus:///system") {
+    public init(manager: DomainManager, hub: IOHub, storage: StoragePools? = nil, networks: VirtualNetworks? = nil, uri: String = "apus:///system") {
         self.manager = manager
         self.storage = storage ?? StoragePools(paths: manager.paths)
+        self.networks = networks ?? VirtualNetworks(paths: manager.paths)
         self.hub = hub
         self.uri = uri
     }

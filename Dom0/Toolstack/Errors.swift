@@ -14,6 +14,9 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case systemError = 38
         case rpc = 39
         case noDomain = 42
+        case noNetwork = 43
+        case invalidMAC = 44
+        case noNetworkPort = 107
         case noStoragePool = 49
         case noStorageVolume = 50
         case storagePoolBuilt = 76
@@ -30,6 +33,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case none = 0
         case rpc = 7
         case storage = 18
+        case network = 19
         case domain = 20
         case hypervisor = 66 // VIR_FROM_... any value virsh shows as a label only
     }
@@ -56,5 +60,8 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
     public static func noDomain(_ detail: String) -> ToolstackError { ToolstackError(.noDomain, "Domain not found: \(detail)") }
     public static func noStoragePool(_ detail: String) -> ToolstackError { ToolstackError(.noStoragePool, "Storage pool not found: \(detail)", origin: .storage) }
     public static func noStorageVolume(_ detail: String) -> ToolstackError { ToolstackError(.noStorageVolume, "Storage volume not found: \(detail)", origin: .storage) }
+    public static func noNetwork(_ detail: String) -> ToolstackError { ToolstackError(.noNetwork, "Network not found: \(detail)", origin: .network) }
+    /// A failed system call, worded as libvirt's virReportSystemError (no prefix).
+    public static func systemError(_ detail: String) -> ToolstackError { ToolstackError(.systemError, detail, origin: .network) }
     public static func denied(_ detail: String) -> ToolstackError { ToolstackError(.operationDenied, "operation forbidden: \(detail)") }
 }

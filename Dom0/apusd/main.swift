@@ -141,9 +141,20 @@ func run(_ o: Options, termination: EventFD) async {
     await storage.setUsage { [manager] in await manager.diskPathsInUse() }
     await manager.setStorage(storage)
     for w in await storage.warnings { log("warning: \(w)", .warning) }
+    // Networks too: running domains' interfaces are on their bridges.
+    let networks = VirtualNetworks(paths: paths)
+    await networks.setHooks(bridgeChanged: { [manager] in await manager.bridgeChanged($0, up: $1) },
+                            connections: { [manager, networks] name in
+                                guard let bridge = try? await networks.bridgeName(networks.lookup(name: name).uuid) else { return 0 }
+                                return await manager.connections(bridge: bridge)
+                            },
+                            report: { log("warning: \($0)", .warning) })
+    await networks.load()
+    await manager.setNetworks(networks)
+    for w in await networks.warnings { log("warning: \(w)", .warning) }
     await manager.load()
     for w in await manager.warnings { log("warning: \(w)", .warning) }
-    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage))
+    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage, networks: networks))
     do {
         try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
         try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
@@ -152,10 +163,13 @@ func run(_ o: Options, termination: EventFD) async {
     }
     log("listening on \(paths.readWriteSocket) and \(paths.readOnlySocket)")
     if !o.noAutostart && settings.autostart {
-        // Pools first, as libvirt does: autostarted domains may use their volumes.
+        // Pools and networks first, as libvirt does: autostarted domains may use them.
         let poolWarnings = await storage.warnings.count
         await storage.autostartAll()
         for w in await storage.warnings.dropFirst(poolWarnings) { log("warning: \(w)", .warning) }
+        let networkWarnings = await networks.warnings.count
+        await networks.autostartAll()
+        for w in await networks.warnings.dropFirst(networkWarnings) { log("warning: \(w)", .warning) }
         let before = await manager.warnings.count
         await manager.autostartAll()
         for w in await manager.warnings.dropFirst(before) { log("warning: \(w)", .warning) }

@@ -26,6 +26,33 @@ public enum ProcessControl {
         return pid
     }
 
+    /// Starts a short-lived helper (`ip`, `nft`) whose exit status the
+    /// caller collects with ``exitStatus(ifEnded:)``: it is not one of the
+    /// children ``reapChildren()`` reaps, so nothing else takes its status.
+    public static func spawnCommand(_ path: String, _ arguments: [String], stdout: FileDescriptor?, stderr: FileDescriptor?) throws(SystemCallError) -> Int32 {
+        let argv = ([path] + arguments).map { strdup($0) }
+        let environment: [String] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"]
+        let envp = environment.map { strdup($0) }
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        let pid = (argv + [nil]).withUnsafeBufferPointer { a in
+            (envp + [nil]).withUnsafeBufferPointer { e in
+                apus_spawn(path, a.baseAddress, e.baseAddress, -1, stdout?.rawValue ?? -1, stderr?.rawValue ?? -1)
+            }
+        }
+        guard pid > 0 else { throw SystemCallError("spawn \(path)", Errno(rawValue: -pid)) }
+        return pid
+    }
+
+    /// The exit status of child `pid` (or 128+signal) if it has ended; it is reaped.
+    public static func exitStatus(ifEnded pid: Int32) -> Int32? {
+        var s: Int32 = 0
+        guard apus_reap_child(pid, &s) == pid else { return nil }
+        return (s & 0x7F) == 0 ? (s >> 8) & 0xFF : 128 + (s & 0x7F)
+    }
+
     /// Children started by `spawn` and not yet reaped. Only these are
     /// reaped: other code in the process (Foundation's Process, tests) owns
     /// its own children.

@@ -36,8 +36,8 @@ struct ApusdLinuxGuestTests {
                   <source file='\(image)'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
-                <interface type='network'>
-                  <mac address='52:54:00:00:05:01'/><source network='default'/><model type='virtio'/><target dev='vnet0'/>
+                <interface type='bridge'>
+                  <mac address='52:54:00:00:05:01'/><source bridge='apus0'/><model type='virtio'/><target dev='vnet0'/>
                 </interface>
                 <console type='pty'/>
               </devices>
@@ -48,7 +48,7 @@ struct ApusdLinuxGuestTests {
         _ = try d.ok("start", "linux")
         // apusd started the switch, which made the uplink's TAP device.
         try namespace.adopt(tap, address: "10.0.5.1/24")
-        #expect(virshRows(try d.ok("domiflist", "linux")).contains("vnet0 network default virtio 52:54:00:00:05:01"))
+        #expect(virshRows(try d.ok("domiflist", "linux")).contains("vnet0 bridge apus0 virtio 52:54:00:00:05:01"))
         let log = d.rootPath + "/var/log/apus/linux.log"
         func console() -> String { (try? String(decoding: readFile(log), as: UTF8.self)) ?? "" }
         func waitForConsole(_ text: String, _ seconds: TimeInterval) -> Bool {

@@ -22,7 +22,7 @@ struct ApusdMonitoringTests {
               \(extra)
               <devices>
                 <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
-                <interface type='network'><mac address='52:54:00:77:00:01'/><source network='default'/><model type='virtio'/></interface>
+                <interface type='bridge'><mac address='52:54:00:77:00:01'/><source bridge='apus0'/><model type='virtio'/></interface>
                 <serial type='pty'/><console type='pty'/>
               </devices>
             </domain>
@@ -102,7 +102,7 @@ struct ApusdMonitoringTests {
         }
         let inactive = try d.ok("dumpxml", "--inactive", "xml")
         #expect(!inactive.contains("vnet0") && !inactive.contains("<alias") && inactive.contains(metadata))
-        #expect(virshRows(try d.ok("domiflist", "xml")).contains("vnet0 network default virtio 52:54:00:77:00:01"))
+        #expect(virshRows(try d.ok("domiflist", "xml")).contains("vnet0 bridge apus0 virtio 52:54:00:77:00:01"))
         #expect(try d.ok("vcpucount", "xml").contains("current      live           1"))
         // apus-hv runs one vCPU; the other is possible (listed disabled in the MADT).
         #expect(virshRows(try d.ok("vcpuinfo", "xml")).filter { $0.hasPrefix("VCPU:") }.count == 1)
@@ -373,7 +373,7 @@ struct ApusdMonitoringTests {
                       - info.ans.nrVirtCpu == 2
                       - mem.freemem | int > 0
                       - ifs.network_interfaces.interface_1.mac == "52:54:00:77:00:01"
-                      - ifs.network_interfaces.interface_1.source == "default"
+                      - ifs.network_interfaces.interface_1.source == "apus0"
                       - node.cpus | int > 0
                       - "'ans' in vms.list_vms"
             """)

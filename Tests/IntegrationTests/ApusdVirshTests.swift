@@ -201,8 +201,8 @@ struct ApusdVirshTests {
               <vcpu>1</vcpu>
               <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
               <devices>
-                <interface type='network'>
-                  <mac address='52:54:00:12:34:56'/><source network='default'/><model type='virtio'/><target dev='nic7'/>
+                <interface type='bridge'>
+                  <mac address='52:54:00:12:34:56'/><source bridge='apus0'/><model type='virtio'/><target dev='nic7'/>
                 </interface>
                 <serial type='pty'/>
               </devices>
@@ -215,7 +215,7 @@ struct ApusdVirshTests {
         // apusd started Dom0's switch and gave the domain a port on it
         let ports = { (try? TestSupport.control(control, SwitchControl.ports, timeout: 2))?.names ?? ["unreachable"] }
         #expect(ports() == ["nic7"])
-        #expect(virshRows(try d.ok("domiflist", "nic")).contains("nic7 network default virtio 52:54:00:12:34:56"))
+        #expect(virshRows(try d.ok("domiflist", "nic")).contains("nic7 bridge apus0 virtio 52:54:00:12:34:56"))
         let stat = try d.ok("domifstat", "nic", "nic7")
         #expect(stat.contains("nic7 rx_bytes 0") && stat.contains("nic7 tx_drop 0"), "\(stat)")
 

@@ -10,9 +10,15 @@ public final class ApusdProcess: @unchecked Sendable {
     public var uri: String { "apus+unix:///system?socket=" + socket }
     public var readOnlyURI: String { "apus+unix:///system?socket=" + readOnlySocket }
 
+    /// The network namespace apusd runs in (its bridges, rules and dnsmasq live there), if not the test's.
+    public let namespace: NetworkNamespace?
+
     /// `config`: the text of ROOT/etc/apus/apusd.conf, if any.
-    public init(config: String? = nil) throws {
+    public init(config: String? = nil, namespace: NetworkNamespace? = nil) throws {
+        self.namespace = namespace
         root = try TemporaryDirectory(prefix: "apusd")
+        // A network's dnsmasq drops to an unprivileged user that must reach its files under the root (as under /run).
+        if namespace != nil { chmod(root.path, 0o755) }
         if let config {
             try FileManager.default.createDirectory(atPath: root.path + "/etc/apus", withIntermediateDirectories: true)
             try writeFile(root.path + "/etc/apus/apusd.conf", Array(config.utf8))
@@ -23,7 +29,9 @@ public final class ApusdProcess: @unchecked Sendable {
     /// Starts (or restarts) the daemon and waits for its sockets.
     public func start(extra: [String] = []) throws {
         try? FileManager.default.removeItem(atPath: socket)
-        let d = try ChildProcess(product("apusd"), ["--root", root.path] + extra, stdinFromPipe: false)
+        let d = try namespace.map { ns in
+            try ChildProcess(ipTool ?? "/usr/sbin/ip", ["netns", "exec", ns.name, product("apusd"), "--root", root.path] + extra, stdinFromPipe: false)
+        } ?? ChildProcess(product("apusd"), ["--root", root.path] + extra, stdinFromPipe: false)
         daemon = d
         guard d.waitFor("listening on", timeout: 30) else { throw TestError("apusd did not start:\n\(d.output)") }
     }

@@ -174,7 +174,44 @@ public final class NetworkNamespace {
         }
     }
 
-    deinit { _ = try? runProcess(ip, ["netns", "delete", name]) }
+    /// Runs `command` inside the namespace: (exit status, output).
+    @discardableResult
+    public func run(_ command: [String], timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
+        try runProcess(ip, ["netns", "exec", name] + command, timeout: timeout)
+    }
+
+    /// Runs `command` inside the namespace; it must succeed. Returns its output.
+    @discardableResult
+    public func ok(_ command: String..., timeout: TimeInterval = 60) throws -> String {
+        let r = try run(command, timeout: timeout)
+        guard r.status == 0 else { throw TestError("in \(name): \(command.joined(separator: " ")) failed (\(r.status)): \(r.output)") }
+        return r.output
+    }
+
+    /// A veth pair: `inside` here, `peer` in namespace `other` (nil: apusd's
+    /// namespace `other` by name as well), both up.
+    public func veth(_ inside: String, peer: String, in other: NetworkNamespace) throws {
+        for args in [["link", "add", inside, "netns", name, "type", "veth", "peer", "name", peer, "netns", other.name],
+                     ["-n", name, "link", "set", inside, "up"], ["-n", other.name, "link", "set", peer, "up"]] {
+            let r = try runProcess(ip, args)
+            guard r.status == 0 else { throw TestError("ip \(args.joined(separator: " ")): \(r.output)") }
+        }
+    }
+
+    /// `ip` inside the namespace (`ip -n NAME ARGS`), which must succeed.
+    @discardableResult
+    public func ip(_ args: String...) throws -> String {
+        let r = try runProcess(ip, ["-n", name] + args)
+        guard r.status == 0 else { throw TestError("ip -n \(name) \(args.joined(separator: " ")): \(r.output)") }
+        return r.output
+    }
+
+    deinit {
+        // Whatever still runs in here (a test's servers, apusd's children) goes first.
+        let pids = (try? runProcess(ip, ["netns", "pids", name]).output) ?? ""
+        for p in pids.split(separator: "\n") { if let pid = Int32(p) { kill(pid, SIGKILL) } }
+        _ = try? runProcess(ip, ["netns", "delete", name])
+    }
 }
 
 /// ansible-playbook of the Ansible that Deploy/install-deps puts in

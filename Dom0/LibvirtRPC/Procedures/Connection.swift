@@ -69,7 +69,10 @@ enum ConnectionProcedures {
 enum DriverFeature {
     static let typedParamString: Int32 = 9, programKeepalive: Int32 = 10
     static let remoteEventCallback: Int32 = 14, remoteCloseCallback: Int32 = 15
-    static let supported: Set<Int32> = [typedParamString, programKeepalive, remoteEventCallback, remoteCloseCallback]
+    /// VIR_DRV_FEATURE_NETWORK_UPDATE_HAS_CORRECT_ORDER: NETWORK_UPDATE's
+    /// command and section arrive in the wire's order (without it clients swap them).
+    static let networkUpdateHasCorrectOrder: Int32 = 16
+    static let supported: Set<Int32> = [typedParamString, programKeepalive, remoteEventCallback, remoteCloseCallback, networkUpdateHasCorrectOrder]
 }
 
 /// `remote_auth_list_ret { remote_auth_type types<20>; }`

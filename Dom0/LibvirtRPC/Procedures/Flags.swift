@@ -212,3 +212,32 @@ public struct StorageVolumeInfoFlags: WireFlags {
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     public static let physical = Self(rawValue: 1)
 }
+
+/// virNetworkXMLFlags.
+public struct NetworkXMLFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let inactive = Self(rawValue: 1)
+}
+
+/// virConnectListAllNetworksFlags (the filter the network layer applies).
+public struct NetworkListFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Every bit libvirt 9.0 defines (state, persistence, autostart).
+    public static let every = Self(rawValue: 0x3F)
+}
+
+/// virNetworkDefineFlags and virNetworkCreateFlags (the same bit).
+public struct NetworkValidateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let validate = Self(rawValue: 1)
+}
+
+/// virNetworkUpdateFlags.
+public struct NetworkUpdateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let live = Self(rawValue: 1), config = Self(rawValue: 2)
+}

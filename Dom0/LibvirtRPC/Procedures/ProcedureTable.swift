@@ -94,6 +94,7 @@ public final class Call: @unchecked Sendable {
 
     var manager: DomainManager { dispatcher.manager }
     var storage: StoragePools { dispatcher.storage }
+    var networks: VirtualNetworks { dispatcher.networks }
 
     /// Whether string typed parameters may be returned (VIR_TYPED_PARAM_STRING_OKAY).
     var stringsOK: Bool { flags & TypedParameterFlags.stringOkay.rawValue != 0 }
@@ -111,7 +112,7 @@ public enum ProcedureTable {
     public static let all: [Procedure] =
         ConnectionProcedures.all + HostProcedures.all + DomainListProcedures.all + DomainLifecycleProcedures.all
         + DomainQueryProcedures.all + DomainStatsProcedures.all + DomainDeviceProcedures.all + EventProcedures.all
-        + StorageProcedures.all
+        + StorageProcedures.all + NetworkProcedures.all
 
     /// The table; the first declaration of a number wins (tests require each to be unique).
     public static let byNumber: [Int32: Procedure] = {

@@ -243,13 +243,45 @@ enum StorageProcedures {
             }
             var uuid: DomainUUID?
             if let filter = a.pool { uuid = try await call.storage.lookup(uuid: filter.uuid).uuid }
-            return IntResult(call.client.registerStoragePoolEvent(a.eventID, pool: uuid, bus: call.storage.events))
+            let id = call.client.newCallbackID()
+            call.client.storageEvents.register(id, event: a.eventID, object: uuid, bus: call.storage.events) { [weak client = call.client] e in
+                if let client { deliver(e, to: client) }
+            }
+            return IntResult(id)
         },
         .call(369, "virConnectStoragePoolEventDeregisterAny", .readOnly, IntArgument.self, XDRVoid.self) { a, call throws(ToolstackError) in
-            guard call.client.deregisterStoragePoolEvent(callback: a.value) else { throw .invalidArgument("callback \(a.value) not registered") }
+            guard call.client.storageEvents.deregister(a.value) else { throw .invalidArgument("callback \(a.value) not registered") }
             return XDRVoid()
         },
     ]
+
+    /// Sends `event` to each of the client's callbacks registered for it.
+    static func deliver(_ event: StoragePoolEvent, to client: Client) {
+        let eventID: Int32
+        switch event.kind {
+        case .lifecycle: eventID = StoragePoolEventID.lifecycle
+        case .refresh: eventID = StoragePoolEventID.refresh
+        }
+        var pool = RemoteStoragePool()
+        pool.name = event.name
+        pool.uuid = event.uuid
+        for callback in client.storageEvents.targets(event: eventID, object: event.uuid) {
+            switch event.kind {
+            case .lifecycle(let e, let detail):
+                var m = StoragePoolLifecycleEventMessage()
+                m.callbackID = callback
+                m.pool = pool
+                m.event = e
+                m.detail = detail
+                client.sendEvent(StoragePoolEventID.lifecycleMessage, m.xdr)
+            case .refresh:
+                var m = StoragePoolRefreshEventMessage()
+                m.callbackID = callback
+                m.pool = pool
+                client.sendEvent(StoragePoolEventID.refreshMessage, m.xdr)
+            }
+        }
+    }
 }
 
 /// virStoragePoolEventID, and the messages their events travel in.

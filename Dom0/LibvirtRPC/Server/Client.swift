@@ -26,9 +26,9 @@ final class Client: @unchecked Sendable {
     private var legacyEvents: Set<Int32> = []
     private var subscription: UInt64?
 
-    /// Storage pool event registrations: callbackID → (eventID, pool filter).
-    private var storageCallbacks: [Int32: (event: Int32, pool: DomainUUID?)] = [:]
-    private var storageSubscription: (id: UInt64, bus: Broadcast<StoragePoolEvent>)?
+    /// Storage pool and network event registrations.
+    let storageEvents = ObjectEventRegistrations<StoragePoolEvent>()
+    let networkEvents = ObjectEventRegistrations<NetworkEvent>()
     /// Volume uploads and downloads by the serial of their call.
     private var transfers: [UInt32: VolumeTransfer] = [:]
 
@@ -149,18 +149,19 @@ final class Client: @unchecked Sendable {
 
     /// The socket closed: end console sessions and event delivery.
     func disconnected() {
-        let (sessions, sub, storageSub, moving) = lock.withLock { () -> ([ConsoleSession], UInt64?, (id: UInt64, bus: Broadcast<StoragePoolEvent>)?, [VolumeTransfer]) in
+        let (sessions, sub, moving) = lock.withLock { () -> ([ConsoleSession], UInt64?, [VolumeTransfer]) in
             closed = true
             defer {
                 streams.removeAll(); callbacks.removeAll(); legacyEvents.removeAll(); subscription = nil
-                storageCallbacks.removeAll(); storageSubscription = nil; transfers.removeAll()
+                transfers.removeAll()
             }
-            return (streams.values.compactMap(\.session), subscription, storageSubscription, Array(transfers.values))
+            return (streams.values.compactMap(\.session), subscription, Array(transfers.values))
         }
         for s in sessions { s.close() }
         for t in moving { t.disconnect() }
         if let sub { dispatcher.events.unsubscribe(sub) }
-        if let storageSub { storageSub.bus.unsubscribe(storageSub.id) }
+        storageEvents.close()
+        networkEvents.close()
     }
 
     // MARK: volume transfers
@@ -201,59 +202,13 @@ final class Client: @unchecked Sendable {
         }
     }
 
-    // MARK: storage pool events
+    // MARK: object events
 
-    func registerStoragePoolEvent(_ event: Int32, pool: DomainUUID?, bus: Broadcast<StoragePoolEvent>) -> Int32 {
-        let id = Int32(truncatingIfNeeded: Self.nextCallback.next())
-        let subscribe = lock.withLock { () -> Bool in
-            storageCallbacks[id] = (event, pool)
-            return storageSubscription == nil && !closed
-        }
-        if subscribe {
-            let sub = bus.subscribe { [weak self] e in self?.deliverStorage(e) }
-            let keep = lock.withLock { () -> Bool in
-                guard storageSubscription == nil && !closed else { return false }
-                storageSubscription = (sub, bus)
-                return true
-            }
-            if !keep { bus.unsubscribe(sub) }
-        }
-        return id
-    }
+    /// A new callback id (unique across every kind of event).
+    func newCallbackID() -> Int32 { Int32(truncatingIfNeeded: Self.nextCallback.next()) }
 
-    func deregisterStoragePoolEvent(callback: Int32) -> Bool {
-        lock.withLock { storageCallbacks.removeValue(forKey: callback) != nil }
-    }
-
-    private func deliverStorage(_ event: StoragePoolEvent) {
-        let eventID: Int32
-        switch event.kind {
-        case .lifecycle: eventID = StoragePoolEventID.lifecycle
-        case .refresh: eventID = StoragePoolEventID.refresh
-        }
-        let targets = lock.withLock {
-            storageCallbacks.filter { $0.value.event == eventID && ($0.value.pool == nil || $0.value.pool == event.uuid) }.map(\.key).sorted()
-        }
-        var pool = RemoteStoragePool()
-        pool.name = event.name
-        pool.uuid = event.uuid
-        for callback in targets {
-            switch event.kind {
-            case .lifecycle(let e, let detail):
-                var m = StoragePoolLifecycleEventMessage()
-                m.callbackID = callback
-                m.pool = pool
-                m.event = e
-                m.detail = detail
-                send(message(StoragePoolEventID.lifecycleMessage, m.xdr))
-            case .refresh:
-                var m = StoragePoolRefreshEventMessage()
-                m.callbackID = callback
-                m.pool = pool
-                send(message(StoragePoolEventID.refreshMessage, m.xdr))
-            }
-        }
-    }
+    /// Sends an event message (procedure `proc`) to the client.
+    func sendEvent(_ proc: Int32, _ payload: [UInt8]) { send(message(proc, payload)) }
 
     // MARK: connection state (used by the dispatcher)
 

@@ -209,18 +209,26 @@ extension DomainManager {
     // MARK: addresses
 
     /// `virsh domifaddr`: the addresses the host knows for the domain's
-    /// MACs. With `arp`, from the host's neighbour table; else from DHCP
-    /// leases (none yet: Apus runs no DHCP server on its switch).
-    public func interfaceAddresses(_ uuid: DomainUUID, arp: Bool) throws(ToolstackError) -> [InterfaceAddress] {
+    /// MACs. With `arp`, from the host's neighbour table; else from the DHCP
+    /// leases of the networks its interfaces are on (dnsmasq's leases file).
+    public func interfaceAddresses(_ uuid: DomainUUID, arp: Bool) async throws(ToolstackError) -> [InterfaceAddress] {
         let (_, live) = try live(uuid)
-        guard arp else { return [] }
         let names = live.record.backends.filter { $0.kind == .net }.map(\.device)
-        let table = HostInfo.neighbours()
+        let table = arp ? HostInfo.neighbours() : []
         var out: [InterfaceAddress] = []
         for (i, iface) in live.definition.interfaces.enumerated() {
             let name = i < names.count ? names[i] : (iface.targetDevice ?? "")
-            for n in table where n.mac == iface.mac {
-                out.append(InterfaceAddress(interface: name, mac: iface.mac, address: n.address, prefix: 0, isIPv6: n.address.contains(":")))
+            if arp {
+                for n in table where n.mac == iface.mac {
+                    out.append(InterfaceAddress(interface: name, mac: iface.mac, address: n.address, prefix: 0, isIPv6: n.address.contains(":")))
+                }
+                continue
+            }
+            guard let networks else { continue }
+            let network = iface.type == .network ? iface.source : await networks.network(bridge: iface.source)
+            guard let network else { continue }
+            for l in await networks.leases(forMAC: iface.mac, network: network) {
+                out.append(InterfaceAddress(interface: name, mac: iface.mac, address: l.ip.description, prefix: UInt32(l.prefix), isIPv6: false))
             }
         }
         return out

@@ -37,17 +37,9 @@ public struct ListFilter: OptionSet, Sendable {
 
     /// Whether `d` passes: groups are AND-ed, bits within a group OR-ed.
     func admits(_ d: DomainInfo) -> Bool {
-        func group(_ a: ListFilter, _ b: ListFilter, _ isA: Bool) -> Bool {
-            let bits = intersection([a, b])
-            if bits.isEmpty { return true }
-            return isA ? bits.contains(a) : bits.contains(b)
-        }
-        guard group(.active, .inactive, d.isActive) else { return false }
-        guard group(.persistent, .transient, d.persistent) else { return false }
-        guard group(.autostart, .noAutostart, d.autostart) else { return false }
-        guard group(.managedSave, .noManagedSave, false) else { return false }
-        guard group(.hasSnapshot, .noSnapshot, false) else { return false }
-        guard group(.hasCheckpoint, .noCheckpoint, false) else { return false }
+        guard admits(.active, .inactive, d.isActive), admits(.persistent, .transient, d.persistent),
+              admits(.autostart, .noAutostart, d.autostart), admits(.managedSave, .noManagedSave, false),
+              admits(.hasSnapshot, .noSnapshot, false), admits(.hasCheckpoint, .noCheckpoint, false) else { return false }
         let states = intersection([.running, .paused, .shutoff, .other])
         if !states.isEmpty {
             switch d.state {
@@ -102,10 +94,12 @@ public actor DomainManager {
     public func setReport(_ r: @escaping @Sendable (String) -> Void) { report = r }
     /// Open /proc readers of running domains' apus-hv, by pid (statistics).
     var samplers: [Int32: ProcessSampler] = [:]
-    /// Dom0's switch (apus-netback) this apusd watches; 0 when none.
-    var netbackPid: Int32 = 0
-    /// Set while this apusd is starting the switch.
-    var netbackStarting = false
+    /// Dom0's switches (apus-netback) this apusd watches, by bridge.
+    var switchPids: [String: Int32] = [:]
+    /// Bridges whose switch this apusd is starting.
+    var switchesStarting: Set<String> = []
+    /// The virtual networks `<interface type='network'>` names (set by apusd).
+    var networks: VirtualNetworks?
 
     /// The storage pools volume disks resolve through (set by apusd).
     var storage: StoragePools?
@@ -136,10 +130,7 @@ public actor DomainManager {
         for record in RuntimeRecord.loadAll(paths) {
             await adopt(record)
         }
-        if let pid = Self.runningNetback(paths) {
-            netbackPid = pid
-            watchNetback(pid)
-        }
+        adoptSwitches()
     }
 
     /// A domain a previous apusd started: still running, or ended meanwhile.
@@ -392,8 +383,13 @@ public actor DomainManager {
         domains[uuid] = d
         let record: RuntimeRecord
         do {
-            if !def.interfaces.isEmpty { try await ensureNetback() }
-            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, interfaceNames: names,
+            var ports: [(name: String, control: String)] = []
+            for (iface, name) in zip(def.interfaces, names) {
+                let spec = try await switchFor(iface, port: name)
+                try await ensureSwitch(spec)
+                ports.append((name, spec.control))
+            }
+            record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, ports: ports,
                                                  paths: paths, limits: limits)
         } catch {
             if var again = domains[uuid] {

@@ -60,3 +60,13 @@ public final class Broadcast<Event: Sendable>: @unchecked Sendable {
         for h in handlers { h(event) }
     }
 }
+
+extension OptionSet where Element == Self {
+    /// One group of a virConnectListAll* filter (active/inactive,
+    /// persistent/transient...): passes when neither bit is set, or the bit
+    /// matching `isFirst` is. Groups are AND-ed.
+    func admits(_ first: Self, _ second: Self, _ isFirst: Bool) -> Bool {
+        let bits = intersection(first.union(second))
+        return bits.isEmpty || (isFirst ? bits.contains(first) : bits.contains(second))
+    }
+}

@@ -11,9 +11,9 @@ enum Supervisor {
     /// How long a backend or apus-hv may take to come up.
     static let startTimeout: Duration = .seconds(20)
 
-    /// Starts a domain's backends and apus-hv; `interfaceNames` are the
-    /// port names of its interfaces on Dom0's switch, in order.
-    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, interfaceNames: [String], paths: ApusPaths,
+    /// Starts a domain's backends and apus-hv; `ports` are the port names
+    /// of its interfaces and the control sockets of their switches, in order.
+    static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, ports: [(name: String, control: String)], paths: ApusPaths,
                        limits: DaemonLimits) async throws(ToolstackError) -> RuntimeRecord {
         if let kernel = def.kernel {
             guard FileSystem.exists(kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
@@ -50,8 +50,8 @@ enum Supervisor {
                 let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
                 record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
-            for (i, name) in interfaceNames.enumerated() {
-                record.backends.append(try await NetbackPorts.attach(port: name, index: i, directory: dir, paths: paths))
+            for (i, port) in ports.enumerated() {
+                record.backends.append(try await NetbackPorts.attach(port: port.name, switch: port.control, index: i, directory: dir))
             }
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
@@ -225,11 +225,11 @@ enum Supervisor {
     }
 }
 
-/// Ports on Dom0's switch (apus-netback) for a domain's interfaces.
+/// Ports on Dom0's switches (apus-netback) for a domain's interfaces.
 enum NetbackPorts {
-    /// Adds port `port` for interface `index` on the shared netback; returns its backend record.
-    static func attach(port: String, index: Int, directory: String, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord.Backend {
-        let control = paths.runtime + "/netback.ctl"
+    /// Adds port `port` for interface `index` on the switch whose control
+    /// socket is `control`; returns its backend record.
+    static func attach(port: String, switch control: String, index: Int, directory: String) async throws(ToolstackError) -> RuntimeRecord.Backend {
         let socket = directory + "/net-\(index).sock"
         do {
             _ = try await ControlClient.shared.call(control, SwitchControl.addPort(port, socket: socket))

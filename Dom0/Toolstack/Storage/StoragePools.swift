@@ -45,12 +45,8 @@ public struct StoragePoolFilter: OptionSet, Sendable {
     public static let types = Self(rawValue: 0xFFFC0)
 
     func admits(_ p: StoragePoolInfo) -> Bool {
-        func group(_ a: Self, _ b: Self, _ isA: Bool) -> Bool {
-            let bits = intersection([a, b])
-            return bits.isEmpty || (isA ? bits.contains(a) : bits.contains(b))
-        }
-        guard group(.active, .inactive, p.active), group(.persistent, .transient, p.persistent),
-              group(.autostart, .noAutostart, p.autostart) else { return false }
+        guard admits(.active, .inactive, p.active), admits(.persistent, .transient, p.persistent),
+              admits(.autostart, .noAutostart, p.autostart) else { return false }
         let t = intersection(.types)
         return t.isEmpty || t.contains(.dir)
     }

@@ -3,7 +3,8 @@ import Toolstack
 /// Domain configurations from an untrusted file or client: the XML parser,
 /// domain XML validation and its format/parse round trip (whatever parses
 /// must format to XML that parses back to the same definition), and the
-/// same for Xen xl.cfg files and storage pool XML; storage volume XML;
+/// same for Xen xl.cfg files, storage pool XML and network XML; storage
+/// volume XML, dnsmasq leases files;
 /// apusd.conf and `apus apply`'s file loader.
 public enum DomainXMLFuzz {
     public static func run(_ input: [UInt8]) {
@@ -34,6 +35,16 @@ public enum DomainXMLFuzz {
             }
         }
         _ = try? StorageXML.parseVolume(text)
+        if let network = try? NetworkXML.parse(text) {
+            let written = NetworkXML.format(network)
+            guard let again = try? NetworkXML.parse(written), again == network else {
+                fatalError("network XML round trip changed the definition:\n\(written)")
+            }
+            // What apusd writes from it for dnsmasq and nft must not trap either.
+            _ = Dnsmasq.configuration(network, files: .init(directory: "/run", network: network.name))
+            _ = NetworkFirewall.script([.init(network)])
+        }
+        _ = Dnsmasq.parseLeases(text)
         _ = try? DaemonConfig.parse(text)
         _ = try? DomainFile.parse(text, path: "fuzz")
     }

@@ -93,6 +93,10 @@ def main():
         f.write("<domain type='test'><name>extra</name><memory unit='MiB'>64</memory><vcpu current='1'>2</vcpu>"
                 "<os><type>hvm</type></os><devices><interface type='network'><mac address='52:54:00:00:00:99'/>"
                 "<source network='default'/></interface></devices></domain>")
+    netxml = work + "/net.xml"
+    with open(netxml, "w") as f:
+        f.write("<network><name>n2</name><forward mode='nat'/><bridge name='virbr9'/><ip address='192.168.124.1' prefix='24'>"
+                "<dhcp><range start='192.168.124.2' end='192.168.124.99'/></dhcp></ip></network>")
     disk = work + "/disk.xml"
     with open(disk, "w") as f:
         f.write("<disk type='file' device='disk'><source file='/guest/extra.img'/><target dev='vdb' bus='virtio'/></disk>")
@@ -138,6 +142,15 @@ def main():
         ["pool-destroy", "p2"], ["pool-delete", "p2"], ["pool-undefine", "p2"],
         ["pool-create-as", "p3", "dir", "--target", work + "/p3"], ["pool-destroy", "p3"],
         ["pool-event", "--event", "lifecycle", "--timeout", "1"], ["pool-event", "--event", "refresh", "--pool", "default-pool", "--timeout", "1"],
+        # Networks: the net-* commands, against the test driver's default network.
+        ["net-list", "--all"], ["net-list", "--name"], ["net-info", "default"], ["net-dumpxml", "default"],
+        ["net-dumpxml", "--inactive", "default"], ["net-define", netxml], ["net-define", "--validate", netxml],
+        ["net-start", "n2"], ["net-autostart", "n2"], ["net-autostart", "--disable", "n2"],
+        ["net-update", "n2", "add", "ip-dhcp-host", "<host mac='52:54:00:00:00:07' name='h7' ip='192.168.124.7'/>", "--live", "--config"],
+        ["net-dhcp-leases", "default"], ["net-dhcp-leases", "default", "--mac", "52:54:00:00:00:07"],
+        ["net-port-list", "default"], ["net-destroy", "n2"], ["net-undefine", "n2"],
+        ["net-create", netxml], ["net-destroy", "n2"], ["net-create", "--validate", netxml], ["net-destroy", "n2"],
+        ["net-event", "--event", "lifecycle", "--timeout", "1"], ["net-event", "--event", "lifecycle", "--network", "default", "--timeout", "1"],
     ]:
         virsh(*args)
 
@@ -187,6 +200,22 @@ v = p.storageVolLookupByName("py.img")
 for f, a in [(v.info, ()), (v.infoFlags, (1,)), (v.wipePattern, (0, 0)), (v.storagePoolLookupByVolume, ()),
              (c.storageVolLookupByKey, (v.key(),)), (c.storageVolLookupByPath, (v.path(),)), (v.delete, (0,))]:
     t(f, *a)
+n = c.networkLookupByName("default")
+t(c.networkDefineXML, "<network><name>inactive</name><bridge name='virbr8'/></network>")
+for f, a in [(c.listNetworks, ()), (c.listDefinedNetworks, ()), (c.numOfNetworks, ()), (c.numOfDefinedNetworks, ()),
+             (c.networkLookupByUUID, (n.UUID(),)), (n.bridgeName, ()), (n.isActive, ()), (n.isPersistent, ()), (n.autostart, ()),
+             (n.DHCPLeases, ()), (n.listAllPorts, ()), (c.listAllNetworks, (0,))]:
+    t(f, *a)
+port = None
+try:
+    port = n.portCreateXML("<networkport><owner><name>test</name><uuid>6695eb01-f6a4-8304-79aa-97f2502e193f</uuid></owner>"
+                           "<mac address='52:54:00:00:00:42'/><plug type='network' bridge='virbr0'/></networkport>", 0)
+except libvirt.libvirtError as e:
+    print("capture: portCreateXML", e, file=sys.stderr)
+if port is not None:
+    for f, a in [(n.networkPortLookupByUUID, (port.UUID(),)), (port.XMLDesc, (0,)), (port.getParameters, (0,)),
+                 (port.setParameters, ({"inbound.average": 1000}, 0)), (port.delete, (0,))]:
+        t(f, *a)
 '''
     subprocess.run(["/usr/bin/python3", "-c", script, uri], stdout=subprocess.DEVNULL, timeout=120)
     time.sleep(0.5)
