@@ -146,7 +146,7 @@ struct ApusdLinuxGuestTests {
         let second = d.rootPath + "/second.img"
         _ = try runProcess("/usr/bin/truncate", ["-s", "8M", second])
         _ = try d.ok("attach-disk", "linux", second, "vdb", "--config")
-        _ = try d.ok("attach-interface", "linux", "network", "default", "--mac", "52:54:00:00:05:02", "--model", "virtio", "--config")
+        _ = try d.ok("attach-interface", "linux", "bridge", "apus0", "--mac", "52:54:00:00:05:02", "--model", "virtio", "--config")
         let devices = "echo DEVICES-$(ls /sys/block | grep -c vd)-$(ls /sys/class/net | grep -c eth)-$(cat /sys/class/net/eth1/address 2>/dev/null)-DONE"
         func bootAndRun(_ command: String, expect marker: String) throws {
             try? FileManager.default.removeItem(atPath: log)
@@ -166,7 +166,7 @@ struct ApusdLinuxGuestTests {
         }
         try bootAndRun(devices, expect: "DEVICES-2-2-52:54:00:00:05:02-DONE")
         _ = try d.ok("detach-disk", "linux", "vdb", "--config")
-        _ = try d.ok("detach-interface", "linux", "network", "--mac", "52:54:00:00:05:02", "--config")
+        _ = try d.ok("detach-interface", "linux", "bridge", "--mac", "52:54:00:00:05:02", "--config")
         try bootAndRun(devices, expect: "DEVICES-1-1--DONE")
     }
 }
