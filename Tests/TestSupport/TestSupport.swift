@@ -214,6 +214,31 @@ public final class NetworkNamespace {
     }
 }
 
+/// "The outside" of a network namespace `host`: a namespace it routes to
+/// by default (host 10.99.0.1, outside 10.99.0.2) with a TCP server on port
+/// 8080 that answers `PEER ADDRESS` (who it saw calling: after NAT, 10.99.0.1).
+public final class OutsideNetwork {
+    public let namespace: NetworkNamespace
+    public let server: ChildProcess
+    public static let address = "10.99.0.2", hostAddress = "10.99.0.1", port = 8080
+
+    public init(of host: NetworkNamespace, name: String) throws {
+        namespace = try NetworkNamespace(name)
+        try namespace.veth("wan0", peer: "up0", in: host)
+        try namespace.ip("addr", "add", Self.address + "/24", "dev", "wan0")
+        try host.ip("addr", "add", Self.hostAddress + "/24", "dev", "up0")
+        try host.ip("route", "add", "default", "via", Self.address)
+        server = try ChildProcess(ipTool ?? "/usr/sbin/ip", ["netns", "exec", namespace.name, "/usr/bin/python3", "-c", """
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", \(Self.port))); s.listen(4)
+            print("LISTENING", flush=True)
+            while True:
+                c, a = s.accept(); c.sendall(("PEER " + a[0] + "\\n").encode()); c.close()
+            """])
+        guard server.waitFor("LISTENING", timeout: 30) else { throw TestError("the outside's server did not start: \(server.output)") }
+    }
+}
+
 /// ansible-playbook of the Ansible that Deploy/install-deps puts in
 /// .build/tools/ansible (PyPI's, whose community.libvirt has get_interfaces).
 public var ansiblePlaybook: String? {

@@ -127,12 +127,14 @@ public actor VirtualNetworks {
                 warnings.append("\(path): \(error.message)")
             }
         }
+        var staleRules = false
         for file in ProcessControl.directoryEntries(activeDirectory).sorted() where file.hasSuffix(".xml") {
             guard let text = ProcessControl.readText(activeDirectory + "/" + file), let def = try? NetworkXML.parse(text),
                   let bridge = def.bridge else { continue }
             guard HostNetwork.isBridge(bridge) else {
                 warnings.append("network '\(def.name)' was active but its bridge \(bridge) is gone; it is inactive now")
                 await teardown(def)
+                staleRules = true
                 continue
             }
             var n = networks[def.uuid] ?? Network()
@@ -149,6 +151,10 @@ public actor VirtualNetworks {
                     warnings.append("network '\(def.name)': dnsmasq could not be started again: \(error.message)")
                 }
             }
+        }
+        // A network that went away while apusd was down takes its rules along.
+        if staleRules {
+            do { try await applyFirewall() } catch { warnings.append("the firewall rules of gone networks could not be removed: \(error.message)") }
         }
     }
 
@@ -232,7 +238,7 @@ public actor VirtualNetworks {
         n.config = def
         networks[def.uuid] = n
         emit(def, NetworkLifecycle.defined)
-        return info(n)!
+        return NetworkInfo(definition: n.live ?? def, active: n.live != nil, persistent: true, autostart: n.autostart)
     }
 
     /// `net-create`: a transient network, started at once.
