@@ -217,6 +217,53 @@ struct NetworkTests {
         #expect(outside.server.isRunning)
     }
 
+    /// IPv6 on a NAT'ed network: the bridge carries the address, dnsmasq
+    /// advertises the prefix so a guest configures itself (SLAAC), and IPv6
+    /// is routed to the outside (not masqueraded) by `table ip6 apus`.
+    @Test func aDualStackNetworkAdvertisesItsPrefixAndRoutesIPv6() throws {
+        let ns = try namespace("n6")
+        let outside = try OutsideNetwork(of: ns, name: "apus-n6w-\(getpid())")
+        try outside.namespace.ip("-6", "addr", "add", "fd00:99::2/64", "dev", "wan0", "nodad")
+        try outside.namespace.ip("-6", "route", "add", "fd00:8::/64", "via", "fd00:99::1")
+        try ns.ip("-6", "addr", "add", "fd00:99::1/64", "dev", "up0", "nodad")
+        let d = try ApusdProcess(namespace: ns)
+        _ = try d.ok("net-define", try d.file("dual.xml", """
+            <network>
+              <name>dual</name>
+              <forward mode='nat'/>
+              <bridge name='virbr6'/>
+              <ip address='192.168.6.1' netmask='255.255.255.0'/>
+              <ip family='ipv6' address='fd00:8::1' prefix='64'/>
+            </network>
+            """))
+        _ = try d.ok("net-start", "dual")
+        #expect(try ns.ip("-6", "addr", "show", "dev", "virbr6").contains("inet6 fd00:8::1/64"))
+        #expect(try ns.ok("cat", "/proc/sys/net/ipv6/conf/all/forwarding").hasPrefix("1"))
+        #expect(try ns.ok("cat", "/proc/sys/net/ipv6/conf/virbr6/accept_ra").hasPrefix("0"))
+        let rules = try ns.ok("nft", "list", "table", "ip6", "apus")
+        #expect(rules.contains("ip6 saddr fd00:8::/64") && !rules.contains("masquerade"), "\(rules)")
+
+        // A "guest" on the bridge takes an address from the advertised prefix.
+        let guest = try namespace("n6g")
+        let port = "p6g\(getpid() % 10000)"
+        try guest.veth("eth0", peer: port, in: ns)
+        try ns.ip("link", "set", "dev", port, "master", "virbr6")
+        try guest.ip("link", "set", "dev", "eth0", "address", "52:54:00:66:00:01")
+        try guest.ip("link", "set", "dev", "eth0", "up")
+        var slaac = ""
+        for _ in 0..<60 where !slaac.contains("fd00:8::") || slaac.contains("tentative") {
+            Thread.sleep(forTimeInterval: 0.5)
+            slaac = try guest.ip("-6", "addr", "show", "dev", "eth0", "scope", "global")
+        }
+        #expect(slaac.contains("inet6 fd00:8::5054:ff:fe66:1/64"), "no SLAAC address from the network's router advertisements: \(slaac)")
+        #expect(try guest.ip("-6", "route", "show", "default").contains("via fe80::"), "the host is the guest's IPv6 router")
+        #expect(try guest.ok("busybox", "ping", "-6", "-c", "1", "-W", "5", "fd00:99::2").contains("1 packets received"), "routed to the outside")
+
+        _ = try d.ok("net-destroy", "dual")
+        #expect(try ns.run(["nft", "list", "table", "ip6", "apus"]).status != 0, "Apus's ip6 table outlived its last network")
+        #expect(outside.server.isRunning)
+    }
+
     @Test func libvirtPythonSeesEventsLeasesAndUpdates() throws {
         let ns = try namespace("np")
         let d = try ApusdProcess(namespace: ns)

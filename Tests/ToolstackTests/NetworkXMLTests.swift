@@ -115,8 +115,21 @@ import Testing
         ("<network><name>x</name><ip address='10.0.0.1' prefix='24'/><ip address='10.0.0.2' prefix='16'/></network>",
          "XML error: Network 'x' has overlapping addresses 10.0.0.0/24 and 10.0.0.0/16"),
         ("<network><name>x</name><ip address='10.0.0.1' netmask='255.0.255.0'/></network>", "XML error: Invalid netmask '255.0.255.0' in network 'x'"),
-        ("<network><name>x</name><ip family='ipv6' address='fd00::1' prefix='64'/></network>",
-         "unsupported configuration: IPv6 addresses in network 'x' are not supported by Apus yet (IPv4 only)"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd01::2' end='fd01::9'/></dhcp></ip></network>",
+         "internal error: range fd01::2 - fd01::9 is not entirely within network fd00::1/64"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::' prefix='64'/></network>",
+         "XML error: Network 'x' IP address fd00:: is the network address of its subnet"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::1' netmask='255.255.255.0'/></network>",
+         "XML error: netmask not allowed for IPv6 address 'fd00::1' in network 'x'"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::1:2::3' prefix='64'/></network>",
+         "XML error: Invalid IP address 'fd00::1:2::3' in network 'x'"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::1' prefix='64'/><ip family='ipv6' address='fd00::2' prefix='48'/></network>",
+         "XML error: Network 'x' has overlapping addresses fd00::/64 and fd00::/48"),
+        ("<network><name>x</name><ip family='ipv6' address='fd00::1' prefix='64'><dhcp><host id='0:1' ip='fd00::5'/></dhcp></ip></network>",
+         "unsupported configuration: DHCPv6 <host> reservations in network 'x' are not supported by Apus"),
+        ("<network><name>x</name><forward mode='nat'/><ip family='ipv6' address='fd00::1' prefix='64'/></network>",
+         "XML error: network 'x' has forward mode 'nat' but no IPv4 address"),
+        ("<network><name>x</name><ip family='ipx' address='fd00::1'/></network>", "XML error: Unrecognized family 'ipx' in network 'x'"),
         ("<network><name>x</name><bridge name='a/b'/></network>",
          "XML error: bridge name 'a/b' is not a valid interface name (1-15 characters, no '/', ':' or whitespace)"),
         ("<network><name>x</name><bridge name='0123456789abcdef'/></network>",
@@ -141,9 +154,10 @@ import Testing
         let iso = try NetworkXML.parse("<network><name>iso</name><bridge name='virbr5'/><ip address='10.5.0.1' prefix='24'/></network>")
         let routed = try NetworkXML.parse("<network><name>r</name><forward mode='route' dev='uplink0'/><bridge name='virbr6'/><ip address='10.6.0.1' prefix='24'/></network>")
         let script = NetworkFirewall.script([.init(nat), .init(iso), .init(routed)])
-        #expect(script == """
-            table ip apus
-            delete table ip apus
+        let header = "table ip apus\ndelete table ip apus\ntable ip6 apus\ndelete table ip6 apus\n"
+        #expect(script.hasPrefix(header))
+        #expect(script.contains("table ip6 apus {\n\tchain forward {"))
+        #expect(String(script.dropFirst(header.count)).components(separatedBy: "table ip6 apus {")[0] == """
             table ip apus {
             \tchain forward {
             \t\ttype filter hook forward priority filter; policy accept;
@@ -175,10 +189,10 @@ import Testing
             }
 
             """)
-        // No network needing rules: the table goes away and nothing else.
-        #expect(NetworkFirewall.script([]) == "table ip apus\ndelete table ip apus\n")
+        // No network needing rules: the tables go away and nothing else.
+        #expect(NetworkFirewall.script([]) == header)
         let bridged = try NetworkXML.parse(Self.ansibleBridge)
-        #expect(NetworkFirewall.script([.init(bridged)]) == "table ip apus\ndelete table ip apus\n")
+        #expect(NetworkFirewall.script([.init(bridged)]) == header)
         #expect(NetworkFirewall.needsForwarding([.init(nat)]) && !NetworkFirewall.needsForwarding([.init(iso)]))
     }
 
@@ -190,8 +204,8 @@ import Testing
         let conf = Dnsmasq.configuration(d, files: files)
         #expect(conf.split(separator: "\n").filter { !$0.hasPrefix("##") } == [
             "strict-order", "except-interface=lo", "bind-dynamic", "interface=virbr0",
-            "dhcp-range=192.168.122.2,192.168.122.254,255.255.255.0", "dhcp-no-override", "dhcp-authoritative", "dhcp-lease-max=254",
-            "dhcp-hostsfile=/run/apus/networks/dnsmasq/default.hostsfile", "dhcp-leasefile=/run/apus/networks/dnsmasq/default.leases",
+            "dhcp-range=192.168.122.2,192.168.122.254,255.255.255.0", "dhcp-no-override", "dhcp-authoritative",
+            "dhcp-hostsfile=/run/apus/networks/dnsmasq/default.hostsfile", "dhcp-lease-max=254", "dhcp-leasefile=/run/apus/networks/dnsmasq/default.leases",
             "addn-hosts=/run/apus/networks/dnsmasq/default.addnhosts",
         ])
         #expect(Dnsmasq.hostsFile(d) == "52:54:00:aa:bb:cc,192.168.122.10,vm1\n")
@@ -200,6 +214,65 @@ import Testing
         d.dnsEnabled = false
         #expect(Dnsmasq.configuration(d, files: files).contains("\nport=0\n"))
         #expect(!Dnsmasq.configuration(d, files: files).contains("addn-hosts"))
+    }
+
+    /// IPv6 on a network: the bridge's address, router advertisements of its
+    /// prefix (SLAAC), DHCPv6 from a range, rules in `table ip6 apus`
+    /// (routed, never masqueraded).
+    @Test func ipv6Networks() throws {
+        let xml = """
+            <network>
+              <name>dual</name>
+              <forward mode='nat'/>
+              <bridge name='virbr7'/>
+              <ip address='192.168.7.1' netmask='255.255.255.0'/>
+              <ip family='ipv6' address='fd00:7::1' prefix='64'>
+                <dhcp><range start='fd00:7::100' end='fd00:7::1ff'/></dhcp>
+              </ip>
+              <ip family='ipv6' address='FD00:0008:0:0::1'/>
+            </network>
+            """
+        let d = try NetworkXML.parse(xml)
+        #expect(d.ipv6.map(\.subnet.description) == ["fd00:7::/64", "fd00:8::/64"])
+        let out = NetworkXML.format(d)
+        #expect(out.contains("<ip family='ipv6' address='fd00:7::1' prefix='64'>"), "\(out)")
+        #expect(out.contains("<range start='fd00:7::100' end='fd00:7::1ff'/>"), "\(out)")
+        #expect(out.contains("<ip family='ipv6' address='fd00:8::1' prefix='64'/>"), "\(out)")
+        #expect(try NetworkXML.parse(out) == d)
+
+        let conf = Dnsmasq.configuration(d, files: .init(directory: "/run/d", network: "dual")).split(separator: "\n").map(String.init)
+        #expect(conf.contains("dhcp-range=fd00:7::100,fd00:7::1ff,64") && conf.contains("dhcp-range=fd00:8::1,ra-only") && conf.contains("enable-ra"), "\(conf)")
+        #expect(conf.contains("dhcp-lease-max=256") && conf.contains("dhcp-leasefile=/run/d/dual.leases"), "\(conf)")
+        #expect(!conf.contains { $0.hasPrefix("ra-param") }, "a NAT network's host is the guests' IPv6 router")
+
+        let isolated = try NetworkXML.parse("<network><name>i6</name><bridge name='virbr8'/><ip family='ipv6' address='fd00:9::1' prefix='64'/></network>")
+        let isoConf = Dnsmasq.configuration(isolated, files: .init(directory: "/run/d", network: "i6"))
+        #expect(isoConf.contains("\nra-param=virbr8,0,0\n") && !isoConf.contains("dhcp-leasefile"), "\(isoConf)")
+
+        let script = NetworkFirewall.script([.init(d), .init(isolated)])
+        let v6 = script.components(separatedBy: "table ip6 apus {").last ?? ""
+        #expect(v6.contains("oifname \"virbr7\" ip6 daddr fd00:7::/64 accept") && v6.contains("iifname \"virbr7\" ip6 saddr fd00:8::/64 accept"), "\(v6)")
+        #expect(v6.contains("oifname \"virbr8\" reject") && !v6.contains("masquerade") && !v6.contains("192.168"), "\(v6)")
+        #expect(script.contains("ip saddr 192.168.7.0/24 ip daddr != 192.168.7.0/24 masquerade"))
+        // A routed network may be IPv6 only.
+        #expect(throws: Never.self) {
+            try NetworkXML.parse("<network><name>r6</name><forward mode='route'/><ip family='ipv6' address='2001:db8::1' prefix='64'/></network>")
+        }
+    }
+
+    @Test func ipv6AddressText() {
+        let cases: [(String, String?)] = [
+            ("::", "::"), ("::1", "::1"), ("fe80::1:0:0:1", "fe80::1:0:0:1"), ("2001:DB8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+            ("2001:db8:0:0:0:0:2:1", "2001:db8::2:1"), ("2001:db8::0:1:0:0:1", "2001:db8::1:0:0:1"), ("2001:0:0:1:0:0:0:1", "2001:0:0:1::1"), ("1:0:1:1:1:1:1:1", "1:0:1:1:1:1:1:1"),
+            ("::ffff:192.0.2.1", "::ffff:c000:201"), ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"),
+            ("1:2:3:4:5:6:7", nil), ("1:2:3:4:5:6:7:8:9", nil), ("1::2::3", nil), ("12345::", nil), ("g::1", nil), (":1::", nil),
+            ("", nil), ("1:2:3:4:5:6:7::8", nil), ("::1.2.3", nil), ("1.2.3.4", nil),
+        ]
+        for (text, canonical) in cases {
+            #expect(IPv6Address(text)?.description == canonical, "\(text)")
+        }
+        let s = IPv6Subnet(IPv6Address("fd00:1:2:3::9")!, prefix: 48)
+        #expect(s.description == "fd00:1:2::/48" && s.contains(IPv6Address("fd00:1:2:ffff::")!) && !s.contains(IPv6Address("fd00:1:3::")!))
     }
 
     @Test func leasesFileIsReadDefensively() {

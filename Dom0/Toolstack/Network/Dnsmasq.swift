@@ -43,14 +43,33 @@ public enum Dnsmasq {
                 lines.append("expand-hosts")
             }
         }
+        var leaseMax = 0
         if let ip = d.dhcpIP {
             let mask = IPv4Address.netmask(prefix: ip.prefix)
             for r in ip.ranges { lines.append("dhcp-range=\(r.lowerBound),\(r.upperBound),\(mask)") }
             if ip.ranges.isEmpty { lines.append("dhcp-range=\(ip.subnet.network),static,\(mask)") }
             lines += ["dhcp-no-override", "dhcp-authoritative"]
-            let count = ip.ranges.reduce(0) { $0 + Int($1.upperBound.value - $1.lowerBound.value) + 1 } + ip.hosts.count
-            lines.append("dhcp-lease-max=\(max(1, count))")
+            leaseMax += ip.ranges.reduce(0) { $0 + Int($1.upperBound.value - $1.lowerBound.value) + 1 } + ip.hosts.count
             lines.append("dhcp-hostsfile=\(files.hostsFile)")
+        }
+        // IPv6: router advertisements of each prefix (SLAAC), DHCPv6 where a range is given.
+        var dhcp6 = false
+        for ip in d.ipv6 {
+            if ip.ranges.isEmpty {
+                lines.append("dhcp-range=\(ip.address),ra-only")
+            } else {
+                dhcp6 = true
+                for r in ip.ranges {
+                    lines.append("dhcp-range=\(r.lowerBound),\(r.upperBound),\(ip.prefix)")
+                    leaseMax += Int(r.upperBound.value - r.lowerBound.value) + 1
+                }
+            }
+        }
+        if dhcp6 { lines.append("enable-ra") }
+        // An isolated network advertises no default router.
+        if !d.ipv6.isEmpty, d.forward == nil { lines.append("ra-param=\(d.bridge ?? ""),0,0") }
+        if d.dhcpIP != nil || dhcp6 {
+            lines.append("dhcp-lease-max=\(max(1, leaseMax))")
             lines.append("dhcp-leasefile=\(files.leases)")
         }
         if d.dnsEnabled { lines.append("addn-hosts=\(files.additionalHosts)") }

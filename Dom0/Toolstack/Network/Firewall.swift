@@ -1,6 +1,6 @@
-/// The nftables rules of Apus's virtual networks: one table of Apus's own
-/// (`table ip apus`), rebuilt whole from the active networks and loaded in
-/// one `nft -f` transaction, so no rule outlives its network and another
+/// The nftables rules of Apus's virtual networks: tables of Apus's own
+/// (`table ip apus`, `table ip6 apus`), rebuilt whole from the active
+/// networks and loaded in one `nft -f` transaction, so no rule outlives its network and another
 /// program's tables are never touched.
 public enum NetworkFirewall {
     public static let table = "apus"
@@ -11,16 +11,17 @@ public enum NetworkFirewall {
         public var bridge: String
         public var mode: NetworkDefinition.ForwardMode?
         public var subnets: [IPv4Subnet]
+        public var subnetsV6: [IPv6Subnet]
         public var forwardDevice: String?
         public var natPorts: ClosedRange<UInt16>
-        public init(name: String, bridge: String, mode: NetworkDefinition.ForwardMode?, subnets: [IPv4Subnet],
+        public init(name: String, bridge: String, mode: NetworkDefinition.ForwardMode?, subnets: [IPv4Subnet], subnetsV6: [IPv6Subnet] = [],
                     forwardDevice: String? = nil, natPorts: ClosedRange<UInt16> = 1024...65535) {
-            self.name = name; self.bridge = bridge; self.mode = mode; self.subnets = subnets
+            self.name = name; self.bridge = bridge; self.mode = mode; self.subnets = subnets; self.subnetsV6 = subnetsV6
             self.forwardDevice = forwardDevice; self.natPorts = natPorts
         }
 
         public init(_ d: NetworkDefinition) {
-            self.init(name: d.name, bridge: d.bridge ?? "", mode: d.forward, subnets: d.ips.map(\.subnet),
+            self.init(name: d.name, bridge: d.bridge ?? "", mode: d.forward, subnets: d.ips.map(\.subnet), subnetsV6: d.ipv6.map(\.subnet),
                       forwardDevice: d.forwardDevice, natPorts: d.natPorts ?? 1024...65535)
         }
 
@@ -28,12 +29,20 @@ public enum NetworkFirewall {
         var hasRules: Bool { mode != .bridge && mode != .open }
     }
 
-    /// The nft script that replaces Apus's table with the rules of `networks`
-    /// (or removes it when none needs rules).
+    /// The nft script that replaces Apus's tables (`ip` and `ip6`) with the
+    /// rules of `networks` (or removes them when none needs rules). IPv6 is
+    /// routed, never masqueraded (as libvirt does for nat networks).
     public static func script(_ networks: [Network]) -> String {
-        var out = "table ip \(table)\ndelete table ip \(table)\n"
+        var out = "table ip \(table)\ndelete table ip \(table)\ntable ip6 \(table)\ndelete table ip6 \(table)\n"
         let ruled = networks.filter(\.hasRules)
         guard !ruled.isEmpty else { return out }
+        out += family("ip", ruled, subnets: { $0.subnets.map(\.description) })
+        out += family("ip6", ruled, subnets: { $0.subnetsV6.map(\.description) })
+        return out
+    }
+
+    /// One family's table: `ip` (with masquerading) or `ip6`.
+    static func family(_ family: String, _ ruled: [Network], subnets: (Network) -> [String]) -> String {
         var forward: [String] = [], nat: [String] = []
         for n in ruled {
             let br = quote(n.bridge)
@@ -43,16 +52,17 @@ public enum NetworkFirewall {
             if n.mode == .nat || n.mode == .route {
                 let out = n.forwardDevice.map { " oifname \(quote($0))" } ?? ""
                 let inn = n.forwardDevice.map { "iifname \(quote($0)) " } ?? ""
-                for s in n.subnets {
-                    if n.mode == .nat {
-                        forward.append("\(inn)oifname \(br) ip daddr \(s) ct state established,related accept")
+                let masquerades = n.mode == .nat && family == "ip"
+                for s in subnets(n) {
+                    if masquerades {
+                        forward.append("\(inn)oifname \(br) \(family) daddr \(s) ct state established,related accept")
                     } else {
-                        forward.append("\(inn)oifname \(br) ip daddr \(s) accept")
+                        forward.append("\(inn)oifname \(br) \(family) daddr \(s) accept")
                     }
-                    forward.append("iifname \(br)\(out) ip saddr \(s) accept")
+                    forward.append("iifname \(br)\(out) \(family) saddr \(s) accept")
                 }
-                if n.mode == .nat {
-                    for s in n.subnets {
+                if masquerades {
+                    for s in subnets(n) {
                         let dev = n.forwardDevice.map { " oifname \(quote($0))" } ?? ""
                         nat.append("# network '\(n.name)'")
                         nat.append("ip saddr \(s) ip daddr 224.0.0.0/24 return")
@@ -66,7 +76,7 @@ public enum NetworkFirewall {
             forward.append("oifname \(br) reject")
             forward.append("iifname \(br) reject")
         }
-        out += "table ip \(table) {\n"
+        var out = "table \(family) \(table) {\n"
         out += "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n"
         out += forward.map { "\t\t\($0)\n" }.joined()
         out += "\t}\n"

@@ -66,7 +66,10 @@ public enum HostNetwork {
     public static func interfaceExists(_ name: String) -> Bool { FileSystem.exists("/sys/class/net/\(name)") }
     public static func isBridge(_ name: String) -> Bool { FileSystem.exists("/sys/class/net/\(name)/bridge") }
 
-    /// Makes bridge `name` with the network's MAC, STP, delay, MTU and IPv4 addresses, and brings it up.
+    /// Makes bridge `name` with the network's MAC, STP, delay, MTU and IPv4
+    /// and IPv6 addresses, and brings it up. With IPv6 addresses the bridge
+    /// takes no router advertisements or autoconfigured addresses of its own
+    /// (it is the router); without, IPv6 is off on it (as libvirt sets it).
     static func createBridge(_ d: NetworkDefinition, name: String, scratch: String) async throws(ToolstackError) {
         var add = ["link", "add", "name", name]
         if let mac = d.mac { add += ["address", mac] }
@@ -77,6 +80,14 @@ public enum HostNetwork {
             for ip in d.ips {
                 try await run("ip", ["-4", "address", "add", "\(ip.address)/\(ip.prefix)", "broadcast", ip.subnet.broadcast.description, "dev", name],
                               scratch: scratch)
+            }
+            try setSysctl("net/ipv6/conf/\(name)/disable_ipv6", d.ipv6.isEmpty ? "1" : "0", optional: d.ipv6.isEmpty)
+            if !d.ipv6.isEmpty {
+                try setSysctl("net/ipv6/conf/\(name)/accept_ra", "0")
+                try setSysctl("net/ipv6/conf/\(name)/autoconf", "0")
+            }
+            for ip in d.ipv6 {
+                try await run("ip", ["-6", "address", "add", "\(ip.address)/\(ip.prefix)", "dev", name, "nodad"], scratch: scratch)
             }
             try await run("ip", ["link", "set", "dev", name, "up"], scratch: scratch)
         } catch {
@@ -128,16 +139,28 @@ public enum HostNetwork {
         try await run("nft", ["-f", path], scratch: scratch)
     }
 
-    /// Turns on IPv4 forwarding (as libvirt does for nat and route networks).
-    static func enableForwarding() throws(ToolstackError) {
-        let path = "/proc/sys/net/ipv4/ip_forward"
-        if ProcessControl.readText(path)?.trimmingWhitespace == "1" { return }
+    /// Turns on IPv4 forwarding, and IPv6 forwarding when `ipv6` (as libvirt
+    /// does for nat and route networks).
+    static func enableForwarding(ipv6: Bool) throws(ToolstackError) {
+        try setSysctl("net/ipv4/ip_forward", "1")
+        if ipv6 { try setSysctl("net/ipv6/conf/all/forwarding", "1") }
+    }
+
+    /// Writes `value` to /proc/sys/`key` unless it holds it already. An
+    /// `optional` key that does not exist (IPv6 off in the kernel) is skipped.
+    static func setSysctl(_ key: String, _ value: String, optional: Bool = false) throws(ToolstackError) {
+        let path = "/proc/sys/" + key
+        guard let now = ProcessControl.readText(path) else {
+            if optional { return }
+            throw .failed("cannot set \(key.split(separator: "/").joined(separator: ".")): \(path) is missing")
+        }
+        if now.trimmingWhitespace == value { return }
         do {
             let fd = try FileDescriptor.open(path, .writeOnly)
             defer { fd.close() }
-            try fd.writeAll("1\n")
+            try fd.writeAll(value + "\n")
         } catch {
-            throw .failed("cannot enable IPv4 forwarding (\(path)): \(error)")
+            throw .failed("cannot set \(key.split(separator: "/").joined(separator: ".")) (\(path)): \(error)")
         }
     }
 }

@@ -28,6 +28,16 @@ public struct NetworkDefinition: Sendable, Equatable {
         }
     }
 
+    /// `<ip family='ipv6'>`: the host's address, router advertisements
+    /// (SLAAC) for its prefix, and DHCPv6 ranges when `<dhcp>` has them.
+    public struct IPv6: Sendable, Equatable {
+        public var address: IPv6Address
+        public var prefix: Int
+        public var ranges: [ClosedRange<IPv6Address>] = []
+        public var subnet: IPv6Subnet { IPv6Subnet(address, prefix: prefix) }
+        public init(address: IPv6Address, prefix: Int) { self.address = address; self.prefix = prefix }
+    }
+
     /// `<dhcp><host mac= name= ip=/>`.
     public struct DHCPHost: Sendable, Equatable {
         public var mac: String?
@@ -66,6 +76,8 @@ public struct NetworkDefinition: Sendable, Equatable {
     public var dnsForwarders: [IPv4Address] = []
     public var dnsHosts: [DNSHost] = []
     public var ips: [IP] = []
+    /// The IPv6 `<ip>`s (written after the IPv4 ones).
+    public var ipv6: [IPv6] = []
 
     public init(name: String, uuid: DomainUUID, forward: ForwardMode? = nil, bridge: String? = nil) {
         self.name = name; self.uuid = uuid; self.forward = forward; self.bridge = bridge
@@ -192,7 +204,11 @@ public enum NetworkXML {
             }
         }
         for e in root.elements("ip") {
-            def.ips.append(try parseIP(e, network: name))
+            if e.attribute("family") == "ipv6" {
+                def.ipv6.append(try parseIPv6(e, network: name))
+            } else {
+                def.ips.append(try parseIP(e, network: name))
+            }
         }
         try validate(def)
         return def
@@ -200,10 +216,7 @@ public enum NetworkXML {
 
     static func parseIP(_ e: XMLElement, network name: String) throws(ToolstackError) -> NetworkDefinition.IP {
         let family = e.attribute("family") ?? "ipv4"
-        guard family == "ipv4" else {
-            guard family == "ipv6" else { throw .xml("Unrecognized family '\(family)' in network '\(name)'") }
-            throw .unsupported("IPv6 addresses in network '\(name)' are not supported by Apus yet (IPv4 only)")
-        }
+        guard family == "ipv4" else { throw .xml("Unrecognized family '\(family)' in network '\(name)'") }
         guard let text = e.attribute("address"), let address = IPv4Address(text) else {
             throw .xml("Invalid IP address '\(e.attribute("address") ?? "")' in network '\(name)'")
         }
@@ -234,6 +247,39 @@ public enum NetworkXML {
                     ip.hosts.append(try dhcpHost(r, network: name))
                 case "bootp":
                     throw .unsupported("<bootp> in network '\(name)' is not supported by Apus")
+                default:
+                    continue
+                }
+            }
+        }
+        if e.element("tftp") != nil { throw .unsupported("<tftp> in network '\(name)' is not supported by Apus") }
+        return ip
+    }
+
+    static func parseIPv6(_ e: XMLElement, network name: String) throws(ToolstackError) -> NetworkDefinition.IPv6 {
+        guard let text = e.attribute("address"), let address = IPv6Address(text) else {
+            throw .xml("Invalid IP address '\(e.attribute("address") ?? "")' in network '\(name)'")
+        }
+        if e.attribute("netmask") != nil {
+            throw .xml("netmask not allowed for IPv6 address '\(text)' in network '\(name)'")
+        }
+        var prefix = 64
+        if let p = e.attribute("prefix") {
+            guard let v = Int(p), (1...128).contains(v) else { throw .xml("Invalid ip address prefix value '\(p)' in network '\(name)'") }
+            prefix = v
+        }
+        var ip = NetworkDefinition.IPv6(address: address, prefix: prefix)
+        if let d = e.element("dhcp") {
+            for r in d.elements() {
+                switch r.name {
+                case "range":
+                    guard let s = r.attribute("start").flatMap(IPv6Address.init), let t = r.attribute("end").flatMap(IPv6Address.init) else {
+                        throw .xml("Missing or invalid start/end address in DHCP range of network '\(name)'")
+                    }
+                    guard s <= t else { throw .internalError("range \(s) - \(t) is reversed ") }
+                    ip.ranges.append(s...t)
+                case "host":
+                    throw .unsupported("DHCPv6 <host> reservations in network '\(name)' are not supported by Apus")
                 default:
                     continue
                 }
@@ -282,12 +328,12 @@ public enum NetworkXML {
             guard d.bridge != nil else {
                 throw .xml("Network '\(d.name)' has forward mode 'bridge' but no bridge device specified")
             }
-            if !d.ips.isEmpty || d.domainName != nil || !d.dnsHosts.isEmpty || d.mac != nil {
-                let what = !d.ips.isEmpty ? "<ip>" : d.domainName != nil ? "<domain>" : !d.dnsHosts.isEmpty ? "<dns>" : "<mac>"
+            if !d.ips.isEmpty || !d.ipv6.isEmpty || d.domainName != nil || !d.dnsHosts.isEmpty || d.mac != nil {
+                let what = !d.ips.isEmpty || !d.ipv6.isEmpty ? "<ip>" : d.domainName != nil ? "<domain>" : !d.dnsHosts.isEmpty ? "<dns>" : "<mac>"
                 throw .unsupported("Unsupported \(what) element in network \(d.name) with forward mode='\(mode)'")
             }
         }
-        if d.forward == .nat || d.forward == .route {
+        if d.forward == .nat {
             guard !d.ips.isEmpty else {
                 throw .xml("network '\(d.name)' has forward mode '\(mode)' but no IPv4 address")
             }
@@ -326,6 +372,30 @@ public enum NetworkXML {
         for (i, a) in d.ips.enumerated() {
             for b in d.ips[(i + 1)...] where a.subnet.overlaps(b.subnet) {
                 throw .xml("Network '\(d.name)' has overlapping addresses \(a.subnet) and \(b.subnet)")
+            }
+        }
+        guard d.forward != .route || !d.ips.isEmpty || !d.ipv6.isEmpty else {
+            throw .xml("network '\(d.name)' has forward mode 'route' but no IP address")
+        }
+        guard d.ipv6.filter({ !$0.ranges.isEmpty }).count <= 1 else {
+            throw .unsupported("Multiple IPv6 dhcp sections found -- dhcp is supported only for a single IPv6 address on each network")
+        }
+        for (i, ip) in d.ipv6.enumerated() {
+            let subnet = ip.subnet
+            guard ip.address != subnet.network || ip.prefix == 128 else {
+                throw .xml("Network '\(d.name)' IP address \(ip.address) is the network address of its subnet")
+            }
+            for r in ip.ranges {
+                let at = "\(ip.address)/\(ip.prefix)"
+                guard subnet.contains(r.lowerBound), subnet.contains(r.upperBound) else {
+                    throw .internalError("range \(r.lowerBound) - \(r.upperBound) is not entirely within network \(at)")
+                }
+                guard r.upperBound.value - r.lowerBound.value < 65535 else {
+                    throw .internalError("range \(r.lowerBound) - \(r.upperBound) is too large (> 65535)")
+                }
+            }
+            for b in d.ipv6[(i + 1)...] where subnet.overlaps(b.subnet) {
+                throw .xml("Network '\(d.name)' has overlapping addresses \(subnet) and \(b.subnet)")
             }
         }
     }
@@ -396,6 +466,15 @@ public enum NetworkXML {
                     dhcp.children.append(.element(XMLElement("host", attributes: attrs)))
                 }
                 e.children.append(.element(dhcp))
+            }
+            add(e)
+        }
+        for ip in d.ipv6 {
+            var e = XMLElement("ip", attributes: [("family", "ipv6"), ("address", ip.address.description), ("prefix", String(ip.prefix))])
+            if !ip.ranges.isEmpty {
+                e.children.append(.element(XMLElement("dhcp", children: ip.ranges.map {
+                    .element(XMLElement("range", attributes: [("start", $0.lowerBound.description), ("end", $0.upperBound.description)]))
+                })))
             }
             add(e)
         }

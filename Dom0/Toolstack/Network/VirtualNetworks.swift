@@ -364,7 +364,7 @@ public actor VirtualNetworks {
             networks[def.uuid] = n
             if def.managesBridge {
                 try await applyFirewall()
-                if NetworkFirewall.needsForwarding([.init(def)]) { try HostNetwork.enableForwarding() }
+                if NetworkFirewall.needsForwarding([.init(def)]) { try HostNetwork.enableForwarding(ipv6: !def.ipv6.isEmpty) }
                 if def.dnsEnabled || def.dhcpIP != nil { try startDnsmasq(def) }
             }
         } catch {
@@ -390,6 +390,11 @@ public actor VirtualNetworks {
         for other in networks.values.compactMap(\.live) where other.uuid != def.uuid {
             for a in other.ips {
                 for b in def.ips where a.subnet.overlaps(b.subnet) {
+                    throw .internalError("Network is already in use by interface \(other.bridge ?? other.name)")
+                }
+            }
+            for a in other.ipv6 {
+                for b in def.ipv6 where a.subnet.overlaps(b.subnet) {
                     throw .internalError("Network is already in use by interface \(other.bridge ?? other.name)")
                 }
             }
