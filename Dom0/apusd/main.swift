@@ -154,7 +154,8 @@ func run(_ o: Options, termination: EventFD) async {
     for w in await networks.warnings { log("warning: \(w)", .warning) }
     await manager.load()
     for w in await manager.warnings { log("warning: \(w)", .warning) }
-    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage, networks: networks))
+    let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage, networks: networks),
+                           maxClients: min(settings.maxClients, max(16, Int(descriptorLimit / 2))))
     do {
         try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
         try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
@@ -185,7 +186,7 @@ let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
 // with an empty mask.
 Signals.unblockAll()
 Signals.ignoreBrokenPipe()
-ProcessControl.raiseDescriptorLimit()
+let descriptorLimit = ProcessControl.raiseDescriptorLimit()
 let termination: EventFD
 do {
     termination = try EventFD()

@@ -115,6 +115,20 @@ public enum FileSystem {
         guard Glibc.unlink(path) == 0 else { throw Errno.current }
     }
 
+    /// Makes a new directory `prefix` + six random characters in `parent`,
+    /// mode 0700 (mkdtemp); returns its path.
+    public static func makeTemporaryDirectory(in parent: String, prefix: String) throws(Errno) -> String {
+        var template = Array((parent + "/" + prefix + "XXXXXX").utf8CString)
+        // SAFETY: `template` is a NUL-terminated buffer that mkdtemp rewrites
+        // in place (the X's only) and that outlives the call.
+        let made = template.withUnsafeMutableBufferPointer { b -> Bool in
+            guard let base = b.baseAddress else { return false }
+            return mkdtemp(base) != nil
+        }
+        guard made else { throw Errno.current }
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Removes an empty directory.
     public static func removeDirectory(_ path: String) throws(Errno) {
         guard rmdir(path) == 0 else { throw Errno.current }

@@ -117,13 +117,18 @@ public enum ProcessControl {
         return bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// Reads a small text file, or nil.
-    public static func readText(_ path: String) -> String? {
+    /// Reads a text file of at most `limit` bytes, or nil (a larger file is
+    /// nil, never a truncated text that a parser might half accept).
+    public static func readText(_ path: String, limit: Int = 1 << 20) -> String? {
         guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
         defer { fd.close() }
-        guard let bytes = try? fd.readAll(limit: 1 << 20) else { return nil }
+        guard let bytes = try? fd.readAll(limit: limit + 1), bytes.count <= limit else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
+
+    /// The largest state file apusd writes and reads back (a definition
+    /// accepted over RPC is at most 4 MiB of XML; its stored form adds little).
+    public static let stateFileLimit = 16 << 20
 
     /// Reads a small file (a /proc entry) with one 4 KiB buffer; nil if it
     /// cannot be read.
@@ -161,7 +166,10 @@ public enum ProcessControl {
     /// Writes a file atomically (temporary file + rename).
     public static func writeFileAtomically(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(SystemCallError) {
         let tmp = path + ".tmp.\(getpid())"
-        let fd = try FileDescriptor.open(tmp, [.writeOnly, .create, .truncate], mode: mode)
+        // A file (or a planted symlink) already at the temporary name is
+        // removed, not written through: the new one is created exclusively.
+        unlink(tmp)
+        let fd = try FileDescriptor.open(tmp, [.writeOnly, .create, .exclusive], mode: mode)
         do {
             try fd.writeAll(contents)
             try fd.dataSync()

@@ -253,7 +253,11 @@ int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_
             posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
         }
     }
-    /* Everything else the daemon has open is close-on-exec. */
+    /* Nothing else the daemon has open reaches the child: descriptors made
+     * by libraries (NIO's listening sockets and client connections) are not
+     * all close-on-exec, and an inherited listening socket would keep a
+     * dead daemon's backlog accepting connections nobody serves. */
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);

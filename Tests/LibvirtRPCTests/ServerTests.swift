@@ -83,7 +83,7 @@ final class ServerFixture: @unchecked Sendable {
     let server: RPCServer
     let hub: IOHub
 
-    init(fakeHypervisor: String = "#!/bin/sh\nsleep 2\nexit 1\n") async throws {
+    init(fakeHypervisor: String = "#!/bin/sh\nsleep 2\nexit 1\n", maxClients: Int = 5000) async throws {
         dir = try TemporaryDirectory(prefix: "apus-rpc")
         let bin = dir.path + "/bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
@@ -96,7 +96,7 @@ final class ServerFixture: @unchecked Sendable {
         try hub.start()
         let manager = DomainManager(paths: paths, hub: hub)
         await manager.load()
-        server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub))
+        server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub), maxClients: maxClients)
         try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
         try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
     }
@@ -187,6 +187,65 @@ final class ServerFixture: @unchecked Sendable {
         #expect(try c.errorOf(q).code == 27)
         var type = try c.expectOK(3)
         #expect(try type.string() == "APUS")
+        await f.shutdown()
+    }
+
+    /// Before CONNECT_OPEN a frame may be 64 KiB: a client announcing 31 MiB
+    /// is closed instead of being buffered; after it, big frames are fine.
+    @Test func framesBeforeOpenAreSmall() async throws {
+        let f = try await ServerFixture()
+        let early = try f.client()
+        try? early.send([0x01, 0xF0, 0x00, 0x00] + [UInt8](repeating: 0, count: 4096))
+        // Closed at once: end of stream, or a reset if our bytes were still unread.
+        let answer = Result { try early.read() }
+        #expect((try? answer.get()) == nil, "\(answer)")
+        let c = try f.client()
+        try c.handshake()
+        let xml = f.domainXML("big").replacingOccurrences(of: "</name>", with: "</name><description>\(String(repeating: "x", count: 1 << 20))</description>")
+        var def = XDRWriter(); def.string(xml)
+        _ = try c.expectOK(11, def)
+        await f.shutdown()
+    }
+
+    /// A client that pipelines calls and never reads the replies stops
+    /// being read from once maxInFlight replies wait (they count until they
+    /// have left apusd), and gets every reply once it reads.
+    @Test func unreadRepliesAreBounded() async throws {
+        let f = try await ServerFixture()
+        let c = try f.client()
+        try c.handshake()
+        let xml = f.domainXML("wide").replacingOccurrences(of: "</name>", with: "</name><description>\(String(repeating: "y", count: 512 << 10))</description>")
+        var def = XDRWriter(); def.string(xml)
+        var d = try c.expectOK(11, def)
+        let ref = try d.domain()
+        let before = residentKiB()
+        var serials: [UInt32] = []
+        for _ in 0..<200 {
+            var get = XDRWriter(); get.domain(name: ref.name, uuid: ref.uuid, id: ref.id); get.uint(0)
+            serials.append(try c.call(14, get))
+        }
+        try await Task.sleep(for: .seconds(3))
+        let grown = residentKiB() - before
+        // 200 unread replies would be over 100 MiB; 32 of them are 16 MiB.
+        #expect(grown < 80 << 10, "RSS grew \(grown) KiB with 200 unread replies")
+        for s in serials {
+            let (p, _) = try c.reply(s)
+            #expect(p.header.status == .ok)
+        }
+        await f.shutdown()
+    }
+
+    /// Connections past max_clients are closed at once; the others work.
+    @Test func connectionsAreCapped() async throws {
+        let f = try await ServerFixture(maxClients: 4)
+        var kept = try (0..<4).map { _ in try f.client() }
+        for c in kept { try c.handshake() }
+        let extra = try f.client()
+        #expect(try extra.read() == nil)
+        kept.removeFirst() // closes it
+        try await Task.sleep(for: .milliseconds(200))
+        let again = try f.client()
+        try again.handshake()
         await f.shutdown()
     }
 

@@ -35,6 +35,26 @@ import Testing
         }
     }
 
+    /// The probe's document: one element with 100k attributes (25 s in the
+    /// old quadratic duplicate check) is refused at the bound; up to it,
+    /// every attribute is kept and a duplicate anywhere is still found.
+    @Test func attributesAreBounded() throws {
+        func element(_ n: Int, duplicate: Bool = false) -> String {
+            "<a " + (0..<n).map { "a\($0)='v'" }.joined(separator: " ") + (duplicate ? " a0='w'" : "") + "/>"
+        }
+        #expect(try XMLParser.parse(element(XMLParser.maxAttributes)).attributes.count == XMLParser.maxAttributes)
+        #expect {
+            try XMLParser.parse(element(100_000))
+        } throws: { e in
+            (e as? XMLParseError)?.message == "more than \(XMLParser.maxAttributes) attributes in element a"
+        }
+        #expect {
+            try XMLParser.parse(element(XMLParser.maxAttributes - 1, duplicate: true))
+        } throws: { e in
+            (e as? XMLParseError)?.message == "Attribute a0 redefined"
+        }
+    }
+
     @Test func nestingIsBounded() {
         let deep = String(repeating: "<a>", count: 100) + String(repeating: "</a>", count: 100)
         #expect(throws: XMLParseError.self) { try XMLParser.parse(deep) }

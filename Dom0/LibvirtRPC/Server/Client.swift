@@ -95,7 +95,28 @@ final class Client: @unchecked Sendable {
         }
     }
 
+    /// A call: run now, or (maxInFlight calls already counting) queued in
+    /// arrival order and the connection stops being read. A call counts
+    /// until its reply has left apusd (reached the socket), so a client that
+    /// pipelines calls and never reads holds at most maxInFlight replies
+    /// here, plus the small calls of one read.
     private func call(_ packet: Packet) {
+        let (start, throttle) = lock.withLock { () -> (Bool, Bool) in
+            guard inFlight < Self.maxInFlight else {
+                waiting.append(packet)
+                return (false, false)
+            }
+            inFlight += 1
+            return (true, inFlight == Self.maxInFlight)
+        }
+        if throttle { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        if start { run(packet) }
+    }
+
+    /// Calls read while maxInFlight were counting, in arrival order.
+    private var waiting: [Packet] = []
+
+    private func run(_ packet: Packet) {
         let h = packet.header
         let procedure: Procedure
         do {
@@ -103,14 +124,9 @@ final class Client: @unchecked Sendable {
             procedure = try dispatcher.admit(h.procedure, opened: isOpen, readOnly: ro)
         } catch {
             if Self.trace { Self.log(h.procedure, "?", .failure(error)) }
-            reply(to: h, error: error)
+            finished(channel.writeAndFlush(Packet(header: replyHeader(h, .error), payload: encodeError(error))))
             return
         }
-        let throttle = lock.withLock { () -> Bool in
-            inFlight += 1
-            return inFlight == Self.maxInFlight
-        }
-        if throttle { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
         let payload = packet.payload
         Task(executorPreference: executor) { [self] in
             let result: Result<Dispatcher.Reply, ToolstackError>
@@ -119,21 +135,41 @@ final class Client: @unchecked Sendable {
             } catch {
                 result = .failure(error)
             }
+            let written: EventLoopFuture<Void>
             switch result {
             case .success(let r):
-                send(Packet(header: replyHeader(h, .ok), payload: r.payload))
+                written = channel.writeAndFlush(Packet(header: replyHeader(h, .ok), payload: r.payload))
                 r.afterReply?()
             case .failure(let e):
-                reply(to: h, error: e)
+                written = channel.writeAndFlush(Packet(header: replyHeader(h, .error), payload: encodeError(e)))
             }
             if Self.trace { Self.log(h.procedure, procedure.api, result) }
-            let resume = lock.withLock { () -> Bool in
+            finished(written)
+        }
+    }
+
+    /// A call's reply left (or the connection failed): the next waiting
+    /// call takes its place, or reading resumes.
+    private func finished(_ written: EventLoopFuture<Void>) {
+        written.whenComplete { [self] _ in
+            let (next, resume) = lock.withLock { () -> (Packet?, Bool) in
+                if closed { waiting.removeAll() }
+                if !waiting.isEmpty { return (waiting.removeFirst(), false) }
                 inFlight -= 1
-                return inFlight == Self.maxInFlight - 1
+                return (nil, inFlight == Self.maxInFlight - 1)
             }
+            if let next { run(next) }
             if resume { channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
         }
     }
+
+    /// Bytes of replies and events queued for a client that is not reading
+    /// them, past which events end the connection (a subscriber that never
+    /// reads cannot make apusd hold its events without bound).
+    static let maxUnread = 8 << 20
+
+    /// Whether CONNECT_OPEN succeeded (frames may be full size).
+    var isOpen: Bool { lock.withLock { opened } }
 
     private func replyHeader(_ call: PacketHeader, _ status: PacketHeader.Status) -> PacketHeader {
         PacketHeader(program: call.program, version: call.version, procedure: call.procedure, type: .reply, serial: call.serial, status: status)
@@ -208,7 +244,14 @@ final class Client: @unchecked Sendable {
     func newCallbackID() -> Int32 { Int32(truncatingIfNeeded: Self.nextCallback.next()) }
 
     /// Sends an event message (procedure `proc`) to the client.
-    func sendEvent(_ proc: Int32, _ payload: [UInt8]) { send(message(proc, payload)) }
+    func sendEvent(_ proc: Int32, _ payload: [UInt8]) {
+        guard channel.isWritable else {
+            // maxUnread bytes wait already: the client is not reading.
+            channel.close(promise: nil)
+            return
+        }
+        send(message(proc, payload))
+    }
 
     // MARK: connection state (used by the dispatcher)
 
@@ -282,16 +325,16 @@ final class Client: @unchecked Sendable {
                 var m = CallbackLifecycleEventMessage()
                 m.callbackID = callback
                 m.msg = lifecycle
-                send(message(EventMessage.callbackLifecycle, m.xdr))
+                sendEvent(EventMessage.callbackLifecycle, m.xdr)
             } else {
                 var m = CallbackRebootEventMessage()
                 m.callbackID = callback
                 m.msg = reboot
-                send(message(EventMessage.callbackReboot, m.xdr))
+                sendEvent(EventMessage.callbackReboot, m.xdr)
             }
         }
         if legacy {
-            send(eventID == EventID.lifecycle ? message(EventMessage.lifecycle, lifecycle.xdr) : message(EventMessage.reboot, reboot.xdr))
+            if eventID == EventID.lifecycle { sendEvent(EventMessage.lifecycle, lifecycle.xdr) } else { sendEvent(EventMessage.reboot, reboot.xdr) }
         }
     }
 
@@ -359,6 +402,9 @@ final class Client: @unchecked Sendable {
     }
 
     private func sendChunks(_ bytes: [UInt8], serial: UInt32) {
+        // Console output a client is not reading is dropped past maxUnread
+        // (as the pty drops what nobody reads), never queued without bound.
+        guard channel.isWritable else { return }
         var offset = 0
         while offset < bytes.count {
             let end = min(bytes.count, offset + PacketHeader.streamChunk)

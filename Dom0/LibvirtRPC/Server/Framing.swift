@@ -11,11 +11,19 @@ public struct PacketDecoder: ByteToMessageDecoder {
         case malformed(String)
     }
 
-    public init() {}
+    /// The largest message (after the length word) accepted now: a
+    /// connection that has not opened yet gets ``maxBeforeOpen``, so a
+    /// client that never opens cannot make apusd hold a 32 MiB frame.
+    let maxMessage: @Sendable () -> Int
+
+    /// What CONNECT_OPEN and the calls virsh makes before it need.
+    public static let maxBeforeOpen = 64 << 10
+
+    public init(maxMessage: @escaping @Sendable () -> Int = { PacketHeader.maxMessage }) { self.maxMessage = maxMessage }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard length >= 28, length - 4 <= UInt32(PacketHeader.maxMessage) else { throw FramingError.badLength(length) }
+        guard length >= 28, length - 4 <= UInt32(maxMessage()) else { throw FramingError.badLength(length) }
         guard buffer.readableBytes >= Int(length) else { return .needMoreData }
         buffer.moveReaderIndex(forwardBy: 4)
         guard let bytes = buffer.readBytes(length: Int(length) - 4) else { return .needMoreData }

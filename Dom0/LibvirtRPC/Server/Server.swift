@@ -16,30 +16,68 @@ public final class RPCServer: Sendable {
     /// One task executor per event loop (its connections share it).
     let executors = LoopExecutors()
 
-    public init(dispatcher: Dispatcher, threads: Int = 1) {
+    /// Connections open on all sockets, and the most allowed (libvirt's
+    /// max_clients): one more is closed at once, so a flood of connections
+    /// cannot take every descriptor apusd has.
+    private let connections = LockedBox(0)
+    public let maxClients: Int
+
+    public init(dispatcher: Dispatcher, threads: Int = 1, maxClients: Int = 5000) {
         self.dispatcher = dispatcher
+        self.maxClients = maxClients
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     }
 
-    /// Binds a socket at `path`; connections through it are read-only if `readOnly`.
+    /// Binds a socket at `path`; connections through it are read-only if
+    /// `readOnly`. The socket is bound in a fresh directory (mode 0700) only
+    /// apusd's user can enter, given `mode` there and then renamed to `path`, so it never
+    /// exists at `path` with another mode (binding in place and then
+    /// chmod'ing let a local user connect in between, whatever the umask).
     public func listen(path: String, readOnly: Bool, mode: mode_t) async throws {
+        let parent = FileSystem.directory(of: path)
+        let privateDirectory: String
+        do {
+            privateDirectory = try FileSystem.makeTemporaryDirectory(in: parent, prefix: ".apusd-bind-")
+        } catch {
+            throw SystemCallError("mkdtemp in \(parent)", error)
+        }
+        defer { try? FileSystem.removeDirectory(privateDirectory) }
+        let bound = privateDirectory + "/sock"
         let dispatcher = self.dispatcher
         let executors = self.executors
+        let connections = self.connections, maxClients = self.maxClients
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
+            // Replies and events a client does not read: past the high mark
+            // the channel is unwritable (calls wait, events end the connection).
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: Client.maxUnread))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let admitted = connections.withValue { n in
+                    guard n < maxClients else { return false }
+                    n += 1
+                    return true
+                }
+                guard admitted else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in connections.withValue { $0 -= 1 } }
+                return channel.eventLoop.makeCompletedFuture {
                     let client = Client(channel: channel, dispatcher: dispatcher, readOnly: readOnly, executor: executors.executor(for: channel.eventLoop))
                     try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PacketDecoder()),
+                        ByteToMessageHandler(PacketDecoder(maxMessage: { client.isOpen ? PacketHeader.maxMessage : PacketDecoder.maxBeforeOpen })),
                         MessageToByteHandler(PacketEncoder()),
                         RPCHandler(client: client),
                     ])
                 }
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .bind(unixDomainSocketPath: bound)
             .get()
-        chmod(path, mode)
+        do {
+            try FileSystem.setPermissions(bound, mode: UInt32(mode))
+            try FileSystem.rename(bound, path)
+        } catch {
+            try? FileSystem.unlink(bound)
+            try? await channel.close()
+            throw SystemCallError("listen on \(path)", error)
+        }
         channels.withValue { $0.append(channel) }
     }
 

@@ -28,6 +28,9 @@ public struct DaemonConfig: Equatable, Sendable {
     public var logLevel = LogLevel.info
     /// Start domains marked autostart when apusd starts.
     public var autostart = true
+    /// Client connections open at once, on both sockets (libvirtd.conf's
+    /// max_clients); apusd also keeps it under half its descriptor limit.
+    public var maxClients = 5000
 
     // Limits.
     public var limits = DaemonLimits()
@@ -64,6 +67,7 @@ public struct DaemonConfig: Equatable, Sendable {
                 }
                 c.logLevel = level
             case "autostart": c.autostart = try number(0...1) == 1
+            case "max_clients": c.maxClients = try number(1...100_000)
             case "max_running_domains": c.limits.maxRunningDomains = try number(1...100_000)
             case "max_domain_memory_mib": c.limits.maxDomainMemoryMiB = try number(16...(1 << 20))
             case "max_domain_vcpus": c.limits.maxDomainVCPUs = try number(1...Int64(DomainDefinition.maxVCPUs))

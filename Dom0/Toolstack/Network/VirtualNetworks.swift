@@ -119,7 +119,7 @@ public actor VirtualNetworks {
         do { try makeDirectories() } catch { warnings.append(error.message) }
         for file in ProcessControl.directoryEntries(configDirectory).sorted() where file.hasSuffix(".xml") {
             let path = configDirectory + "/" + file
-            guard let text = ProcessControl.readText(path) else { continue }
+            guard let text = ProcessControl.readText(path, limit: ProcessControl.stateFileLimit) else { continue }
             do {
                 let def = try NetworkXML.parse(text)
                 networks[def.uuid] = Network(config: def, autostart: FileSystem.exists(autostartDirectory + "/" + def.name))
@@ -129,7 +129,7 @@ public actor VirtualNetworks {
         }
         var staleRules = false
         for file in ProcessControl.directoryEntries(activeDirectory).sorted() where file.hasSuffix(".xml") {
-            guard let text = ProcessControl.readText(activeDirectory + "/" + file), let def = try? NetworkXML.parse(text),
+            guard let text = ProcessControl.readText(activeDirectory + "/" + file, limit: ProcessControl.stateFileLimit), let def = try? NetworkXML.parse(text),
                   let bridge = def.bridge else { continue }
             guard HostNetwork.isBridge(bridge) else {
                 warnings.append("network '\(def.name)' was active but its bridge \(bridge) is gone; it is inactive now")

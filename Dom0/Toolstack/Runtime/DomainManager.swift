@@ -96,6 +96,11 @@ public actor DomainManager {
     var samplers: [Int32: ProcessSampler] = [:]
     /// Dom0's switches (apus-netback) this apusd watches, by bridge.
     var switchPids: [String: Int32] = [:]
+    /// When each domain's apus-hv was last restarted by its on_crash action
+    /// (at most ``crashRestartLimit`` a minute: a hypervisor that dies at
+    /// once is not restarted forever).
+    var crashRestarts: [DomainUUID: [ContinuousClock.Instant]] = [:]
+    static let crashRestartLimit = 3
     /// Bridges whose switch this apusd is starting.
     var switchesStarting: Set<String> = []
     /// The virtual networks `<interface type='network'>` names (set by apusd).
@@ -593,20 +598,40 @@ public actor DomainManager {
                         events: [.lifecycle(event: LifecycleEvent.stopped, detail: 0)])
             }
         case .crash:
-            switch def.onCrash {
-            case .restart, .renameRestart, .coredumpRestart:
-                emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
-                await restartInPlace(uuid, reboot: false)
-            case .preserve:
-                await stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
-                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0)], keepListed: true)
-            default:
-                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
-                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
-            }
+            await crashed(uuid, d, live)
+        case nil:
+            // apus-hv left no status: it was killed (SIGKILL from outside,
+            // the OOM killer) or crashed itself. It is the VM, so the VM
+            // crashed: on_crash applies, as for a guest that panicked.
+            await crashed(uuid, d, live)
         default:
             await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
                     events: [.lifecycle(event: LifecycleEvent.stopped, detail: 5)])
+        }
+    }
+
+    /// The guest or its apus-hv crashed: the domain's on_crash action.
+    func crashed(_ uuid: DomainUUID, _ d: Domain, _ live: Live) async {
+        switch live.definition.onCrash {
+        case .restart, .renameRestart, .coredumpRestart:
+            let now = ContinuousClock.now
+            let recent = (crashRestarts[uuid] ?? []).filter { now - $0 < .seconds(60) }
+            guard recent.count < Self.crashRestartLimit else {
+                report("domain '\(d.name)': crashed \(recent.count + 1) times within a minute; not restarted again")
+                crashRestarts[uuid] = nil
+                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
+                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
+                return
+            }
+            crashRestarts[uuid] = recent + [now]
+            emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
+            await restartInPlace(uuid, reboot: false)
+        case .preserve:
+            await stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
+                    events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0)], keepListed: true)
+        default:
+            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
+                    events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
         }
     }
 

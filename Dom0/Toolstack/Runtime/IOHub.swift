@@ -188,10 +188,38 @@ final class ConsolePump {
             if n == 0 || Errno.current != .wouldBlock { loop.unregister(controller) }
             return
         }
-        guard let s = socket else { return }
-        try? s.fd.setNonBlocking(false)
-        _ = try? s.sendAll(Array(buffer[0..<n]))
-        try? s.fd.setNonBlocking(true)
+        queueInput(Array(buffer[0..<n]))
+    }
+
+    /// Input for the guest that apus-hv's console socket has not taken yet.
+    /// It is sent without blocking (this thread watches every domain); a
+    /// guest that does not read its console (paused, or just busy) makes
+    /// input beyond ``maxPendingInput`` be dropped, not apusd wait or grow.
+    var pendingInput: [UInt8] = []
+    static let maxPendingInput = 64 << 10
+
+    func queueInput(_ bytes: [UInt8]) {
+        guard socket != nil else { return }
+        pendingInput += bytes.prefix(max(0, Self.maxPendingInput - pendingInput.count))
+        flushInput()
+    }
+
+    func flushInput() {
+        guard let s = socket else { pendingInput = []; return }
+        while !pendingInput.isEmpty {
+            do {
+                let n = try s.send(pendingInput)
+                pendingInput.removeFirst(n)
+            } catch {
+                if error == .wouldBlock || error == .interrupted {
+                    loop.modify(s.fd, events: [.readable, .writable])
+                } else {
+                    pendingInput = []
+                }
+                return
+            }
+        }
+        loop.modify(s.fd, events: .readable)
     }
 
     func connect() {
@@ -204,7 +232,10 @@ final class ConsolePump {
         }
         try? s.fd.setNonBlocking(true)
         socket = s
-        _ = try? loop.register(s.fd) { [weak self] _ in self?.readable() }
+        _ = try? loop.register(s.fd) { [weak self] events in
+            if events.contains(.writable) { self?.flushInput() }
+            if !events.isDisjoint(with: [.readable, .hangup, .error]) { self?.readable() }
+        }
     }
 
     func readable() {
@@ -234,6 +265,7 @@ final class ConsolePump {
     func disconnect() {
         if let s = socket { loop.unregister(s.fd) }
         socket = nil
+        pendingInput = []
     }
 
     func reconnect() {
@@ -254,10 +286,8 @@ final class ConsolePump {
     }
 
     func input(_ bytes: [UInt8], session id: UInt64) {
-        guard session?.id == id, let s = socket else { return }
-        try? s.fd.setNonBlocking(false)
-        _ = try? s.sendAll(bytes)
-        try? s.fd.setNonBlocking(true)
+        guard session?.id == id else { return }
+        queueInput(bytes)
     }
 
     func closeSession(_ id: UInt64) {

@@ -15,7 +15,7 @@ public struct DomainStore: Sendable {
         let names = ProcessControl.directoryEntries(paths.definitions)
         for file in names.sorted() where file.hasSuffix(".xml") {
             let path = paths.definitions + "/" + file
-            guard let text = ProcessControl.readText(path) else { continue }
+            guard let text = ProcessControl.readText(path, limit: ProcessControl.stateFileLimit) else { continue }
             do {
                 out.append(try DomainXML.parse(text))
             } catch {
@@ -95,7 +95,7 @@ public struct RuntimeRecord: Sendable, Equatable {
     public static func loadAll(_ paths: ApusPaths) -> [RuntimeRecord] {
         let dir = paths.runtime + "/domains"
         return ProcessControl.directoryEntries(dir).filter { $0.hasSuffix(".json") }.sorted().compactMap { f in
-            guard let text = ProcessControl.readText(dir + "/" + f), let v = try? JSONValue.parse(text.trimmingWhitespace) else { return nil }
+            guard let text = ProcessControl.readText(dir + "/" + f, limit: ProcessControl.stateFileLimit), let v = try? JSONValue.parse(text.trimmingWhitespace) else { return nil }
             return try? RuntimeRecord(json: v)
         }
     }

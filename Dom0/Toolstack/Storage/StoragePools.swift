@@ -103,7 +103,7 @@ public actor StoragePools {
         do { try makeDirectories() } catch { warnings.append(error.message) }
         for file in ProcessControl.directoryEntries(configDirectory).sorted() where file.hasSuffix(".xml") {
             let path = configDirectory + "/" + file
-            guard let text = ProcessControl.readText(path) else { continue }
+            guard let text = ProcessControl.readText(path, limit: ProcessControl.stateFileLimit) else { continue }
             do {
                 let def = try StorageXML.parsePool(text)
                 pools[def.uuid] = Pool(config: def, autostart: FileSystem.exists(autostartDirectory + "/" + def.name))
@@ -112,7 +112,7 @@ public actor StoragePools {
             }
         }
         for file in ProcessControl.directoryEntries(activeDirectory).sorted() where file.hasSuffix(".xml") {
-            guard let text = ProcessControl.readText(activeDirectory + "/" + file), let def = try? StorageXML.parsePool(text) else { continue }
+            guard let text = ProcessControl.readText(activeDirectory + "/" + file, limit: ProcessControl.stateFileLimit), let def = try? StorageXML.parsePool(text) else { continue }
             var p = pools[def.uuid] ?? Pool()
             p.live = def
             pools[def.uuid] = p

@@ -88,6 +88,9 @@ extension String {
 public struct XMLParser {
     public static let maxBytes = 4 << 20
     public static let maxDepth = 64
+    /// Attributes of one element: configuration elements have a handful;
+    /// a bound keeps a hostile document from costing more than its bytes.
+    public static let maxAttributes = 1024
 
     let bytes: [UInt8]
     var i = 0
@@ -179,6 +182,7 @@ public struct XMLParser {
         try expect("<")
         let tag = try name()
         var attributes: [(name: String, value: String)] = []
+        var names: Set<String> = []
         while true {
             let hadSpace = peek().map { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D } ?? false
             skipWhitespace()
@@ -205,7 +209,8 @@ public struct XMLParser {
             }
             guard !atEnd else { throw error("AttValue: ' expected") }
             advance()
-            if attributes.contains(where: { $0.name == attr }) { throw error("Attribute \(attr) redefined") }
+            guard names.insert(attr).inserted else { throw error("Attribute \(attr) redefined") }
+            guard attributes.count < Self.maxAttributes else { throw error("more than \(Self.maxAttributes) attributes in element \(tag)") }
             attributes.append((attr, value))
         }
         var children: [XMLNode] = []
