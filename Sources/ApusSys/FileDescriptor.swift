@@ -39,6 +39,11 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         public static let truncate = OpenOptions(rawValue: O_TRUNC)
         /// Append on every write.
         public static let append = OpenOptions(rawValue: O_APPEND)
+        /// Fail if the last component is a symlink (ELOOP) instead of following it.
+        public static let noFollow = OpenOptions(rawValue: O_NOFOLLOW)
+        /// Appending to a log apusd keeps in a directory of its own: created
+        /// if missing, never through a symlink planted there.
+        public static let log: OpenOptions = [.writeOnly, .create, .append, .noFollow]
         /// Fail if the file exists (with `create`).
         public static let exclusive = OpenOptions(rawValue: O_EXCL)
         /// Non-blocking I/O.

@@ -118,9 +118,10 @@ public enum ProcessControl {
     }
 
     /// Reads a text file of at most `limit` bytes, or nil (a larger file is
-    /// nil, never a truncated text that a parser might half accept).
-    public static func readText(_ path: String, limit: Int = 1 << 20) -> String? {
-        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
+    /// nil, never a truncated text that a parser might half accept). With
+    /// `follow` false a symlink at `path` is not followed (nil).
+    public static func readText(_ path: String, limit: Int = 1 << 20, follow: Bool = true) -> String? {
+        guard let fd = try? FileDescriptor.open(path, follow ? .readOnly : .noFollow) else { return nil }
         defer { fd.close() }
         guard let bytes = try? fd.readAll(limit: limit + 1), bytes.count <= limit else { return nil }
         return String(decoding: bytes, as: UTF8.self)

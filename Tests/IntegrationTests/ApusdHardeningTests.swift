@@ -140,5 +140,16 @@ struct ApusdHardeningTests {
         _ = try d.ok("define", try d.file("planted.xml", d.stubDomainXML("planted")))
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n")
         #expect(try String(contentsOfFile: dir + "/planted.xml", encoding: .utf8).contains("<name>planted</name>"))
+        // Nor are the logs apusd appends to: the domain runs, the victim is untouched.
+        let logs = d.rootPath + "/var/log/apus"
+        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        for log in ["planted.log", "planted.hypervisor.log"] {
+            try FileManager.default.createSymbolicLink(atPath: logs + "/" + log, withDestinationPath: victim)
+        }
+        _ = try d.ok("start", "planted")
+        #expect(try d.ok("domstate", "planted").contains("running"))
+        Thread.sleep(forTimeInterval: 1)
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n")
+        _ = try d.ok("destroy", "planted")
     }
 }

@@ -430,7 +430,7 @@ public actor VirtualNetworks {
         } catch {
             throw .failed("cannot write dnsmasq's files for network '\(def.name)': \(error)")
         }
-        let log = try? FileDescriptor.open(f.log, [.writeOnly, .create, .append], mode: 0o600)
+        let log = try? FileDescriptor.open(f.log, .log, mode: 0o600)
         defer { log?.close() }
         let pid: Int32
         do {

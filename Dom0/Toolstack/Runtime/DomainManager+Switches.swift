@@ -80,7 +80,7 @@ extension DomainManager {
         defer { switchesStarting.remove(spec.bridge) }
         FileSystem.remove(spec.control)
         try? ProcessControl.makeDirectories(paths.runtime + "/switches", mode: 0o700)
-        let log = try? FileDescriptor.open(spec.log, [.writeOnly, .create, .append], mode: 0o600)
+        let log = try? FileDescriptor.open(spec.log, .log, mode: 0o600)
         defer { log?.close() }
         var args = ["--control", spec.control]
         if let uplink = spec.uplink { args += ["--uplink", uplink] }

@@ -171,7 +171,7 @@ final class ConsolePump {
         self.socketPath = socketPath
         self.loop = loop
         self.pty = pty
-        log = try? FileDescriptor.open(logPath, [.writeOnly, .create, .append], mode: 0o600)
+        log = try? FileDescriptor.open(logPath, .log, mode: 0o600)
         if let controller = pty.pty?.controller {
             try? controller.setNonBlocking(true)
             _ = try? loop.register(controller) { [weak self] _ in self?.ptyReadable() }

@@ -32,7 +32,7 @@ enum Supervisor {
         } catch {
             throw .failed("cannot create \(dir): \(error)")
         }
-        let log = try? FileDescriptor.open(paths.logs + "/" + def.name + ".hypervisor.log", [.writeOnly, .create, .append], mode: 0o600)
+        let log = try? FileDescriptor.open(paths.logs + "/" + def.name + ".hypervisor.log", .log, mode: 0o600)
         defer { log?.close() }
 
         var record = RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
@@ -144,7 +144,7 @@ enum Supervisor {
     /// A new apus-hv for a domain that rebooted; its backends are still up.
     static func relaunchHypervisor(_ old: RuntimeRecord, definition: DomainDefinition, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord {
         var record = old
-        let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", [.writeOnly, .create, .append], mode: 0o600)
+        let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", .log, mode: 0o600)
         defer { log?.close() }
         record.paused = false
         let boot = try await bootFiles(definition, directory: paths.runtimeDirectory(definition.name), paths: paths, log: log)
@@ -169,7 +169,7 @@ enum Supervisor {
             if FileSystem.exists(path) { return }
             if pid > 0 && (!ProcessControl.isAlive(pid) || isZombie(pid)) {
                 _ = ProcessControl.reapChildren()
-                let last = (ProcessControl.readText(log) ?? "").split(separator: "\n").last.map(String.init) ?? "exited"
+                let last = (ProcessControl.readText(log, limit: 16 << 20, follow: false) ?? "").split(separator: "\n").last.map(String.init) ?? "exited"
                 throw .internalError("\(what) failed to start: \(last)")
             }
             try? await Task.sleep(for: .milliseconds(2))
