@@ -127,6 +127,55 @@ struct ApusdHardeningTests {
         #expect(try d.ok("domstate", "mute").contains("running"))
     }
 
+    /// The probe's client on the read-only socket: 200 pipelined
+    /// GET_XML_DESC calls of a 512 KiB definition, never read. apusd stops
+    /// reading at 32 unwritten replies instead of growing by every reply
+    /// (about 100 MiB); once the client reads, all 200 arrive.
+    @Test func aClientThatNeverReadsCannotGrowTheDaemon() throws {
+        let d = try ApusdProcess()
+        let description = String(repeating: "y", count: 512 << 10)
+        let xml = d.stubDomainXML("wide").replacingOccurrences(of: "</name>", with: "</name>\n  <description>\(description)</description>")
+        _ = try d.ok("define", try d.file("wide.xml", xml))
+        let uuid = try d.ok("domuuid", "wide").trimmingCharacters(in: .whitespacesAndNewlines)
+        let daemon = pids("apusd --root \(d.rootPath)").first ?? 0
+        let client = try d.file("client.py", """
+            import socket, struct, sys, time, uuid
+            path, name, dom_uuid, pid = sys.argv[1], sys.argv[2], uuid.UUID(sys.argv[3]).bytes, sys.argv[4]
+            def xdr_string(s):
+                b = s.encode(); return struct.pack(">I", len(b)) + b + b"\\0" * (-len(b) % 4)
+            def packet(proc, serial, body):
+                return struct.pack(">IIIiiIi", 28 + len(body), 0x20008086, 1, proc, 0, serial, 0) + body
+            def rss():
+                for line in open("/proc/%s/status" % pid):
+                    if line.startswith("VmRSS:"): return int(line.split()[1])
+            s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(60)
+            s.sendall(packet(1, 0, struct.pack(">I", 1) + xdr_string("apus:///system") + struct.pack(">I", 1)))
+            def read_packet():
+                head = b""
+                while len(head) < 4: head += s.recv(4 - len(head))
+                n = struct.unpack(">I", head)[0]; body = b""
+                while len(body) < n - 4: body += s.recv(n - 4 - len(body))
+                return body
+            read_packet()
+            before = rss()
+            dom = xdr_string(name) + dom_uuid + struct.pack(">i", -1)
+            for serial in range(1, 201): s.sendall(packet(14, serial, dom + struct.pack(">I", 0)))
+            time.sleep(3)
+            grown = rss() - before
+            ok = 0
+            for _ in range(200):
+                body = read_packet()
+                if struct.unpack(">i", body[20:24])[0] == 0: ok += 1
+            print("GROWN", grown, "OK", ok)
+            """)
+        let r = try runProcess("/usr/bin/python3", [client, d.readOnlySocket, "wide", uuid, String(daemon)], timeout: 120)
+        let f = r.output.split(separator: " ")
+        #expect(f.count == 4 && f[0] == "GROWN", "\(r.output)")
+        let grown = Int(f.count == 4 ? f[1] : "") ?? .max
+        #expect(grown < 60 << 10, "apusd's RSS grew \(grown) KiB with 200 unread 512 KiB replies")
+        #expect(f.count == 4 && f[3].trimmingCharacters(in: .whitespacesAndNewlines) == "200", "\(r.output)")
+    }
+
     /// A symlink planted at the temporary name a definition is written
     /// through is replaced, never followed.
     @Test func aPlantedSymlinkIsNotWrittenThrough() throws {

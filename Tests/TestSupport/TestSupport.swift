@@ -260,10 +260,3 @@ public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) 
         t.start()
     }
 }
-
-/// This process's resident set size (VmRSS in /proc/self/status), in KiB.
-public func residentKiB() -> Int {
-    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-}
