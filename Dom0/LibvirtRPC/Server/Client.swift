@@ -124,7 +124,7 @@ final class Client: @unchecked Sendable {
             procedure = try dispatcher.admit(h.procedure, opened: isOpen, readOnly: ro)
         } catch {
             if Self.trace { Self.log(h.procedure, "?", .failure(error)) }
-            finished(channel.writeAndFlush(Packet(header: replyHeader(h, .error), payload: encodeError(error))))
+            finished(channel.writeAndFlush(errorReply(to: h, error)))
             return
         }
         let payload = packet.payload
@@ -141,7 +141,7 @@ final class Client: @unchecked Sendable {
                 written = channel.writeAndFlush(Packet(header: replyHeader(h, .ok), payload: r.payload))
                 r.afterReply?()
             case .failure(let e):
-                written = channel.writeAndFlush(Packet(header: replyHeader(h, .error), payload: encodeError(e)))
+                written = channel.writeAndFlush(errorReply(to: h, e))
             }
             if Self.trace { Self.log(h.procedure, procedure.api, result) }
             finished(written)
@@ -175,9 +175,11 @@ final class Client: @unchecked Sendable {
         PacketHeader(program: call.program, version: call.version, procedure: call.procedure, type: .reply, serial: call.serial, status: status)
     }
 
-    private func reply(to call: PacketHeader, error: ToolstackError) {
-        send(Packet(header: replyHeader(call, .error), payload: encodeError(error)))
+    private func errorReply(to call: PacketHeader, _ error: ToolstackError) -> Packet {
+        Packet(header: replyHeader(call, .error), payload: encodeError(error))
     }
+
+    private func reply(to call: PacketHeader, error: ToolstackError) { send(errorReply(to: call, error)) }
 
     func send(_ packet: Packet) {
         channel.writeAndFlush(packet, promise: nil)

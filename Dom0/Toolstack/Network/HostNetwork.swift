@@ -149,10 +149,10 @@ public enum HostNetwork {
     /// Writes `value` to /proc/sys/`key` unless it holds it already. An
     /// `optional` key that does not exist (IPv6 off in the kernel) is skipped.
     static func setSysctl(_ key: String, _ value: String, optional: Bool = false) throws(ToolstackError) {
-        let path = "/proc/sys/" + key
+        let path = "/proc/sys/" + key, name = key.split(separator: "/").joined(separator: ".")
         guard let now = ProcessControl.readText(path) else {
             if optional { return }
-            throw .failed("cannot set \(key.split(separator: "/").joined(separator: ".")): \(path) is missing")
+            throw .failed("cannot set \(name): \(path) is missing")
         }
         if now.trimmingWhitespace == value { return }
         do {
@@ -160,7 +160,7 @@ public enum HostNetwork {
             defer { fd.close() }
             try fd.writeAll(value + "\n")
         } catch {
-            throw .failed("cannot set \(key.split(separator: "/").joined(separator: ".")) (\(path)): \(error)")
+            throw .failed("cannot set \(name) (\(path)): \(error)")
         }
     }
 }

@@ -238,11 +238,7 @@ public enum NetworkXML {
             for r in d.elements() {
                 switch r.name {
                 case "range":
-                    guard let s = r.attribute("start").flatMap(IPv4Address.init), let t = r.attribute("end").flatMap(IPv4Address.init) else {
-                        throw .xml("Missing or invalid start/end address in DHCP range of network '\(name)'")
-                    }
-                    guard s <= t else { throw .internalError("range \(s) - \(t) is reversed ") }
-                    ip.ranges.append(s...t)
+                    ip.ranges.append(try dhcpRange(r, network: name, IPv4Address.init))
                 case "host":
                     ip.hosts.append(try dhcpHost(r, network: name))
                 case "bootp":
@@ -273,11 +269,7 @@ public enum NetworkXML {
             for r in d.elements() {
                 switch r.name {
                 case "range":
-                    guard let s = r.attribute("start").flatMap(IPv6Address.init), let t = r.attribute("end").flatMap(IPv6Address.init) else {
-                        throw .xml("Missing or invalid start/end address in DHCP range of network '\(name)'")
-                    }
-                    guard s <= t else { throw .internalError("range \(s) - \(t) is reversed ") }
-                    ip.ranges.append(s...t)
+                    ip.ranges.append(try dhcpRange(r, network: name, IPv6Address.init))
                 case "host":
                     throw .unsupported("DHCPv6 <host> reservations in network '\(name)' are not supported by Apus")
                 default:
@@ -287,6 +279,16 @@ public enum NetworkXML {
         }
         if e.element("tftp") != nil { throw .unsupported("<tftp> in network '\(name)' is not supported by Apus") }
         return ip
+    }
+
+    /// `<dhcp><range start= end=/>` of either family.
+    static func dhcpRange<A: Comparable & CustomStringConvertible>(_ r: XMLElement, network name: String,
+                                                                   _ parse: (String) -> A?) throws(ToolstackError) -> ClosedRange<A> {
+        guard let s = r.attribute("start").flatMap(parse), let t = r.attribute("end").flatMap(parse) else {
+            throw .xml("Missing or invalid start/end address in DHCP range of network '\(name)'")
+        }
+        guard s <= t else { throw .internalError("range \(s) - \(t) is reversed ") }
+        return s...t
     }
 
     /// `<dhcp><host mac= name= ip=/>` (also NETWORK_UPDATE's snippet).

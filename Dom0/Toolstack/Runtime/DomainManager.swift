@@ -597,12 +597,10 @@ public actor DomainManager {
                 await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffShutdown,
                         events: [.lifecycle(event: LifecycleEvent.stopped, detail: 0)])
             }
-        case .crash:
-            await crashed(uuid, d, live)
-        case nil:
-            // apus-hv left no status: it was killed (SIGKILL from outside,
-            // the OOM killer) or crashed itself. It is the VM, so the VM
-            // crashed: on_crash applies, as for a guest that panicked.
+        case .crash, .none:
+            // No status: apus-hv was killed (SIGKILL from outside, the OOM
+            // killer) or crashed itself. It is the VM, so the VM crashed:
+            // on_crash applies, as for a guest that panicked.
             await crashed(uuid, d, live)
         default:
             await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,
@@ -612,27 +610,25 @@ public actor DomainManager {
 
     /// The guest or its apus-hv crashed: the domain's on_crash action.
     func crashed(_ uuid: DomainUUID, _ d: Domain, _ live: Live) async {
-        switch live.definition.onCrash {
-        case .restart, .renameRestart, .coredumpRestart:
+        let action = live.definition.onCrash
+        if [.restart, .renameRestart, .coredumpRestart].contains(action) {
             let now = ContinuousClock.now
             let recent = (crashRestarts[uuid] ?? []).filter { now - $0 < .seconds(60) }
-            guard recent.count < Self.crashRestartLimit else {
-                report("domain '\(d.name)': crashed \(recent.count + 1) times within a minute; not restarted again")
-                crashRestarts[uuid] = nil
-                await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
-                        events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
+            if recent.count < Self.crashRestartLimit {
+                crashRestarts[uuid] = recent + [now]
+                emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
+                await restartInPlace(uuid, reboot: false)
                 return
             }
-            crashRestarts[uuid] = recent + [now]
-            emit(d, .lifecycle(event: LifecycleEvent.crashed, detail: 0))
-            await restartInPlace(uuid, reboot: false)
-        case .preserve:
+            report("domain '\(d.name)': crashed \(recent.count + 1) times within a minute; not restarted again")
+            crashRestarts[uuid] = nil
+        } else if action == .preserve {
             await stopped(uuid, record: live.record, state: .crashed, reason: StateReason.crashedPanicked,
                     events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0)], keepListed: true)
-        default:
-            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
-                    events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
+            return
         }
+        await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffCrashed,
+                events: [.lifecycle(event: LifecycleEvent.crashed, detail: 0), .lifecycle(event: LifecycleEvent.stopped, detail: 2)])
     }
 
     /// Reboot: a new apus-hv for the same domain; the backends keep running.
