@@ -83,7 +83,9 @@ struct ApusdBenchmark {
         try FileManager.default.createDirectory(atPath: dir + "/libvirtd/no-drivers", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
-        // apusd over a scratch root.
+        // apusd over a scratch root, allowed to boot the build tree's stub kernel.
+        try FileManager.default.createDirectory(atPath: dir + "/apusd/etc/apus", withIntermediateDirectories: true)
+        try "allowed_paths = [ \"\(guest)\" ]\n".write(toFile: dir + "/apusd/etc/apus/apusd.conf", atomically: true, encoding: .utf8)
         let apusdProcess = try start(apusd, ["--root", dir + "/apusd", "--no-autostart"])
         // libvirtd with only its built-in drivers (the test driver among
         // them), listening in the scratch directory.

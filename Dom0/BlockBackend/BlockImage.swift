@@ -26,10 +26,11 @@ public final class BlockImage: @unchecked Sendable {
         public let description: String
     }
 
-    public init(path: String, format: DiskFormat = .raw, readOnly: Bool, direct: Bool, serial: String? = nil,
+    /// `allowed`, when given, is where the image's backing files may be.
+    public init(path: String, format: DiskFormat = .raw, readOnly: Bool, direct: Bool, serial: String? = nil, allowed: AllowedPaths? = nil,
                 warn: @escaping @Sendable (String) -> Void = { _ in }) throws(OpenError) {
         do {
-            disk = try DiskImages.open(path, format: format, readOnly: readOnly, warn: warn)
+            disk = try DiskImages.open(path, format: format, readOnly: readOnly, allowed: allowed, warn: warn)
         } catch {
             throw OpenError(description: "cannot open \(path) as \(format.rawValue): \(error)")
         }

@@ -55,6 +55,22 @@ public enum ImageFiles {
         return info
     }
 
+    /// The files a disk reads, top first: `path`, then each backing file as
+    /// the qcow2 library opens it (relative names against the overlay's
+    /// directory, format from the overlay's header, raw when undeclared),
+    /// depth-limited as it is. Stops at the first image it cannot inspect.
+    public static func chain(_ path: String, format: DiskFormat) -> [(path: String, format: DiskFormat)] {
+        var out: [(path: String, format: DiskFormat)] = []
+        var path = path, format = format
+        for _ in 0...Qcow2Spec.maximumBackingDepth {
+            out.append((path, format))
+            guard format == .qcow2, let info = try? inspect(path, format: format), let b = info.backingFile else { break }
+            path = b.hasPrefix("/") ? b : FileSystem.directory(of: path) + "/" + b
+            format = info.backingFormat ?? .raw
+        }
+        return out
+    }
+
     /// Whether the file starts like a qcow2 image whose header parses: used
     /// only when a file appears in a storage pool that no one declared a
     /// format for (as libvirt's dir pools report what they find); the pool

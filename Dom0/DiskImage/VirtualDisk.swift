@@ -149,12 +149,13 @@ extension VirtualDisk {
 /// Opens images by declared format.
 public enum DiskImages {
     /// Opens `path` as `format`. Backing files of qcow2 images open read-only,
-    /// with the format their overlay's header declares.
-    public static func open(_ path: String, format: DiskFormat, readOnly: Bool,
+    /// with the format their overlay's header declares, and only from
+    /// `allowed` when it is given.
+    public static func open(_ path: String, format: DiskFormat, readOnly: Bool, allowed: AllowedPaths? = nil,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws(DiskImageError) -> any VirtualDisk {
         switch format {
         case .raw: return try RawDisk(path: path, readOnly: readOnly)
-        case .qcow2: return try Qcow2Image(path: path, readOnly: readOnly, depth: 0, warn: warn)
+        case .qcow2: return try Qcow2Image(path: path, readOnly: readOnly, depth: 0, warn: warn, allowed: allowed)
         }
     }
 

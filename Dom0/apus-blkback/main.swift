@@ -31,6 +31,9 @@ struct BlockBackendCommand: ParsableCommand {
     @Option(help: "The image's format: raw or qcow2. Declared, never guessed from the file's contents.")
     var format: String = "raw"
 
+    @Option(name: .customLong("allow-dir"), help: "A directory backing files may come from (repeatable; none given: anywhere). apusd passes its allowed_paths.")
+    var allowedDirectories: [String] = []
+
     @Flag(help: "Refuse writes (VIRTIO_BLK_F_RO; writes complete with IOERR).")
     var readonly = false
 
@@ -54,6 +57,7 @@ struct BlockBackendCommand: ParsableCommand {
 
     func validate() throws {
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be between 1 and 64") }
+        guard allowedDirectories.allSatisfy({ $0.hasPrefix("/") }) else { throw ValidationError("--allow-dir needs an absolute directory") }
     }
 
     func run() throws {
@@ -62,7 +66,8 @@ struct BlockBackendCommand: ParsableCommand {
         let disk: BlockImage
         do {
             let declared = try DiskFormat(name: format)
-            disk = try BlockImage(path: image, format: declared, readOnly: readonly, direct: direct, serial: serial) { warning in
+            disk = try BlockImage(path: image, format: declared, readOnly: readonly, direct: direct, serial: serial,
+                              allowed: allowedDirectories.isEmpty ? nil : AllowedPaths(allowedDirectories)) { warning in
                 try? FileDescriptor.standardError.writeAll("apus-blkback: \(warning)\n")
             }
         } catch {

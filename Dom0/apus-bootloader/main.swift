@@ -1,7 +1,7 @@
 // apus-bootloader: the Dom0 boot loader (pygrub's role). Reads a guest's
 // disk image (raw or qcow2, as declared), finds the kernel, initramfs and
 // command line GRUB would boot, and copies the files out:
-//   apus-bootloader --disk PATH [--format raw|qcow2] --out DIR
+//   apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR
 // One reply line on standard output (apusd reads it as a typed message):
 // {"ok":true,"kernel":"DIR/kernel","initrd":"DIR/initrd","cmdline":"...","origin":"..."}
 // or {"ok":false,"error":"..."}. A separate process, so that parsing an
@@ -22,11 +22,15 @@ func fail(_ message: String) -> Never {
 var disk: String?
 var format = DiskFormat.raw
 var out: String?
+var allowed: [String] = []
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
     case "--disk": disk = args.popFirst()
     case "--out": out = args.popFirst()
+    case "--allow-dir":
+        guard let d = args.popFirst(), d.hasPrefix("/") else { fail("--allow-dir needs an absolute directory") }
+        allowed.append(d)
     case "--format":
         do {
             format = try DiskFormat(name: args.popFirst() ?? "")
@@ -34,16 +38,17 @@ while let a = args.popFirst() {
             fail("\(error)")
         }
     case "--help", "-h":
-        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR\n")
+        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR\n")
         exit(0)
-    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR)")
+    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR)")
     }
 }
-guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] --out DIR") }
+guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR") }
 
 let image: any VirtualDisk
 do {
-    image = try DiskImages.open(disk, format: format, readOnly: true) { warning in
+    // With --allow-dir, backing files come only from those directories.
+    image = try DiskImages.open(disk, format: format, readOnly: true, allowed: allowed.isEmpty ? nil : AllowedPaths(allowed)) { warning in
         try? FileDescriptor.standardError.writeAll("apus-bootloader: \(warning)\n")
     }
 } catch {

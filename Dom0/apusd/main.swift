@@ -154,11 +154,17 @@ func run(_ o: Options, termination: EventFD) async {
     for w in await networks.warnings { log("warning: \(w)", .warning) }
     await manager.load()
     for w in await manager.warnings { log("warning: \(w)", .warning) }
+    // unix_sock_group: its members reach the read-write socket (with unix_sock_rw_perms giving the group access).
+    var socketGroup: UInt32?
+    if let name = settings.socketGroup {
+        guard let gid = FileSystem.groupID(named: name) else { fail("unix_sock_group: no group named '\(name)'") }
+        socketGroup = gid
+    }
     let server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub, storage: storage, networks: networks),
                            maxClients: min(settings.maxClients, max(16, Int(descriptorLimit / 2))))
     do {
-        try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)
-        try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666)
+        try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: mode_t(settings.readWriteSocketMode), group: socketGroup)
+        try await server.listen(path: paths.readOnlySocket, readOnly: true, mode: 0o666, group: socketGroup)
     } catch {
         fail("cannot listen on \(paths.socketDirectory): \(error)")
     }

@@ -149,6 +149,18 @@ public enum FileSystem {
         return String(cString: p)
     }
 
+    /// The ID of the group called `name` (/etc/group, NSS), or nil.
+    public static func groupID(named name: String) -> UInt32? {
+        var entry = group()
+        var found: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        // SAFETY: getgrnam_r fills `entry`, whose strings point into `buffer`;
+        // both outlive the call and only the numeric gr_gid is read after it.
+        let rc = buffer.withUnsafeMutableBufferPointer { b in getgrnam_r(name, &entry, b.baseAddress, b.count, &found) }
+        guard rc == 0, found != nil else { return nil }
+        return entry.gr_gid
+    }
+
     /// Host CPUs online (sysconf).
     public static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 }

@@ -13,6 +13,13 @@ struct ApusdHardeningTests {
         ((try? runProcess("/usr/bin/pgrep", ["-f", pattern]).output) ?? "").split(separator: "\n").compactMap { Int32($0) }
     }
 
+    /// `path` with its symlinks resolved.
+    func canonical(_ path: String) -> String {
+        guard let p = realpath(path, nil) else { return path }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
     /// The socket inodes a process holds open at descriptors 3 and up.
     func socketInodes(_ pid: Int32, from: Int = 3) -> Set<String> {
         let dir = "/proc/\(pid)/fd"
@@ -203,5 +210,79 @@ struct ApusdHardeningTests {
         Thread.sleep(forTimeInterval: 1)
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n")
         _ = try d.ok("destroy", "planted")
+    }
+
+    /// A domain's kernel, initrd, disks and backing files come only from
+    /// allowed_paths and the pools' targets, judged with symlinks resolved:
+    /// host files named in XML, reached through a link or through a
+    /// downloaded image's backing file, are refused before any process opens
+    /// them, and what the processes get is the resolved path.
+    @Test func filesOutsideTheAllowedDirectoriesNeverReachADomain() throws {
+        let root = try TemporaryDirectory(prefix: "apus-allowed")
+        let images = root.path + "/images", pool = root.path + "/pool"
+        for dir in [images, pool] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let d = try ApusdProcess(config: "allowed_paths = [ \"\(images)\" ]\n")
+        try FileManager.default.copyItem(atPath: guestDirectory + "/stub.bzImage", toPath: images + "/stub.bzImage")
+        try FileManager.default.createSymbolicLink(atPath: images + "/linked.bzImage", withDestinationPath: guestDirectory + "/stub.bzImage")
+        try FileManager.default.createSymbolicLink(atPath: images + "/passwd.img", withDestinationPath: "/etc/passwd")
+        _ = try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "raw", images + "/disk.img", "1M"])
+        _ = try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "raw", pool + "/pooled.img", "1M"])
+        _ = try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", "-u", "-b", "/etc/passwd", "-F", "raw", images + "/evil.qcow2", "1M"])
+        func domain(_ name: String, kernel: String = images + "/stub.bzImage", initrd: String? = nil, disk: (String, String)? = nil) -> String {
+            """
+            <domain type='kvm'><name>\(name)</name><memory unit='MiB'>64</memory>
+              <os><type arch='x86_64'>hvm</type><kernel>\(kernel)</kernel>\(initrd.map { "<initrd>\($0)</initrd>" } ?? "")</os>
+              <devices><console type='pty'/>\(disk.map { "<disk type='file' device='disk'><driver name='qemu' type='\($0.1)'/><source file='\($0.0)'/><target dev='vda' bus='virtio'/></disk>" } ?? "")</devices>
+            </domain>
+            """
+        }
+        let refused: [(String, String, String)] = [
+            ("shadow-kernel", domain("shadow-kernel", kernel: "/etc/shadow"), "error: operation forbidden: kernel '/etc/shadow' is outside the directories apusd allows (allowed_paths in apusd.conf: \(images)"),
+            ("shadow-initrd", domain("shadow-initrd", initrd: "/etc/shadow"), "error: operation forbidden: initrd '/etc/shadow' is outside"),
+            ("passwd-disk", domain("passwd-disk", disk: ("/etc/passwd", "raw")), "error: operation forbidden: storage file '/etc/passwd' is outside"),
+            ("linked-kernel", domain("linked-kernel", kernel: images + "/linked.bzImage"), "kernel '\(images)/linked.bzImage' (it resolves to '\(canonical(guestDirectory))/stub.bzImage') is outside"),
+            ("linked-disk", domain("linked-disk", disk: (images + "/passwd.img", "raw")), "(it resolves to '/etc/passwd') is outside"),
+            ("evil-backing", domain("evil-backing", disk: (images + "/evil.qcow2", "qcow2")), "error: operation forbidden: backing file of vda '/etc/passwd' is outside"),
+            ("missing-disk", domain("missing-disk", disk: (images + "/none.img", "raw")), "error: operation failed: cannot access storage file '\(images)/none.img': No such file or directory"),
+        ]
+        for (name, xml, message) in refused {
+            _ = try d.ok("define", try d.file(name + ".xml", xml))
+            let r = try d.virsh("start", name)
+            #expect(r.status != 0 && r.output.contains(message), "\(name): \(r.output)")
+            #expect(try d.ok("domstate", name).contains("shut off"), "\(name)")
+        }
+        #expect(try d.virsh("define", try d.file("dots.xml", domain("../../etc/cron.d/x"))).output.contains("cannot contain '/'"))
+        // Inside: started, and the backend got the resolved path and the allowed directories.
+        _ = try d.ok("define", try d.file("fine.xml", domain("fine", disk: (images + "/../images/disk.img", "raw"))))
+        _ = try d.ok("start", "fine")
+        let args = (try? String(contentsOfFile: "/proc/\(pids("apus-blkback.*\(d.rootPath)/run/apus/domains/fine/").first ?? 0)/cmdline", encoding: .utf8)) ?? ""
+        let argv = args.split(separator: "\0").map(String.init)
+        #expect(argv.contains(canonical(images + "/disk.img")) && argv.contains("--allow-dir") && argv.contains(images), "\(argv)")
+        _ = try d.ok("destroy", "fine")
+        // A pool's target is allowed as soon as the pool is defined.
+        _ = try d.ok("define", try d.file("pooled.xml", domain("pooled", disk: (pool + "/pooled.img", "raw"))))
+        #expect(try d.virsh("start", "pooled").output.contains("is outside the directories apusd allows"))
+        _ = try d.ok("pool-define-as", "p", "dir", "--target", pool)
+        _ = try d.ok("start", "pooled")
+        _ = try d.ok("destroy", "pooled")
+        // apus-blkback refuses the backing file itself too (the check where the file is opened).
+        let r = try runProcess(product("apus-blkback"), ["--socket", root.path + "/b.sock", "--image", images + "/evil.qcow2", "--format", "qcow2",
+                                                         "--allow-dir", images], timeout: 20)
+        #expect(r.status != 0 && r.output.contains("backing file of \(images)/evil.qcow2 '/etc/passwd' is outside"), "\(r.output)")
+    }
+
+    /// unix_sock_group and unix_sock_rw_perms, as libvirtd.conf spells them.
+    @Test func theSocketGroupIsConfigurable() throws {
+        let root = try TemporaryDirectory(prefix: "apus-sockgroup")
+        let d = try ApusdProcess(config: "unix_sock_group = \"nogroup\"\nunix_sock_rw_perms = \"0660\"\n")
+        let rw = try FileManager.default.attributesOfItem(atPath: d.socket)
+        let ro = try FileManager.default.attributesOfItem(atPath: d.readOnlySocket)
+        #expect(rw[.posixPermissions] as? Int == 0o660 && rw[.groupOwnerAccountName] as? String == "nogroup", "\(rw)")
+        #expect(ro[.posixPermissions] as? Int == 0o666 && ro[.groupOwnerAccountName] as? String == "nogroup")
+        _ = d.stop()
+        let conf = root.path + "/broken.conf"
+        try writeFile(conf, Array("unix_sock_group = \"no-such-group\"\n".utf8))
+        let r = try runProcess(product("apusd"), ["--root", root.path + "/other", "--config", conf], timeout: 20)
+        #expect(r.status != 0 && r.output.contains("unix_sock_group: no group named 'no-such-group'"), "\(r.output)")
     }
 }

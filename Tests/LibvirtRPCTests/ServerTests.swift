@@ -94,7 +94,9 @@ final class ServerFixture: @unchecked Sendable {
         try paths.create()
         hub = try IOHub()
         try hub.start()
-        let manager = DomainManager(paths: paths, hub: hub)
+        var limits = DaemonLimits()
+        limits.allowedPaths = [dir.path]
+        let manager = DomainManager(paths: paths, hub: hub, limits: limits)
         await manager.load()
         server = RPCServer(dispatcher: Dispatcher(manager: manager, hub: hub), maxClients: maxClients)
         try await server.listen(path: paths.readWriteSocket, readOnly: false, mode: 0o600)

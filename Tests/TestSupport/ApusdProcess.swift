@@ -19,12 +19,16 @@ public final class ApusdProcess: @unchecked Sendable {
         root = try TemporaryDirectory(prefix: "apusd")
         // A network's dnsmasq drops to an unprivileged user that must reach its files under the root (as under /run).
         if namespace != nil { chmod(root.path, 0o755) }
-        if let config {
-            try FileManager.default.createDirectory(atPath: root.path + "/etc/apus", withIntermediateDirectories: true)
-            try writeFile(root.path + "/etc/apus/apusd.conf", Array(config.utf8))
-        }
+        // A test's images are under /tmp and the build directory; a config that names allowed_paths itself keeps its own.
+        var text = config ?? ""
+        if !text.contains("allowed_paths") { text = Self.testAllowedPaths + "\n" + text }
+        try FileManager.default.createDirectory(atPath: root.path + "/etc/apus", withIntermediateDirectories: true)
+        try writeFile(root.path + "/etc/apus/apusd.conf", Array(text.utf8))
         try start()
     }
+
+    /// apusd.conf's allowed_paths for tests: temporary directories and the build's images.
+    public static let testAllowedPaths = "allowed_paths = [ \"/tmp\", \"\(packageRoot)/.build\", \"\(guestDirectory)\" ]"
 
     /// Starts (or restarts) the daemon and waits for its sockets.
     public func start(extra: [String] = []) throws {

@@ -54,7 +54,8 @@ import TestSupport
         #expect(c == DaemonConfig())
         // Every key the parser knows is documented there.
         for key in ["socket_dir", "state_dir", "runtime_dir", "log_dir", "binaries_dir", "log_level", "autostart",
-                    "max_running_domains", "max_domain_memory_mib", "max_domain_vcpus", "blkback_queues", "blkback_direct_io", "netback_uplink"] {
+                    "max_running_domains", "max_domain_memory_mib", "max_domain_vcpus", "blkback_queues", "blkback_direct_io", "netback_uplink",
+                    "max_clients", "allowed_paths", "unix_sock_group", "unix_sock_rw_perms"] {
             #expect(try text("apusd.conf").contains(key + " ="), "\(key)")
         }
     }

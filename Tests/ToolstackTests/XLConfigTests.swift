@@ -204,7 +204,11 @@ import Testing
             blkback_queues = 4
             blkback_direct_io = 1
             netback_uplink = "tap:apus0"
+            allowed_paths = [ "/srv/images", "/data//vm/" ]
+            unix_sock_group = "kvm"
+            unix_sock_rw_perms = "0660"
             """, file: "a.conf")
+        #expect(c.limits.allowedPaths == ["/srv/images", "/data//vm/"] && c.socketGroup == "kvm" && c.readWriteSocketMode == 0o660)
         #expect(c.stateDir == "/srv/apus" && c.logLevel == .debug && !c.autostart)
         #expect(c.limits.maxRunningDomains == 8 && c.limits.blkbackQueues == 4 && c.limits.blkbackDirectIO)
         #expect(c.limits.netbackUplink == "tap:apus0")
@@ -220,6 +224,11 @@ import Testing
         ("autostart = '1'", "a.conf:1:1: 'autostart' must be a number"),
         ("netback_uplink = 'eth0'", "a.conf:1:1: 'netback_uplink' must be \"tap:IFNAME\" (a TAP interface name of 1-15 characters) or \"\""),
         ("log_level = \"info", "a.conf:1:13: unterminated string"),
+        ("allowed_paths = \"/srv\"", "a.conf:1:1: 'allowed_paths' must be a list of absolute paths in quotes"),
+        ("allowed_paths = [ \"/srv\", \"images\" ]", "a.conf:1:1: 'allowed_paths' must be a list of absolute paths in quotes"),
+        ("unix_sock_rw_perms = \"0666\"", "a.conf:1:1: 'unix_sock_rw_perms' must not give others access to the read-write socket"),
+        ("unix_sock_rw_perms = \"rw\"", "a.conf:1:1: 'unix_sock_rw_perms' must be octal permission bits in quotes, such as \"0660\""),
+        ("unix_sock_group = \"a:b\"", "a.conf:1:1: 'unix_sock_group' must be a group name in quotes"),
     ])
     func brokenFilesNameTheirPosition(text: String, message: String) {
         do {

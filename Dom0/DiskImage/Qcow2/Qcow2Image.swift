@@ -56,7 +56,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     // MARK: Opening
 
     init(path: String, readOnly: Bool, depth: Int, warn: @escaping @Sendable (String) -> Void,
-         l2CacheBytes: Int = Qcow2Image.defaultL2CacheBytes) throws(DiskImageError) {
+         l2CacheBytes: Int = Qcow2Image.defaultL2CacheBytes, allowed: AllowedPaths? = nil) throws(DiskImageError) {
         guard depth <= Qcow2Spec.maximumBackingDepth else {
             throw .invalid("backing chain deeper than \(Qcow2Spec.maximumBackingDepth) images at \(path)")
         }
@@ -118,7 +118,13 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
         // Backing file: named in the header, format from its extension.
         if let name = h.backingFile {
-            let resolved = name.hasPrefix("/") ? name : Qcow2Image.directory(of: path) + "/" + name
+            var resolved = name.hasPrefix("/") ? name : Qcow2Image.directory(of: path) + "/" + name
+            if let allowed {
+                switch allowed.resolve(resolved, "backing file of \(path)", kind: .image) {
+                case .success(let real): resolved = real
+                case .failure(let why): throw .invalid(why.description)
+                }
+            }
             let format: DiskFormat
             if let declared = h.backingFormat {
                 format = try DiskFormat(name: declared)
@@ -128,7 +134,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
             }
             switch format {
             case .raw: backing = try RawDisk(path: resolved, readOnly: true)
-            case .qcow2: backing = try Qcow2Image(path: resolved, readOnly: true, depth: depth + 1, warn: warn)
+            case .qcow2: backing = try Qcow2Image(path: resolved, readOnly: true, depth: depth + 1, warn: warn, allowed: allowed)
             }
         } else {
             backing = nil
@@ -166,9 +172,10 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// Opens a qcow2 image with its backing chain; `l2CacheBytes` bounds the
     /// L2 tables kept in memory.
-    public convenience init(path: String, readOnly: Bool, l2CacheBytes: Int = Qcow2Image.defaultL2CacheBytes,
+    /// `allowed`, when given, is where its backing files may be.
+    public convenience init(path: String, readOnly: Bool, l2CacheBytes: Int = Qcow2Image.defaultL2CacheBytes, allowed: AllowedPaths? = nil,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws(DiskImageError) {
-        try self.init(path: path, readOnly: readOnly, depth: 0, warn: warn, l2CacheBytes: l2CacheBytes)
+        try self.init(path: path, readOnly: readOnly, depth: 0, warn: warn, l2CacheBytes: l2CacheBytes, allowed: allowed)
     }
 
     deinit {

@@ -33,7 +33,8 @@ public final class RPCServer: Sendable {
     /// apusd's user can enter, given `mode` there and then renamed to `path`, so it never
     /// exists at `path` with another mode (binding in place and then
     /// chmod'ing let a local user connect in between, whatever the umask).
-    public func listen(path: String, readOnly: Bool, mode: mode_t) async throws {
+    /// `group`, when given, owns it (libvirtd.conf's unix_sock_group).
+    public func listen(path: String, readOnly: Bool, mode: mode_t, group socketGroup: UInt32? = nil) async throws {
         let parent = FileSystem.directory(of: path)
         let privateDirectory: String
         do {
@@ -71,7 +72,7 @@ public final class RPCServer: Sendable {
             .bind(unixDomainSocketPath: bound)
             .get()
         do {
-            try FileSystem.setPermissions(bound, mode: UInt32(mode))
+            try FileSystem.setPermissions(bound, mode: UInt32(mode), group: socketGroup)
             try FileSystem.rename(bound, path)
         } catch {
             try? FileSystem.unlink(bound)

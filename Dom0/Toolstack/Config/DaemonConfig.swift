@@ -31,6 +31,10 @@ public struct DaemonConfig: Equatable, Sendable {
     /// Client connections open at once, on both sockets (libvirtd.conf's
     /// max_clients); apusd also keeps it under half its descriptor limit.
     public var maxClients = 5000
+    /// libvirtd.conf's unix_sock_group: the group owning both sockets (nil: root's).
+    public var socketGroup: String?
+    /// libvirtd.conf's unix_sock_rw_perms: the read-write socket's mode.
+    public var readWriteSocketMode: UInt32 = 0o600
 
     // Limits.
     public var limits = DaemonLimits()
@@ -61,6 +65,25 @@ public struct DaemonConfig: Equatable, Sendable {
             case "runtime_dir": c.runtimeDir = try path()
             case "log_dir": c.logDir = try path()
             case "binaries_dir": c.binariesDir = try path()
+            case "allowed_paths":
+                guard case .list(let items) = s.value else { throw fail("'allowed_paths' must be a list of absolute paths in quotes") }
+                c.limits.allowedPaths = try items.map { item throws(XLConfigError) -> String in
+                    guard case .string(let v) = item, v.hasPrefix("/"), !v.contains("\0") else {
+                        throw fail("'allowed_paths' must be a list of absolute paths in quotes")
+                    }
+                    return v
+                }
+            case "unix_sock_group":
+                guard case .string(let v) = s.value, !v.isEmpty, v.utf8.count <= 32, !v.contains(":"), !v.contains("/") else {
+                    throw fail("'unix_sock_group' must be a group name in quotes")
+                }
+                c.socketGroup = v
+            case "unix_sock_rw_perms":
+                guard case .string(let v) = s.value, let mode = UInt32(v, radix: 8), mode & ~0o777 == 0 else {
+                    throw fail("'unix_sock_rw_perms' must be octal permission bits in quotes, such as \"0660\"")
+                }
+                guard mode & 0o007 == 0 else { throw fail("'unix_sock_rw_perms' must not give others access to the read-write socket") }
+                c.readWriteSocketMode = mode
             case "log_level":
                 guard case .string(let v) = s.value, let level = LogLevel(rawValue: v) else {
                     throw fail("'log_level' must be one of \(LogLevel.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
@@ -99,6 +122,10 @@ public struct DaemonLimits: Equatable, Sendable {
     public var blkbackDirectIO = false
     /// Dom0's switch's uplink to the host ("tap:IFNAME"), or none.
     public var netbackUplink: String?
+    /// The directories a domain's kernel, initrd, disks and their backing
+    /// files may come from (apusd.conf's allowed_paths; the storage pools'
+    /// targets are added). Host paths as written: `--root` does not move them.
+    public var allowedPaths = ["/var/lib/apus/images", "/var/lib/libvirt/images"]
 
     public init() {}
 }

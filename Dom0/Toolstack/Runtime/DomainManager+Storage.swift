@@ -24,6 +24,12 @@ extension DomainManager {
         return out
     }
 
+    /// Where a domain's files may come from: apusd.conf's allowed_paths and
+    /// the target directory of every storage pool.
+    func allowedPaths() async -> AllowedPaths {
+        AllowedPaths(limits.allowedPaths + (await storage?.list().map(\.definition.path) ?? []))
+    }
+
     /// Each image a running domain's disks read (backing files included),
     /// and the domain's name.
     public func diskPathsInUse() -> [String: String] {
@@ -31,14 +37,9 @@ extension DomainManager {
         for d in domains.values {
             guard let live = d.live else { continue }
             for disk in live.definition.disks where !disk.source.isEmpty {
-                var path = disk.source, format = disk.format
-                // The chain as the qcow2 library opens it (depth-limited like it).
-                for _ in 0..<16 {
+                for (path, _) in ImageFiles.chain(disk.source, format: disk.format) {
                     out[path] = live.definition.name
                     if let real = FileSystem.canonical(path) { out[real] = live.definition.name }
-                    guard format == .qcow2, let info = try? ImageFiles.inspect(path, format: format), let b = info.backingFile else { break }
-                    path = b.hasPrefix("/") ? b : FileSystem.directory(of: path) + "/" + b
-                    format = info.backingFormat ?? .raw
                 }
             }
         }

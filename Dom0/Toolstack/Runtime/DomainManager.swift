@@ -395,7 +395,7 @@ public actor DomainManager {
                 ports.append((name, spec.control))
             }
             record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, ports: ports,
-                                                 paths: paths, limits: limits)
+                                                 paths: paths, limits: limits, allowed: await allowedPaths())
         } catch {
             if var again = domains[uuid] {
                 again.live = nil
@@ -636,7 +636,7 @@ public actor DomainManager {
         guard var d = domains[uuid], var live = d.live else { return }
         do {
             samplers.removeValue(forKey: live.record.hypervisorPid)
-            let record = try await Supervisor.relaunchHypervisor(live.record, definition: live.definition, paths: paths)
+            let record = try await Supervisor.relaunchHypervisor(live.record, definition: live.definition, paths: paths, allowed: await allowedPaths())
             live.record = record
             live.shutdownRequested = false
             live.rebootRequested = false

@@ -1,5 +1,6 @@
 import ApusControl
 import ApusSys
+import DiskImage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,17 +14,13 @@ enum Supervisor {
 
     /// Starts a domain's backends and apus-hv; `ports` are the port names
     /// of its interfaces and the control sockets of their switches, in order.
+    /// `allowed`: where its kernel, initrd, disks and backing files may be.
     static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, ports: [(name: String, control: String)], paths: ApusPaths,
-                       limits: DaemonLimits) async throws(ToolstackError) -> RuntimeRecord {
-        if let kernel = def.kernel {
-            guard FileSystem.exists(kernel) else { throw .failed("kernel '\(kernel)' does not exist") }
-        } else if def.disks.isEmpty {
+                       limits: DaemonLimits, allowed: AllowedPaths) async throws(ToolstackError) -> RuntimeRecord {
+        if def.kernel == nil && def.disks.isEmpty {
             throw .unsupported("domain '\(def.name)' has no <kernel> and no disk to boot from")
         }
-        if let initrd = def.initrd, !FileSystem.exists(initrd) { throw .failed("initrd '\(initrd)' does not exist") }
-        for disk in def.disks where !FileSystem.exists(disk.source) {
-            throw .failed("cannot access storage file '\(disk.source)': No such file or directory")
-        }
+        let def = try confine(def, to: allowed)
 
         let dir = paths.runtimeDirectory(def.name)
         FileSystem.remove(dir)
@@ -47,6 +44,7 @@ enum Supervisor {
                 if disk.readOnly { args.append("--readonly") }
                 if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
+                for d in allowed.directories { args += ["--allow-dir", d] }
                 let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
                 record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
@@ -56,7 +54,7 @@ enum Supervisor {
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
             }
-            let boot = try await bootFiles(def, directory: dir, paths: paths, log: log)
+            let boot = try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log)
             record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log)
             try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
         } catch {
@@ -64,6 +62,30 @@ enum Supervisor {
             throw error
         }
         return record
+    }
+
+    /// `def` with its kernel, initrd and disk sources replaced by their
+    /// canonical paths, each checked against `allowed` (disks with their
+    /// whole backing chain), so the processes open exactly what was checked
+    /// and a symlink never leads them out of the allowed directories.
+    static func confine(_ def: DomainDefinition, to allowed: AllowedPaths) throws(ToolstackError) -> DomainDefinition {
+        func check(_ path: String, _ what: String, _ kind: AllowedPaths.Kind) throws(ToolstackError) -> String {
+            switch allowed.resolve(path, what, kind: kind) {
+            case .success(let real): return real
+            case .failure(let why) where why.missing: throw .failed(why.description)
+            case .failure(let why): throw .denied(why.description)
+            }
+        }
+        var out = def
+        if let kernel = def.kernel { out.kernel = try check(kernel, "kernel", .file) }
+        if let initrd = def.initrd { out.initrd = try check(initrd, "initrd", .file) }
+        for (i, disk) in def.disks.enumerated() {
+            out.disks[i].source = try check(disk.source, "storage file", .image)
+            for backing in ImageFiles.chain(out.disks[i].source, format: disk.format).dropFirst() {
+                _ = try check(backing.path, "backing file of \(disk.target)", .image)
+            }
+        }
+        return out
     }
 
     /// How long the boot loader may take to read a disk.
@@ -75,7 +97,8 @@ enum Supervisor {
     /// controls) copied from the first disk into `directory`. The domain's
     /// own `<cmdline>`, if any, is appended to the one GRUB would use. Runs
     /// at every boot, so a kernel the guest installed boots next time.
-    static func bootFiles(_ def: DomainDefinition, directory: String, paths: ApusPaths, log: FileDescriptor?) async throws(ToolstackError) -> DomainDefinition {
+    static func bootFiles(_ def: DomainDefinition, directory: String, paths: ApusPaths, allowed: AllowedPaths,
+                          log: FileDescriptor?) async throws(ToolstackError) -> DomainDefinition {
         guard def.kernel == nil, let disk = def.disks.first else { return def }
         let boot = directory + "/boot"
         FileSystem.remove(boot)
@@ -90,7 +113,9 @@ enum Supervisor {
         }
         let pid: Int32
         do {
-            pid = try ProcessControl.spawn(paths.binary("apus-bootloader"), ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot],
+            pid = try ProcessControl.spawn(paths.binary("apus-bootloader"),
+                                           ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot]
+                                               + allowed.directories.flatMap { ["--allow-dir", $0] },
                                            stdout: out, stderr: log)
         } catch {
             out.close()
@@ -142,12 +167,14 @@ enum Supervisor {
     }
 
     /// A new apus-hv for a domain that rebooted; its backends are still up.
-    static func relaunchHypervisor(_ old: RuntimeRecord, definition: DomainDefinition, paths: ApusPaths) async throws(ToolstackError) -> RuntimeRecord {
+    static func relaunchHypervisor(_ old: RuntimeRecord, definition: DomainDefinition, paths: ApusPaths,
+                                   allowed: AllowedPaths) async throws(ToolstackError) -> RuntimeRecord {
         var record = old
         let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", .log, mode: 0o600)
         defer { log?.close() }
         record.paused = false
-        let boot = try await bootFiles(definition, directory: paths.runtimeDirectory(definition.name), paths: paths, log: log)
+        let boot = try await bootFiles(try confine(definition, to: allowed), directory: paths.runtimeDirectory(definition.name), paths: paths,
+                                       allowed: allowed, log: log)
         record.hypervisorPid = try startHypervisor(record, definition: boot, paused: false, paths: paths, log: log)
         try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + definition.name + ".hypervisor.log")
         return record
