@@ -30,6 +30,9 @@ let package = Package(
         .target(name: "ApusSys", dependencies: ["CApusSys"], path: "Sources/ApusSys"),
         .target(name: "GuestMemory", dependencies: ["ApusSys", "CApusSys"], path: "Sources/GuestMemory"),
         .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM"], path: "Sources/KVM"),
+        // Confinement of every domain process: seccomp filters (libseccomp-dev).
+        .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "Sandbox", dependencies: ["ApusSys", "CSeccomp", "CApusSys"], path: "Sources/Sandbox"),
 
         // MARK: shared by the hypervisor and Dom0 (no KVM, no machine)
         // The typed control plane: every control socket's commands, replies,
@@ -55,7 +58,7 @@ let package = Package(
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
             name: "apus-hv",
-            dependencies: ["Machine", "ApusControl"],
+            dependencies: ["Machine", "ApusControl", "Sandbox"],
             path: "Sources/apus-hv",
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
@@ -66,21 +69,21 @@ let package = Package(
         .target(name: "DiskImage", dependencies: ["ApusSys", "CZlib"], path: "Dom0/DiskImage"),
         // The Dom0 boot loader (pygrub's role): partitions, ext4, grub.cfg.
         .target(name: "BootLoader", dependencies: ["DiskImage"], path: "Dom0/BootLoader"),
-        .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys"], path: "Dom0/apus-bootloader"),
+        .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys", "Sandbox"], path: "Dom0/apus-bootloader"),
         .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage"], path: "Dom0/BlockBackend"),
         .executableTarget(
             name: "apus-blkback",
-            dependencies: ["BlockBackend", "DiskImage", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["BlockBackend", "DiskImage", "VhostUser", "ApusSys", "ApusControl", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
 
         .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser"], path: "Dom0/NetBackend"),
         .executableTarget(
             name: "apus-netback",
-            dependencies: ["NetBackend", "VhostUser", "ApusSys", "ApusControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NetBackend", "VhostUser", "ApusSys", "ApusControl", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-netback"),
 
         // The toolstack: domain model, libvirt XML, supervision of domains.
-        .target(name: "Toolstack", dependencies: ["ApusSys", "ApusControl", "DiskImage"], path: "Dom0/Toolstack"),
+        .target(name: "Toolstack", dependencies: ["ApusSys", "ApusControl", "DiskImage", "Sandbox"], path: "Dom0/Toolstack"),
         // libvirt's remote protocol (XDR, framing, procedures) on SwiftNIO.
         .target(name: "LibvirtRPC",
                 dependencies: ["Toolstack", "ApusSys", .product(name: "NIOCore", package: "swift-nio"),
@@ -121,6 +124,7 @@ let package = Package(
         // MARK: tests
         .target(name: "TestSupport", dependencies: ["CApusSys", "ApusControl"], path: "Tests/TestSupport"),
         .testTarget(name: "ApusControlTests", dependencies: ["ApusControl", "ApusSys"], path: "Tests/ApusControlTests"),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox"], path: "Tests/SandboxTests"),
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),

@@ -3,6 +3,7 @@
 import ArgumentParser
 import ApusControl
 import ApusSys
+import Sandbox
 import BlockBackend
 import DiskImage
 import VhostUser
@@ -52,6 +53,9 @@ struct BlockBackendCommand: ParsableCommand {
     @Flag(help: "Use synchronous I/O instead of io_uring.")
     var syncIO = false
 
+    @Flag(help: "Run without the seccomp filter (debugging only; apusd never passes it).")
+    var noSeccomp = false
+
     @Option(help: "Microseconds each queue worker polls for new requests before sleeping (0: never poll).")
     var pollUs: UInt64 = 20
 
@@ -89,11 +93,11 @@ struct BlockBackendCommand: ParsableCommand {
         let signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
         let controlPath = control
         let queueCount = queues
-        let controlThread = OSThread(name: "blk-control") {
-            guard let loop = try? EventLoop() else { return }
-            var controlServer: ControlServer<BlockBackendControl.Command>? = nil
-            if let controlPath {
-                controlServer = try? ControlServer(path: controlPath, loop: loop) { (c) throws(ControlError) -> any ControlReply in
+        // Both sockets are bound here, before the filter goes on.
+        let loop = try EventLoop()
+        var controlServer: ControlServer<BlockBackendControl.Command>? = nil
+        if let controlPath {
+                controlServer = try ControlServer(path: controlPath, loop: loop) { (c) throws(ControlError) -> any ControlReply in
                     func info() -> BlockBackendControl.Info {
                         .init(image: disk.path, capacity: disk.size, readOnly: disk.readOnly, queues: queueCount, direct: disk.direct)
                     }
@@ -109,18 +113,37 @@ struct BlockBackendCommand: ParsableCommand {
                         return info()
                     }
                 }
-            }
-            _ = try? loop.register(signals.fd) { _ in
-                _ = signals.next()
-                server.stop()
-                loop.stop()
-            }
-            try? loop.run()
-            controlServer?.close()
+        }
+        _ = try loop.register(signals.fd) { _ in
+            _ = signals.next()
+            server.stop()
+            loop.stop()
+        }
+        let handoff = ControlLoop(loop: loop, server: controlServer)
+        let controlThread = OSThread(name: "blk-control") {
+            try? handoff.loop.run()
+            handoff.server?.close()
+        }
+        if !noSeccomp {
+            SandboxTestHook.install()
+            try BlockBackendPolicy.process.install(allThreads: true)
         }
         try controlThread.start()
         server.run()
         controlThread.join()
+    }
+}
+
+/// The control loop and server, made on the main thread (so their sockets
+/// exist before the seccomp filter) and handed to the control thread.
+final class ControlLoop: @unchecked Sendable {
+    // SAFETY (Sendable): the main thread builds both and never touches them
+    // after starting the control thread, which is then their only user.
+    let loop: EventLoop
+    let server: ControlServer<BlockBackendControl.Command>?
+    init(loop: EventLoop, server: ControlServer<BlockBackendControl.Command>?) {
+        self.loop = loop
+        self.server = server
     }
 }
 

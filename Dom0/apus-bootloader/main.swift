@@ -1,7 +1,7 @@
 // apus-bootloader: the Dom0 boot loader (pygrub's role). Reads a guest's
 // disk image (raw or qcow2, as declared), finds the kernel, initramfs and
 // command line GRUB would boot, and copies the files out:
-//   apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR
+//   apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR
 // One reply line on standard output (apusd reads it as a typed message):
 // {"ok":true,"kernel":"DIR/kernel","initrd":"DIR/initrd","cmdline":"...","origin":"..."}
 // or {"ok":false,"error":"..."}. A separate process, so that parsing an
@@ -10,6 +10,7 @@ import ApusControl
 import ApusSys
 import BootLoader
 import DiskImage
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,11 +24,13 @@ var disk: String?
 var format = DiskFormat.raw
 var out: String?
 var allowed: [String] = []
+var seccomp = true
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
     case "--disk": disk = args.popFirst()
     case "--out": out = args.popFirst()
+    case "--no-seccomp": seccomp = false
     case "--allow-dir":
         guard let d = args.popFirst(), d.hasPrefix("/") else { fail("--allow-dir needs an absolute directory") }
         allowed.append(d)
@@ -38,12 +41,12 @@ while let a = args.popFirst() {
             fail("\(error)")
         }
     case "--help", "-h":
-        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR\n")
+        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR\n")
         exit(0)
-    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR)")
+    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR)")
     }
 }
-guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... --out DIR") }
+guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR") }
 
 let image: any VirtualDisk
 do {
@@ -54,24 +57,41 @@ do {
 } catch {
     fail("cannot open \(disk) as \(format.rawValue): \(error)")
 }
+// Both output files are opened now: once the filter is on, this process
+// reads the guest's disk and writes these, and opens nothing.
+func create(_ name: String) -> (path: String, fd: FileDescriptor) {
+    let path = out + "/" + name
+    do {
+        return (path, try FileDescriptor.open(path, [.writeOnly, .create, .truncate, .noFollow], mode: 0o600))
+    } catch {
+        fail("cannot create \(path): \(error)")
+    }
+}
+let kernelFile = create("kernel"), initrdFile = create("initrd")
+if seccomp {
+    SandboxTestHook.install()
+    do {
+        try BootLoaderPolicy.process.install(allThreads: true)
+    } catch {
+        fail("\(error)")
+    }
+}
 let selection: BootSelection
 do {
     selection = try BootLoader.select(disk: image)
 } catch {
     fail("\(disk): \(error)")
 }
-func store(_ bytes: [UInt8], _ name: String) -> String {
-    let path = out + "/" + name
+func store(_ bytes: [UInt8], _ file: (path: String, fd: FileDescriptor)) -> String {
     do {
-        let fd = try FileDescriptor.open(path, [.writeOnly, .create, .truncate], mode: 0o600)
-        defer { fd.close() }
-        try fd.writeAll(bytes, atOffset: 0)
+        try file.fd.writeAll(bytes, atOffset: 0)
     } catch {
-        fail("cannot write \(path): \(error)")
+        fail("cannot write \(file.path): \(error)")
     }
-    return path
+    file.fd.close()
+    return file.path
 }
-let kernel = store(selection.kernel, "kernel")
-let initrd = selection.initrd.map { store($0, "initrd") }
+let kernel = store(selection.kernel, kernelFile)
+let initrd = selection.initrd.map { store($0, initrdFile) }
 let reply = BootLoaderMessage.Selection(kernel: kernel, initrd: initrd, cmdline: selection.cmdline, origin: selection.origin)
 try? FileDescriptor.standardOutput.writeAll(ControlLine.success(reply) + "\n")

@@ -4,6 +4,7 @@
 import ArgumentParser
 import ApusControl
 import ApusSys
+import Sandbox
 import NetBackend
 import VhostUser
 #if canImport(Glibc)
@@ -26,6 +27,9 @@ struct NetBackendCommand: ParsableCommand {
 
     @Option(name: .customLong("port"), help: "A port to serve from the start, as NAME=SOCKET (repeatable).")
     var ports: [String] = []
+
+    @Flag(help: "Run without the seccomp filter (debugging only; apusd never passes it).")
+    var noSeccomp = false
 
     @Option(help: "Uplink to the host: tap:IFNAME joins a TAP interface (created if missing) to the switch as port 'uplink'.")
     var uplink: String?
@@ -82,6 +86,10 @@ struct NetBackendCommand: ParsableCommand {
         _ = try loop.register(signals.fd) { _ in
             _ = signals.next()
             loop.stop()
+        }
+        if !noSeccomp {
+            SandboxTestHook.install()
+            try NetBackendPolicy.process.install(allThreads: true)
         }
         try loop.run()
         server.close()

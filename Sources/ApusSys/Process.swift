@@ -109,6 +109,35 @@ public enum ProcessControl {
         }
     }
 
+    /// The system call a seccomp filter killed process `pid` for, from the
+    /// kernel's audit record of the kill in its log (/dev/kmsg: type 1326,
+    /// "... pid=PID ... sig=31 ... syscall=N ..."), if the log still holds one. Reads
+    /// what the log has and stops (the descriptor is non-blocking).
+    public static func seccompKill(of pid: Int32) -> Int32? {
+        guard let fd = try? FileDescriptor.open("/dev/kmsg", [.readOnly, .nonBlocking]) else { return nil }
+        defer { fd.close() }
+        var found: Int32?
+        // Each read is one record; the ring holds a bounded number of them.
+        for _ in 0..<200_000 {
+            let record: [UInt8]
+            do {
+                record = try fd.read(upToCount: 8192)
+            } catch .brokenPipe {
+                continue // a record was overwritten while reading; go on with the next
+            } catch {
+                break // EAGAIN: the end of the log
+            }
+            if record.isEmpty { break }
+            let line = String(decoding: record, as: UTF8.self)
+            // sig=31: a kill (SIGSYS), not a call that was made to fail.
+            guard line.contains("type=1326"), line.contains(" pid=\(pid) "), line.contains(" sig=31 ") else { continue }
+            for field in line.split(separator: " ") where field.hasPrefix("syscall=") {
+                found = Int32(field.dropFirst(8))
+            }
+        }
+        return found
+    }
+
     /// The command line of a process (from /proc), for recognizing our own after a restart.
     public static func commandLine(_ pid: Int32) -> [String] {
         guard let fd = try? FileDescriptor.open("/proc/\(pid)/cmdline", .readOnly) else { return [] }

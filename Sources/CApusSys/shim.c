@@ -121,6 +121,21 @@ int apus_install_kick_handler(int signo) {
     return sigaction(signo, &sa, NULL);
 }
 
+/* Test builds' proof that a seccomp filter kills: the handler makes a
+ * call no Apus policy allows (personality, as a harmless query). */
+static void apus_forbidden_syscall_handler(int signo) {
+    (void)signo;
+    syscall(SYS_personality, 0xffffffffUL);
+}
+
+int apus_install_forbidden_syscall_trigger(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = apus_forbidden_syscall_handler;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(signo, &sa, NULL);
+}
+
 /* Termination signals for a daemon whose threads the language runtime
  * starts (their masks are not ours to set): whichever thread takes the
  * signal writes to an eventfd; the daemon reads it on its own time. */

@@ -4,6 +4,7 @@
 import ApusControl
 import ApusSys
 import Machine
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,6 +42,12 @@ case .run(let config):
         machine = try Machine(config: config)
     } catch {
         fail(HypervisorExit.Status.vmmError, error.description)
+    }
+    if config.seccomp {
+        // The process filter, then each vCPU thread's own (HypervisorPolicy).
+        let process = HypervisorPolicy.process, vcpu = HypervisorPolicy.vcpu
+        SandboxTestHook.install()
+        machine.sandbox = (process: { try process.install(allThreads: true) }, vcpuThread: { try vcpu.install(allThreads: false) })
     }
     let reason = machine.run()
     switch reason {

@@ -599,8 +599,12 @@ public actor DomainManager {
             }
         case .crash, .none:
             // No status: apus-hv was killed (SIGKILL from outside, the OOM
-            // killer) or crashed itself. It is the VM, so the VM crashed:
-            // on_crash applies, as for a guest that panicked.
+            // killer, its seccomp filter) or crashed itself. It is the VM,
+            // so the VM crashed: on_crash applies, as for a guest that panicked.
+            if exit == nil, let why = await Supervisor.seccompKill(pid, what: "apus-hv") {
+                report("domain '\(def.name)': \(why)")
+                Supervisor.appendLog(paths, def.name, why)
+            }
             await crashed(uuid, d, live)
         default:
             await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFailed,

@@ -1,6 +1,7 @@
 import ApusControl
 import ApusSys
 import DiskImage
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -88,6 +89,20 @@ enum Supervisor {
         return out
     }
 
+    /// Why `pid` (`what`) died, if its seccomp filter killed it: the call,
+    /// by name and number, from the kernel's audit record.
+    static func seccompKill(_ pid: Int32, what: String) async -> String? {
+        guard let number = await Blocking.run("apus-kmsg", { ProcessControl.seccompKill(of: pid) }) else { return nil }
+        return "\(what) (pid \(pid)) was killed by its seccomp filter: forbidden system call \(SyscallPolicy.name(of: number)) (\(number))"
+    }
+
+    /// Appends a line of apusd's to a domain's hypervisor log.
+    static func appendLog(_ paths: ApusPaths, _ name: String, _ line: String) {
+        guard let log = try? FileDescriptor.open(paths.logs + "/" + name + ".hypervisor.log", .log, mode: 0o600) else { return }
+        try? log.writeAll("apusd: \(line)\n")
+        log.close()
+    }
+
     /// How long the boot loader may take to read a disk.
     static let bootLoaderTimeout: Duration = .seconds(120)
 
@@ -133,6 +148,10 @@ enum Supervisor {
         }
         _ = ProcessControl.reapChildren()
         guard let line = ProcessControl.readText(output)?.split(separator: "\n").first else {
+            if let why = await seccompKill(pid, what: "apus-bootloader") {
+                if let log { try? log.writeAll("apusd: \(why)\n") }
+                throw .internalError("cannot boot from \(disk.target): \(why)")
+            }
             throw .internalError("the boot loader ended without a reply (see the domain's hypervisor log)")
         }
         let selection: BootLoaderMessage.Selection

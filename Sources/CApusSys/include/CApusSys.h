@@ -43,6 +43,7 @@ ssize_t apus_recvmsg_fds(int sock, void *buf, size_t len,
 // A no-op handler for the vCPU kick signal: its only job is to interrupt
 // KVM_RUN with EINTR. Installed without SA_RESTART.
 int apus_install_kick_handler(int signo);
+int apus_install_forbidden_syscall_trigger(int signo);
 int apus_block_signal(int signo, int block);
 int apus_install_notify_handler(int signo, int eventfd);
 int apus_notified_signal_number(void);

@@ -18,7 +18,7 @@ public enum HypervisorOptions {
     public static let usage = """
     USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N] [--max-vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
-                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH]
+                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH] [--no-seccomp]
 
     Run one Apus domain (a Linux guest) under KVM.
 
@@ -38,6 +38,7 @@ public enum HypervisorOptions {
                         a virtio-blk disk served by a vhost-user backend (repeatable; vda, vdb, ...)
       --net vhost-user:SOCKET[,mac=MAC]
                         a virtio-net interface served by a vhost-user backend (repeatable)
+      --no-seccomp      run without the seccomp filters (debugging only; apusd never passes it)
       -h, --help        show this help
       --version         show the version
 
@@ -64,6 +65,7 @@ public enum HypervisorOptions {
         var serial = SerialMode.stdio
         var control: String?
         var paused = false
+        var seccomp = true
         var disks: [String] = []
         var nets: [NetConfig] = []
         var statusFile: String?
@@ -105,6 +107,7 @@ public enum HypervisorOptions {
                 }
             case "--control": control = try value(flag, inline: inline)
             case "--paused": paused = true
+            case "--no-seccomp": seccomp = false
             case "--status-file": statusFile = try value(flag, inline: inline)
             case "--disk":
                 let d = try value(flag, inline: inline)
@@ -131,6 +134,7 @@ public enum HypervisorOptions {
         config.nets = nets
         config.statusFile = statusFile
         config.maxVCPUs = maxVCPUs
+        config.seccomp = seccomp
         do {
             try config.validate()
         } catch {

@@ -19,6 +19,13 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     public let memory: GuestMemory
     let vcpus: [VCPU]
     private var threads: [OSThread] = []
+
+    /// Confinement, set by the executable before ``run(onReady:)``:
+    /// `process` runs once the machine is built and before any vCPU starts
+    /// (apus-hv installs its process-wide seccomp filter there), and
+    /// `vcpuThread` on each vCPU thread before its first KVM_RUN (the
+    /// narrower vCPU filter). A failure stops the machine before guest code runs.
+    public var sandbox: (process: @Sendable () throws -> Void, vcpuThread: @Sendable () throws -> Void)?
     private var vcpuThreadIDs: [Int32]
     let portBus: PortIOBus
     let mmioBus: MMIOBus
@@ -241,6 +248,15 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             for t in self.threads { t.send(signal: kickSignal) }
         }
         if config.startPaused { control.setPausedBeforeStart() }
+        if let sandbox {
+            do {
+                try sandbox.process()
+            } catch {
+                controlServer?.close()
+                console.close()
+                return .vmmError("cannot confine apus-hv: \(error)")
+            }
+        }
         do {
             for vcpu in vcpus {
                 let thread = OSThread(name: "vcpu\(vcpu.id)") { [self] in self.vcpuLoop(vcpu) }
@@ -297,6 +313,14 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     private func vcpuLoop(_ vcpu: VCPU) {
         tidLock.withLock { vcpuThreadIDs[Int(vcpu.id)] = Clock.threadID() }
         Signals.unblock(Signals.vcpuKick)
+        if let sandbox {
+            do {
+                try sandbox.vcpuThread()
+            } catch {
+                control.requestExit(.vmmError("vCPU \(vcpu.id): cannot confine the thread: \(error)"))
+                return
+            }
+        }
         while control.vcpuMayRun() {
             if control.takeNMI(vcpu.id) {
                 do {

@@ -25,6 +25,8 @@ public struct MachineConfig: Sendable, Equatable {
     public var controlSocket: String?
     /// Start with every vCPU paused (resumed through the control socket).
     public var startPaused: Bool
+    /// Run under apus-hv's seccomp filters (`--no-seccomp` turns them off, for debugging).
+    public var seccomp = true
     /// Disks: vhost-user-blk backend sockets, in guest order (vda, vdb, ...).
     public var disks: [String] = []
     /// Network interfaces: vhost-user-net backend sockets and MACs.
