@@ -13,7 +13,10 @@ final class RawClient {
 
     init(_ path: String) throws {
         socket = try UnixSocket.connect(path: path)
-        socket.setReceiveTimeout(milliseconds: 10_000)
+        // Generous: in a full parallel run the in-process servers share one
+        // toolstack executor with every other fixture, and a loaded host has
+        // made a read-only call wait past 10 s (ProcedureTableTests).
+        socket.setReceiveTimeout(milliseconds: 30_000)
     }
 
     func send(_ bytes: [UInt8]) throws { try socket.sendAll(bytes) }
