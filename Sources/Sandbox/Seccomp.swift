@@ -28,10 +28,13 @@ public struct SyscallPolicy: Sendable {
         /// The argument's index (0-5).
         public let argument: UInt32
         public let values: [UInt64]
-        public init(_ syscall: String, argument: UInt32, values: [UInt64]) {
+        /// When set, the argument is masked with it before the comparison.
+        public let mask: UInt64?
+        public init(_ syscall: String, argument: UInt32, values: [UInt64], mask: UInt64? = nil) {
             self.syscall = syscall
             self.argument = argument
             self.values = values
+            self.mask = mask
         }
     }
 
@@ -71,7 +74,7 @@ public struct SyscallPolicy: Sendable {
             let nr = seccomp_syscall_resolve_name(r.syscall)
             guard nr != __NR_SCMP_ERROR else { throw SandboxError("\(name): unknown system call '\(r.syscall)'") }
             for v in Set(r.values) {
-                let rc = apus_seccomp_allow_if_equal(ctx, nr, r.argument, v)
+                let rc = r.mask.map { apus_seccomp_allow_if_masked(ctx, nr, r.argument, $0, v) } ?? apus_seccomp_allow_if_equal(ctx, nr, r.argument, v)
                 guard rc == 0 else { throw SandboxError("\(name): cannot allow \(r.syscall) with argument \(r.argument) = \(v): \(Errno(rawValue: -rc))") }
             }
         }

@@ -24,8 +24,13 @@ public enum HypervisorPolicy {
     /// backend and register KVM_IRQFD / KVM_IOEVENTFD), waking the main
     /// loop, logging. No new sockets, files, threads or processes.
     public static var vcpu: SyscallPolicy {
-        SyscallPolicy(name: "apus-hv vCPU thread", syscalls: RuntimePolicy.syscalls + [
-            "ioctl", "sendmsg", "recvmsg",
-        ], restricted: RuntimePolicy.restricted, failing: RuntimePolicy.failing)
+        SyscallPolicy(name: "apus-hv vCPU thread", syscalls: RuntimePolicy.syscalls + ["sendmsg", "recvmsg"],
+                      restricted: RuntimePolicy.restricted + [kvmIoctlsOnly], failing: RuntimePolicy.failing)
     }
+
+    /// ioctl with KVM's request type only (the 0xAE byte of the request
+    /// number: KVM_RUN, KVM_IRQFD, KVM_IOEVENTFD, KVM_IRQ_LINE, KVM_NMI, the
+    /// register calls), so a vCPU thread cannot drive a terminal, a socket
+    /// or a device through another descriptor.
+    public static let kvmIoctlsOnly = SyscallPolicy.Restricted("ioctl", argument: 1, values: [0xAE00], mask: 0xFF00)
 }
