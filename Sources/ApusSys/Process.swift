@@ -230,6 +230,35 @@ public enum ProcessControl {
         return UInt64(r.rlim_cur)
     }
 
+    /// Resource limits a supervisor sets on a child (prlimit): soft and hard
+    /// alike, so the child cannot raise them again.
+    public struct Limits: Sendable, Equatable {
+        /// Core file size (0: a crash never writes guest memory to disk).
+        public var coreBytes: UInt64 = 0
+        /// Open descriptors (at most the supervisor's own hard limit).
+        public var openFiles: UInt64
+        /// The largest file it may write (nil: unlimited).
+        public var fileBytes: UInt64?
+        public init(openFiles: UInt64, fileBytes: UInt64? = nil) {
+            self.openFiles = openFiles
+            self.fileBytes = fileBytes
+        }
+    }
+
+    /// Applies `limits` to process `pid`.
+    public static func setLimits(_ pid: Int32, _ limits: Limits) throws(SystemCallError) {
+        func set(_ resource: __rlimit_resource, _ value: UInt64, _ name: String) throws(SystemCallError) {
+            let rc = apus_prlimit(pid, Int32(resource.rawValue), value)
+            guard rc == 0 else { throw SystemCallError("prlimit \(name) of \(pid)", Errno(rawValue: -rc)) }
+        }
+        try set(RLIMIT_CORE, limits.coreBytes, "RLIMIT_CORE")
+        // Never above this process's own hard limit (raising it needs CAP_SYS_RESOURCE).
+        var own = rlimit()
+        let ceiling = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &own) == 0 ? UInt64(own.rlim_max) : limits.openFiles
+        try set(RLIMIT_NOFILE, min(limits.openFiles, ceiling), "RLIMIT_NOFILE")
+        if let f = limits.fileBytes { try set(RLIMIT_FSIZE, f, "RLIMIT_FSIZE") }
+    }
+
     /// The page size (the unit of /proc/PID/statm).
     public static let pageSize: Int = sysconf(Int32(_SC_PAGESIZE))
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 #include <dirent.h>
 #include <unistd.h>
 
@@ -284,6 +285,12 @@ int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     return rc == 0 ? (int)pid : -rc;
+}
+
+/* Sets both the soft and hard limit of `resource` for process `pid`. */
+int apus_prlimit(int pid, int resource, uint64_t value) {
+    struct rlimit r = { .rlim_cur = (rlim_t)value, .rlim_max = (rlim_t)value };
+    return prlimit((pid_t)pid, (__rlimit_resource_t)resource, &r, NULL) == 0 ? 0 : -errno;
 }
 
 int apus_pidfd_open(int pid) {

@@ -22,6 +22,16 @@ struct ConfinementTests {
         return out
     }
 
+    /// /proc/PID/limits: soft and hard value by limit name.
+    func limits(_ pid: Int32) -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        for line in ((try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)) ?? "").split(separator: "\n").dropFirst() {
+            let name = line.prefix(26).trimmingCharacters(in: .whitespaces)
+            out[name] = line.dropFirst(26).split(separator: " ").prefix(2).map(String.init)
+        }
+        return out
+    }
+
     func domain(_ d: ApusdProcess, _ name: String, disk: String) throws {
         _ = try runProcess("/usr/bin/truncate", ["-s", "16M", disk])
         _ = try d.ok("define", try d.file(name + ".xml", """
@@ -47,6 +57,13 @@ struct ConfinementTests {
         for (what, pid) in [("apus-hv", hv.first), ("apus-blkback", blk.first), ("apus-netback", net.first)] {
             let s = status("/proc/\(pid ?? 0)")
             #expect(s["Seccomp"] == "2" && s["NoNewPrivs"] == "1" && s["Seccomp_filters"] == "1", "\(what): \(s)")
+        }
+        // Limits apusd set: no core dumps (they would hold guest memory), a bounded descriptor table.
+        // (netback's 65536 is capped at apusd's own hard limit.)
+        let ceiling = limits(getpid())["Max open files"]?.last.flatMap { Int($0) } ?? 65536
+        for (what, pid, files) in [("apus-hv", hv.first, "4096"), ("apus-blkback", blk.first, "4096"), ("apus-netback", net.first, String(min(65536, ceiling)))] {
+            let l = limits(pid ?? 0)
+            #expect(l["Max core file size"] == ["0", "0"] && l["Max open files"] == [files, files], "\(what): \(l)")
         }
         // Each vCPU thread stacked its own.
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(hv.first ?? 0)/task")) ?? []

@@ -84,7 +84,7 @@ extension DomainManager {
         defer { log?.close() }
         var args = ["--control", spec.control]
         if let uplink = spec.uplink { args += ["--uplink", uplink] }
-        let pid = try Supervisor.spawn(paths.binary("apus-netback"), args, log: log)
+        let pid = try Supervisor.spawn(paths.binary("apus-netback"), args, kind: .switchBackend, log: log)
         try await Supervisor.waitFor(spec.control, pid: pid, what: "Dom0's switch for \(spec.bridge) (apus-netback)", log: spec.log)
         try? ProcessControl.writeFileAtomically(spec.pidFile, "\(pid)\n")
         switchPids[spec.bridge] = pid

@@ -46,7 +46,7 @@ enum Supervisor {
                 if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
                 for d in allowed.directories { args += ["--allow-dir", d] }
-                let pid = try spawn(paths.binary("apus-blkback"), args, log: log)
+                let pid = try spawn(paths.binary("apus-blkback"), args, kind: .diskBackend, log: log)
                 record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
             for (i, port) in ports.enumerated() {
@@ -128,13 +128,12 @@ enum Supervisor {
         }
         let pid: Int32
         do {
-            pid = try ProcessControl.spawn(paths.binary("apus-bootloader"),
-                                           ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot]
-                                               + allowed.directories.flatMap { ["--allow-dir", $0] },
-                                           stdout: out, stderr: log)
+            pid = try spawn(paths.binary("apus-bootloader"),
+                            ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot] + allowed.directories.flatMap { ["--allow-dir", $0] },
+                            kind: .bootLoader, log: log, stdout: out)
         } catch {
             out.close()
-            throw .internalError("cannot start apus-bootloader: \(error.errno)")
+            throw error
         }
         out.close()
         let clock = ContinuousClock()
@@ -182,7 +181,7 @@ enum Supervisor {
         for (b, iface) in zip(record.backends.filter { $0.kind == .net }, def.interfaces) {
             args += ["--net", "vhost-user:\(b.socket),mac=\(iface.mac)"]
         }
-        return try spawn(paths.binary("apus-hv"), args, log: log)
+        return try spawn(paths.binary("apus-hv"), args, kind: .hypervisor, log: log)
     }
 
     /// A new apus-hv for a domain that rebooted; its backends are still up.
@@ -199,12 +198,37 @@ enum Supervisor {
         return record
     }
 
-    static func spawn(_ path: String, _ args: [String], log: FileDescriptor?) throws(ToolstackError) -> Int32 {
+    /// The resource limits of each kind of domain process: no core dumps
+    /// (a core of apus-hv or a backend holds guest memory), a bounded
+    /// descriptor table (netback's grows with its ports: a socket, a memory
+    /// table and two eventfds per queue each), and the boot loader's writes
+    /// bounded to what a kernel and an initramfs can be, whatever sizes the
+    /// guest's disk claims.
+    enum ProcessKind {
+        case hypervisor, diskBackend, switchBackend, bootLoader
+        var limits: ProcessControl.Limits {
+            switch self {
+            case .hypervisor, .diskBackend: ProcessControl.Limits(openFiles: 4096)
+            case .switchBackend: ProcessControl.Limits(openFiles: 65536)
+            case .bootLoader: ProcessControl.Limits(openFiles: 256, fileBytes: 1 << 30)
+            }
+        }
+    }
+
+    static func spawn(_ path: String, _ args: [String], kind: ProcessKind, log: FileDescriptor?, stdout: FileDescriptor? = nil) throws(ToolstackError) -> Int32 {
+        let pid: Int32
         do {
-            return try ProcessControl.spawn(path, args, stdout: log, stderr: log)
+            pid = try ProcessControl.spawn(path, args, stdout: stdout ?? log, stderr: log)
         } catch {
             throw .internalError("cannot start \(path): \(error.errno)")
         }
+        do {
+            try ProcessControl.setLimits(pid, kind.limits)
+        } catch {
+            ProcessControl.signal(pid, SIGKILL)
+            throw .internalError("cannot limit \(path): \(error)")
+        }
+        return pid
     }
 
     /// Waits until `path` exists; fails with the process's last log line if it exits first.

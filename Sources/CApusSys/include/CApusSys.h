@@ -79,6 +79,7 @@ int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
 /// pidfd_open(2): a pollable descriptor that becomes readable when `pid` exits.
 int apus_pidfd_open(int pid);
+int apus_prlimit(int pid, int resource, uint64_t value);
 /// Reaps `child` without blocking if it exited; returns its pid (0: still
 /// running, -1: not a child) and status.
 int apus_reap_child(int child, int *status);
