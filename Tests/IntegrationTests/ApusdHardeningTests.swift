@@ -9,9 +9,7 @@ import TestSupport
 @Suite(.enabled(if: kvmAvailable && guestImagesAvailable && fileExists("/usr/bin/virsh"), "needs /dev/kvm, guest images and virsh"),
        .serialized)
 struct ApusdHardeningTests {
-    func pids(_ pattern: String) -> [Int32] {
-        ((try? runProcess("/usr/bin/pgrep", ["-f", pattern]).output) ?? "").split(separator: "\n").compactMap { Int32($0) }
-    }
+    func pids(_ pattern: String) -> [Int32] { processIDs(matching: pattern) }
 
     /// `path` with its symlinks resolved.
     func canonical(_ path: String) -> String {

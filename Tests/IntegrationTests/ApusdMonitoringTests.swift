@@ -11,24 +11,7 @@ import TestSupport
 struct ApusdMonitoringTests {
     /// A stub domain with a 64 MiB disk and a NIC.
     func defineDomain(_ d: ApusdProcess, _ name: String, vcpu: String = "<vcpu>2</vcpu>", extra: String = "") throws -> String {
-        let disk = d.rootPath + "/\(name).img"
-        _ = try runProcess("/usr/bin/truncate", ["-s", "64M", disk])
-        let xml = """
-            <domain type='kvm'>
-              <name>\(name)</name>
-              <memory unit='MiB'>64</memory>
-              \(vcpu)
-              <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
-              \(extra)
-              <devices>
-                <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
-                <interface type='bridge'><mac address='52:54:00:77:00:01'/><source bridge='apus0'/><model type='virtio'/></interface>
-                <serial type='pty'/><console type='pty'/>
-              </devices>
-            </domain>
-            """
-        _ = try d.ok("define", try d.file("\(name).xml", xml))
-        return disk
+        try d.defineStubWithDevices(name, vcpu: vcpu, extra: extra)
     }
 
     /// "key=value" lines of `virsh domstats` for one domain.

@@ -8,9 +8,7 @@ import TestSupport
 @Suite(.enabled(if: kvmAvailable && guestImagesAvailable && fileExists("/usr/bin/virsh"), "needs /dev/kvm, guest images and virsh"),
        .serialized)
 struct ConfinementTests {
-    func pids(_ pattern: String) -> [Int32] {
-        ((try? runProcess("/usr/bin/pgrep", ["-f", pattern]).output) ?? "").split(separator: "\n").compactMap { Int32($0) }
-    }
+    func pids(_ pattern: String) -> [Int32] { processIDs(matching: pattern) }
 
     /// "Key: value" lines of /proc/PID[/task/TID]/status.
     func status(_ path: String) -> [String: String] {
@@ -32,23 +30,9 @@ struct ConfinementTests {
         return out
     }
 
-    func domain(_ d: ApusdProcess, _ name: String, disk: String) throws {
-        _ = try runProcess("/usr/bin/truncate", ["-s", "16M", disk])
-        _ = try d.ok("define", try d.file(name + ".xml", """
-            <domain type='kvm'><name>\(name)</name><memory unit='MiB'>64</memory><vcpu>2</vcpu>
-              <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
-              <devices>
-                <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
-                <interface type='bridge'><mac address='52:54:00:5e:cc:01'/><source bridge='apus0'/><model type='virtio'/></interface>
-                <serial type='pty'/><console type='pty'/>
-              </devices>
-            </domain>
-            """))
-    }
-
     @Test func aDomainsProcessesLiveTheirWholeLifeUnderTheirFilters() throws {
         let d = try ApusdProcess()
-        try domain(d, "boxed", disk: d.rootPath + "/boxed.img")
+        try d.defineStubWithDevices("boxed", diskSize: "16M", mac: "52:54:00:5e:cc:01")
         _ = try d.ok("start", "boxed")
         let run = d.rootPath + "/run/apus/domains/boxed/"
         let hv = pids(run + "control"), blk = pids("apus-blkback.*" + run), net = pids("apus-netback --control")
@@ -90,7 +74,7 @@ struct ConfinementTests {
     /// allows: the process dies, and apusd names the call.
     @Test func aForbiddenCallKillsTheProcessAndApusdNamesIt() throws {
         let d = try ApusdProcess()
-        try domain(d, "victim", disk: d.rootPath + "/victim.img")
+        try d.defineStubWithDevices("victim", diskSize: "16M", mac: "52:54:00:5e:cc:01")
         _ = try d.ok("start", "victim")
         let hv = pids(d.rootPath + "/run/apus/domains/victim/control").first ?? 0
         #expect(hv > 0)

@@ -99,6 +99,31 @@ public final class ApusdProcess: @unchecked Sendable {
     }
 
     /// A domain XML with the stub kernel.
+    /// Defines a stub domain with a raw disk (`ROOT/NAME.img`, `diskSize`)
+    /// on vda and a NIC on the apus0 switch; returns the disk's path.
+    @discardableResult
+    public func defineStubWithDevices(_ name: String, vcpu: String = "<vcpu>2</vcpu>", extra: String = "", diskSize: String = "64M",
+                                      mac: String = "52:54:00:77:00:01") throws -> String {
+        let disk = rootPath + "/\(name).img"
+        _ = try runProcess("/usr/bin/truncate", ["-s", diskSize, disk])
+        let xml = """
+            <domain type='kvm'>
+              <name>\(name)</name>
+              <memory unit='MiB'>64</memory>
+              \(vcpu)
+              <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
+              \(extra)
+              <devices>
+                <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
+                <interface type='bridge'><mac address='\(mac)'/><source bridge='apus0'/><model type='virtio'/></interface>
+                <serial type='pty'/><console type='pty'/>
+              </devices>
+            </domain>
+            """
+        _ = try ok("define", try file("\(name).xml", xml))
+        return disk
+    }
+
     public func stubDomainXML(_ name: String, uuid: String? = nil, vcpus: Int = 1, extra: String = "") -> String {
         """
         <domain type='kvm'>

@@ -260,3 +260,8 @@ public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) 
         t.start()
     }
 }
+
+/// The processes whose command line matches `pattern` (pgrep -f).
+public func processIDs(matching pattern: String) -> [Int32] {
+    ((try? runProcess("/usr/bin/pgrep", ["-f", pattern]).output) ?? "").split(separator: "\n").compactMap { Int32($0) }
+}
