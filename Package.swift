@@ -53,7 +53,7 @@ let package = Package(
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor
-        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser"], path: "Sources/Machine"),
+        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser", "Sandbox"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(

@@ -56,17 +56,38 @@ struct BlockBackendCommand: ParsableCommand {
     @Flag(help: "Run without the seccomp filter (debugging only; apusd never passes it).")
     var noSeccomp = false
 
+    @Option(help: "Once the image is open, drop root for UID:GID (no capabilities) in an empty root that shows only each --jail-dir.")
+    var jailUser: String?
+
+    @Option(help: "A directory the jail keeps visible, at its own path (repeatable; the sockets' directory).")
+    var jailDir: [String] = []
+
     @Option(help: "Microseconds each queue worker polls for new requests before sleeping (0: never poll).")
     var pollUs: UInt64 = 20
 
     func validate() throws {
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be between 1 and 64") }
         guard allowedDirectories.allSatisfy({ $0.hasPrefix("/") }) else { throw ValidationError("--allow-dir needs an absolute directory") }
+        _ = try jail()
+    }
+
+    func jail() throws -> Jail? {
+        guard let jailUser else {
+            guard jailDir.isEmpty else { throw ValidationError("--jail-dir needs --jail-user") }
+            return nil
+        }
+        do {
+            return try Jail(owner: jailUser, visible: jailDir)
+        } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     func run() throws {
         BackendLog.program = "apus-blkback"
         Signals.ignoreBrokenPipe()
+        let jail = try jail()
+        if jail != nil { try Jail.detachMounts() }
         let disk: BlockImage
         do {
             let declared = try DiskFormat(name: format)
@@ -77,6 +98,9 @@ struct BlockBackendCommand: ParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        // The image and its backing files are open: from here on the process
+        // runs unprivileged and sees only its sockets' directory.
+        try jail?.enter()
         let device = BlockDevice(image: disk, queues: queues, useURing: !syncIO)
         device.pollNanoseconds = pollUs * 1000
         let server: VhostUserBackendServer

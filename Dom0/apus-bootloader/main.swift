@@ -1,7 +1,7 @@
 // apus-bootloader: the Dom0 boot loader (pygrub's role). Reads a guest's
 // disk image (raw or qcow2, as declared), finds the kernel, initramfs and
 // command line GRUB would boot, and copies the files out:
-//   apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR
+//   apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] [--jail-user UID:GID] --out DIR
 // One reply line on standard output (apusd reads it as a typed message):
 // {"ok":true,"kernel":"DIR/kernel","initrd":"DIR/initrd","cmdline":"...","origin":"..."}
 // or {"ok":false,"error":"..."}. A separate process, so that parsing an
@@ -25,12 +25,16 @@ var format = DiskFormat.raw
 var out: String?
 var allowed: [String] = []
 var seccomp = true
+var jailUser: String?
+var jailDirectories: [String] = []
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
     case "--disk": disk = args.popFirst()
     case "--out": out = args.popFirst()
     case "--no-seccomp": seccomp = false
+    case "--jail-user": jailUser = args.popFirst()
+    case "--jail-dir": jailDirectories.append(args.popFirst() ?? "")
     case "--allow-dir":
         guard let d = args.popFirst(), d.hasPrefix("/") else { fail("--allow-dir needs an absolute directory") }
         allowed.append(d)
@@ -41,12 +45,21 @@ while let a = args.popFirst() {
             fail("\(error)")
         }
     case "--help", "-h":
-        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR\n")
+        try? FileDescriptor.standardOutput.writeAll("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] [--jail-user UID:GID] --out DIR\n")
         exit(0)
-    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR)")
+    default: fail("unknown argument '\(a)' (usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] [--jail-user UID:GID] --out DIR)")
     }
 }
-guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] --out DIR") }
+var jail: Jail?
+if let jailUser {
+    do {
+        jail = try Jail(owner: jailUser, visible: jailDirectories)
+        try Jail.detachMounts()
+    } catch {
+        fail("\(error)")
+    }
+}
+guard let disk, let out else { fail("usage: apus-bootloader --disk PATH [--format raw|qcow2] [--allow-dir DIR]... [--no-seccomp] [--jail-user UID:GID] --out DIR") }
 
 let image: any VirtualDisk
 do {
@@ -68,6 +81,12 @@ func create(_ name: String) -> (path: String, fd: FileDescriptor) {
     }
 }
 let kernelFile = create("kernel"), initrdFile = create("initrd")
+do {
+    // Nothing on the host is needed by path any more: an empty root, no root.
+    try jail?.enter()
+} catch {
+    fail("\(error)")
+}
 if seccomp {
     SandboxTestHook.install()
     do {

@@ -31,6 +31,12 @@ struct NetBackendCommand: ParsableCommand {
     @Flag(help: "Run without the seccomp filter (debugging only; apusd never passes it).")
     var noSeccomp = false
 
+    @Option(help: "Once set up, keep only CAP_DAC_OVERRIDE (root) in a root that shows only each --jail-dir (apusd passes 'root').")
+    var jailUser: String?
+
+    @Option(help: "A directory the jail keeps visible, at its own path (repeatable: the control socket's and the ports' directories).")
+    var jailDir: [String] = []
+
     @Option(help: "Uplink to the host: tap:IFNAME joins a TAP interface (created if missing) to the switch as port 'uplink'.")
     var uplink: String?
 
@@ -45,15 +51,29 @@ struct NetBackendCommand: ParsableCommand {
             throw ValidationError("--uplink '\(u)': expected tap:IFNAME")
         }
         guard (1...86_400).contains(ageing) else { throw ValidationError("--ageing must be between 1 and 86400 seconds") }
+        _ = try jail()
+    }
+
+    func jail() throws -> Jail? {
+        guard let jailUser else {
+            guard jailDir.isEmpty else { throw ValidationError("--jail-dir needs --jail-user") }
+            return nil
+        }
+        do {
+            return try Jail(owner: jailUser, visible: jailDir)
+        } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     func run() throws {
         BackendLog.program = "apus-netback"
         Signals.ignoreBrokenPipe()
+        let jail = try jail()
+        if jail != nil { try Jail.detachMounts() }
         let engine: SwitchEngine
         do {
             engine = try SwitchEngine(ageingSeconds: ageing)
-            try engine.start()
         } catch {
             throw ValidationError("cannot start the switch: \(error)")
         }
@@ -66,7 +86,24 @@ struct NetBackendCommand: ParsableCommand {
                 throw ValidationError("--uplink \(u): \(error)")
             }
         }
+        let loop = try EventLoop()
+        let signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
         let set = PortSet(engine: engine)
+        let server: ControlServer<SwitchControl.Command>
+        do {
+            server = try ControlServer(path: control, loop: loop) { (c) throws(ControlError) in try NetControl.handle(c, ports: set) }
+        } catch {
+            throw ValidationError("cannot listen on \(control): \(error)")
+        }
+        // The TAP is open and the control socket listens: the rest of its
+        // life needs neither the host's files nor root's powers (capabilities
+        // are per thread, so before the switch's threads start).
+        try jail?.enter()
+        do {
+            try engine.start()
+        } catch {
+            throw ValidationError("cannot start the switch: \(error)")
+        }
         for p in ports {
             let parts = p.split(separator: "=", maxSplits: 1).map(String.init)
             do {
@@ -74,14 +111,6 @@ struct NetBackendCommand: ParsableCommand {
             } catch {
                 throw ValidationError("--port \(p): \(error)")
             }
-        }
-        let loop = try EventLoop()
-        let signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
-        let server: ControlServer<SwitchControl.Command>
-        do {
-            server = try ControlServer(path: control, loop: loop) { (c) throws(ControlError) in try NetControl.handle(c, ports: set) }
-        } catch {
-            throw ValidationError("cannot listen on \(control): \(error)")
         }
         _ = try loop.register(signals.fd) { _ in
             _ = signals.next()

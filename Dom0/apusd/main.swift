@@ -184,6 +184,7 @@ func run(_ o: Options, termination: EventFD) async {
     let signalled = await waitForTermination(termination)
     log("\(signalled): stopping (domains keep running)")
     await server.shutdown()
+    manager.removeEmptyCgroupPartition()
 }
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))

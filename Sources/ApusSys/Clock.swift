@@ -28,6 +28,19 @@ public enum Clock {
                 Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec))
     }
 
+    /// CPU time of thread `tid` of this process, in nanoseconds, or 0 when
+    /// there is no such thread. Read through the thread's CPU clock (the
+    /// clock id the kernel derives from a tid: CPUCLOCK_PERTHREAD |
+    /// CPUCLOCK_SCHED, as glibc's pthread_getcpuclockid makes it), so it
+    /// needs no /proc: a jailed process has none.
+    public static func threadCPUNanoseconds(_ tid: Int32) -> UInt64 {
+        guard tid > 0 else { return 0 }
+        let clock = clockid_t((~tid) << 3) | 6
+        var ts = timespec()
+        guard clock_gettime(clock, &ts) == 0 else { return 0 }
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
     /// The calling thread's kernel id.
     public static func threadID() -> Int32 { apus_gettid() }
 

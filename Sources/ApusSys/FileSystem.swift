@@ -73,6 +73,14 @@ public enum FileSystem {
         public var changed: (Int, Int)
         public var device: UInt64
         public var inode: UInt64
+        /// The device a block or character special file stands for (st_rdev).
+        public var specialDevice: UInt64 = 0
+        /// `specialDevice`'s major and minor numbers (glibc's encoding).
+        public var specialDeviceNumbers: (major: UInt32, minor: UInt32) {
+            let d = specialDevice
+            return (UInt32(truncatingIfNeeded: ((d >> 8) & 0xFFF) | ((d >> 32) & ~UInt64(0xFFF))),
+                    UInt32(truncatingIfNeeded: (d & 0xFF) | ((d >> 12) & ~UInt64(0xFF))))
+        }
 
         public static func == (a: Status, b: Status) -> Bool {
             a.kind == b.kind && a.size == b.size && a.allocated == b.allocated && a.mode == b.mode && a.owner == b.owner
@@ -94,7 +102,7 @@ public enum FileSystem {
         return Status(kind: kind, size: Int64(st.st_size), allocated: Int64(st.st_blocks) * 512, mode: UInt32(st.st_mode & 0o7777),
                       owner: st.st_uid, group: st.st_gid, accessed: (st.st_atim.tv_sec, st.st_atim.tv_nsec),
                       modified: (st.st_mtim.tv_sec, st.st_mtim.tv_nsec), changed: (st.st_ctim.tv_sec, st.st_ctim.tv_nsec),
-                      device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+                      device: UInt64(st.st_dev), inode: UInt64(st.st_ino), specialDevice: UInt64(st.st_rdev))
     }
 
     /// A file system's size and free space (statvfs), in bytes.

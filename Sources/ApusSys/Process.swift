@@ -5,10 +5,31 @@ import CApusSys
 
 /// Spawning and watching processes for the Dom0 supervisor.
 public enum ProcessControl {
+    /// Namespaces a child is started in, new and its own (clone(2) flags).
+    public struct Namespaces: OptionSet, Sendable {
+        public let rawValue: UInt
+        public init(rawValue: UInt) { self.rawValue = rawValue }
+        /// It is process 1 of its own PID namespace: it sees no other process.
+        public static let pid = Namespaces(rawValue: APUS_CLONE_NEWPID)
+        /// No System V IPC objects or POSIX message queues shared with the host.
+        public static let ipc = Namespaces(rawValue: APUS_CLONE_NEWIPC)
+        /// A copy of the host's mounts that the child can change alone.
+        public static let mount = Namespaces(rawValue: APUS_CLONE_NEWNS)
+        /// No network interfaces but a loopback that is down, and no reach
+        /// to the host's abstract Unix sockets (Unix sockets bound to a path
+        /// still connect: they are files).
+        public static let network = Namespaces(rawValue: APUS_CLONE_NEWNET)
+        /// A host name and domain name of its own.
+        public static let uts = Namespaces(rawValue: APUS_CLONE_NEWUTS)
+    }
+
     /// Starts `path` with `arguments` in a new session, so it outlives the
-    /// spawner and is not hit by signals sent to its process group.
+    /// spawner and is not hit by signals sent to its process group; in new
+    /// `namespaces` when given, and in the cgroup whose `cgroup.procs` is
+    /// open as `cgroup` (placed there before the program starts).
     public static func spawn(_ path: String, _ arguments: [String], environment: [String]? = nil,
-                             stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil, stderr: FileDescriptor? = nil) throws(SystemCallError) -> Int32 {
+                             stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil, stderr: FileDescriptor? = nil,
+                             namespaces: Namespaces = [], cgroup: FileDescriptor? = nil) throws(SystemCallError) -> Int32 {
         let argv = ([path] + arguments).map { strdup($0) }
         let envStrings = environment ?? currentEnvironment()
         let envp = envStrings.map { strdup($0) }
@@ -18,7 +39,10 @@ public enum ProcessControl {
         }
         let pid = (argv + [nil]).withUnsafeBufferPointer { a in
             (envp + [nil]).withUnsafeBufferPointer { e in
-                apus_spawn(path, a.baseAddress, e.baseAddress, stdin?.rawValue ?? -1, stdout?.rawValue ?? -1, stderr?.rawValue ?? -1)
+                namespaces.isEmpty && cgroup == nil
+                    ? apus_spawn(path, a.baseAddress, e.baseAddress, stdin?.rawValue ?? -1, stdout?.rawValue ?? -1, stderr?.rawValue ?? -1)
+                    : apus_spawn_in_namespaces(path, a.baseAddress, e.baseAddress, stdin?.rawValue ?? -1, stdout?.rawValue ?? -1,
+                                               stderr?.rawValue ?? -1, namespaces.rawValue, cgroup?.rawValue ?? -1)
             }
         }
         guard pid > 0 else { throw SystemCallError("spawn \(path)", Errno(rawValue: -pid)) }
@@ -78,6 +102,9 @@ public enum ProcessControl {
         _ = apus_fcntl_int(fd, F_SETFD, FD_CLOEXEC)
         return OwnedDescriptor(FileDescriptor(rawValue: fd))
     }
+
+    /// Whether this process runs as root (effective uid 0).
+    public static var isRoot: Bool { geteuid() == 0 }
 
     /// Whether a process with this pid exists.
     public static func isAlive(_ pid: Int32) -> Bool {

@@ -12,8 +12,14 @@
 #include <sys/syscall.h>
 #include <stdlib.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
+#include <sys/mount.h>
+#include <grp.h>
+#include <sched.h>
+#include <linux/capability.h>
 #include <dirent.h>
 #include <unistd.h>
 
@@ -285,6 +291,141 @@ int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     return rc == 0 ? (int)pid : -rc;
+}
+
+int apus_spawn_in_namespaces(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                             unsigned long namespaces, int cgroup_procs_fd) {
+    int report[2], go[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -errno;
+    if (pipe2(go, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        return -e;
+    }
+    /* No signal handler of the parent's may run in the child between clone
+     * and execve: they are all blocked across the clone. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long pid = syscall(SYS_clone, (unsigned long)SIGCHLD | namespaces, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        /* The child: a copy of a possibly multithreaded parent, so only
+         * plain system calls from here to execve (no malloc, no locks).
+         * It waits until the parent has placed it in its cgroup (or given
+         * up: end of file), so all it allocates is charged there. */
+        char token = 0;
+        ssize_t got;
+        do {
+            got = read(go[0], &token, 1);
+        } while (got < 0 && errno == EINTR);
+        if (got != 1) _exit(127);
+        int fds[3] = { in_fd, out_fd, err_fd };
+        int moved[3];
+        for (int i = 0; i < 3; i++) {
+            moved[i] = fds[i] >= 0 ? fcntl(fds[i], F_DUPFD, 10) : open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
+        }
+        for (int i = 0; i < 3; i++) {
+            if (moved[i] < 0 || dup2(moved[i], i) != i) goto failed;
+        }
+        /* The report pipe becomes descriptor 3 (close-on-exec); everything
+         * else the daemon has open is closed, as in apus_spawn. */
+        if (report[1] != 3 && dup3(report[1], 3, O_CLOEXEC) != 3) goto failed;
+        syscall(SYS_close_range, 4U, ~0U, 0U);
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+        if (setsid() < 0) goto failed;
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, envp);
+    failed:;
+        int e = errno;
+        (void)!write(3, &e, sizeof e);
+        _exit(127);
+    }
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(report[1]);
+    close(go[0]);
+    if (pid < 0) {
+        close(report[0]);
+        close(go[1]);
+        return -clone_errno;
+    }
+    if (cgroup_procs_fd >= 0) {
+        char text[24];
+        int n = snprintf(text, sizeof text, "%ld", pid);
+        if (write(cgroup_procs_fd, text, (size_t)n) != n) {
+            int e = errno ? errno : EIO;
+            close(go[1]);
+            close(report[0]);
+            int s;
+            while (waitpid((pid_t)pid, &s, 0) < 0 && errno == EINTR) {}
+            return -e;
+        }
+    }
+    char token = 1;
+    ssize_t sent;
+    do {
+        sent = write(go[1], &token, 1);
+    } while (sent < 0 && errno == EINTR);
+    close(go[1]);
+    int child_errno = 0;
+    ssize_t n;
+    do {
+        n = read(report[0], &child_errno, sizeof child_errno);
+    } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == (ssize_t)sizeof child_errno) {
+        int s;
+        while (waitpid((pid_t)pid, &s, 0) < 0 && errno == EINTR) {}
+        return -(child_errno ? child_errno : EIO);
+    }
+    return (int)pid;
+}
+
+int apus_detach_mounts(void) {
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) return -errno;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -errno;
+    return 0;
+}
+
+int apus_pivot_root(const char *new_root, const char *put_old) {
+    return syscall(SYS_pivot_root, new_root, put_old) == 0 ? 0 : -errno;
+}
+
+int apus_drop_privileges(uint32_t uid, uint32_t gid) {
+    if (uid == 0 || gid == 0) return -EINVAL;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    }
+    if (setgroups(0, NULL) != 0) return -errno;
+    if (setresgid(gid, gid, gid) != 0) return -errno;
+    if (setresuid(uid, uid, uid) != 0) return -errno;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    /* Paranoia, as OpenSSH's permanently_set_uid: root must be gone. */
+    if (setuid(0) == 0 || geteuid() == 0 || getegid() == 0) return -EPERM;
+    return 0;
+}
+
+int apus_keep_only_capability(int keep) {
+    if (keep < 0 || keep > 63) return -EINVAL;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    for (int cap = 0; cap <= 63; cap++) {
+        if (cap != keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -errno;
+    }
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    data[keep / 32].effective = 1U << (keep % 32);
+    data[keep / 32].permitted = 1U << (keep % 32);
+    if (syscall(SYS_capset, &header, data) != 0) return -errno;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    return 0;
 }
 
 /* Sets both the soft and hard limit of `resource` for process `pid`. */

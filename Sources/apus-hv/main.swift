@@ -37,17 +37,30 @@ case .version:
     print("apus-hv \(ApusVersion.string)")
 case .run(let config):
     statusFile = config.statusFile
+    if config.jail != nil {
+        // Before the machine starts any thread (unshare refuses a process
+        // whose threads share its file-system context).
+        do {
+            try Jail.detachMounts()
+        } catch {
+            fail(HypervisorExit.Status.vmmError, "cannot confine apus-hv: \(error)")
+        }
+    }
     let machine: Machine
     do {
         machine = try Machine(config: config)
     } catch {
         fail(HypervisorExit.Status.vmmError, error.description)
     }
-    if config.seccomp {
-        // The process filter, then each vCPU thread's own (HypervisorPolicy).
-        let process = HypervisorPolicy.process, vcpu = HypervisorPolicy.vcpu
-        SandboxTestHook.install()
-        machine.sandbox = (process: { try process.install(allThreads: true) }, vcpuThread: { try vcpu.install(allThreads: false) })
+    if config.seccomp || config.jail != nil {
+        // The jail, the process filter, then each vCPU thread's own (HypervisorPolicy).
+        let process = config.seccomp ? HypervisorPolicy.process : nil, vcpu = config.seccomp ? HypervisorPolicy.vcpu : nil
+        let jail = config.jail
+        if config.seccomp { SandboxTestHook.install() }
+        machine.sandbox = (process: {
+            try jail?.enter()
+            try process?.install(allThreads: true)
+        }, vcpuThread: { try vcpu?.install(allThreads: false) })
     }
     let reason = machine.run()
     switch reason {

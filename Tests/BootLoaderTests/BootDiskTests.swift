@@ -94,10 +94,11 @@ struct BootDiskTests {
             #expect(s.cmdline == "root=UUID=\(Self.rootUUID) ro quiet console=ttyS0")
             #expect(s.origin == "grub.cfg entry 'Debian GNU/Linux' on partition 2", "\(s.origin)")
         }
-        // The executable, under its seccomp filter (apusd's way of running it), copies out the same files.
+        // The executable, under its seccomp filter and (as root) in its jail, as apusd runs it, copies out the same files.
         let out = dir.path + "/out"
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let r = try runProcess(product("apus-bootloader"), ["--disk", dir.path + "/gpt.qcow2", "--format", "qcow2", "--allow-dir", dir.path, "--out", out])
+        let jail = getuid() == 0 ? ["--jail-user", "70000:70000"] : []
+        let r = try runProcess(product("apus-bootloader"), ["--disk", dir.path + "/gpt.qcow2", "--format", "qcow2", "--allow-dir", dir.path, "--out", out] + jail)
         #expect(r.status == 0 && r.output.contains("\"ok\":true") && r.output.contains("grub.cfg entry 'Debian GNU/Linux' on partition 2"), "\(r.output)")
         #expect(try readFile(out + "/kernel") == kernel && readFile(out + "/initrd") == initrd)
         // The backup GPT takes over when the primary header is damaged.

@@ -204,7 +204,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("<blkiotune><weight>500</weight></blkiotune>", "<blkiotune> is not supported by Apus"),
+        ("<numatune><memory mode='strict' nodeset='0'/></numatune>", "<numatune> is not supported by Apus"),
         ("<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>", "<rng> devices are not supported by Apus"),
         ("<devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices>", "<channel> devices are not supported by Apus"),
         ("<devices><graphics type='vnc'/></devices>", "<graphics> devices are not supported by Apus"),

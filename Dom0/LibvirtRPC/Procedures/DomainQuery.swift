@@ -81,67 +81,6 @@ enum DomainQueryProcedures {
             throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus has no guest agent to read the guest's clock")
         },
 
-        // MARK: tunables (none: Apus applies no cgroup limits yet)
-        .call(56, "virDomainGetSchedulerType", .readOnly, DomainArguments.self, SchedulerTypeResult.self) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return SchedulerTypeResult(type: "posix", nparams: Int32(Tunables.scheduler.count))
-        },
-        .call(57, "virDomainGetSchedulerParameters", .readOnly, SchedulerParametersArguments.self, ParameterListResult<16>.self) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return ParameterListResult(params: Array(Tunables.scheduler.prefix(Int(max(0, a.nparams)))))
-        },
-        .call(223, "virDomainGetSchedulerParametersFlags", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParameterListResult<16>.self,
-              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return ParameterListResult(params: Array(Tunables.scheduler.prefix(Int(max(0, a.nparams)))))
-        },
-        .call(58, "virDomainSetSchedulerParameters", .readWrite, SetSchedulerParametersArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            try Tunables.refuse(a.params, "CPU scheduler")
-            return XDRVoid()
-        },
-        .call(219, "virDomainSetSchedulerParametersFlags", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
-              accepts: [.live, .config]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            try Tunables.refuse(a.params, "CPU scheduler")
-            return XDRVoid()
-        },
-        .call(198, "virDomainGetMemoryParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
-              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            // No limit is applied: libvirt's "unlimited" for each.
-            let unlimited = TypedParameter.Value.ullong(Tunables.unlimited)
-            return try Tunables.get([TypedParameter("hard_limit", unlimited), TypedParameter("soft_limit", unlimited),
-                                     TypedParameter("swap_hard_limit", unlimited)], nparams: a.nparams, call: call)
-        },
-        .call(197, "virDomainSetMemoryParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
-              accepts: [.live, .config]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            try Tunables.refuse(a.params.filter { $0.value != .ullong(Tunables.unlimited) }, "memory")
-            return XDRVoid()
-        },
-        .call(206, "virDomainGetBlkioParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
-              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return try Tunables.get([], nparams: a.nparams, call: call)
-        },
-        .call(205, "virDomainSetBlkioParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
-              accepts: [.live, .config]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            try Tunables.refuse(a.params, "block I/O")
-            return XDRVoid()
-        },
-        .call(255, "virDomainGetNumaParameters", .readOnly, DomainParametersArguments<DomainImpactFlags>.self, ParametersResult<16>.self,
-              accepts: [.live, .config, .typedParamStringOkay]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return try Tunables.get([], nparams: a.nparams, call: call)
-        },
-        .call(254, "virDomainSetNumaParameters", .readWrite, DomainSetParametersArguments<DomainImpactFlags, 16>.self, XDRVoid.self,
-              accepts: [.live, .config]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            try Tunables.refuse(a.params, "NUMA")
-            return XDRVoid()
-        },
         .call(230, "virDomainGetVcpuPinInfo", .readOnly, VCPUPinInfoArguments.self, PinInfoResult.self,
               accepts: [.live, .config]) { a, call throws(ToolstackError) in
             guard a.ncpumaps >= 0, a.maplen >= 0, Int64(a.ncpumaps) * Int64(a.maplen) <= 8_388_608 else {
@@ -307,27 +246,6 @@ struct SetVCPUsFlagsArguments: FlaggedArguments, Equatable {
 
 /// Libvirt's tunables Apus does not apply (no cgroups yet): reading them
 /// says so truthfully, setting them is refused.
-enum Tunables {
-    /// VIR_DOMAIN_MEMORY_PARAM_UNLIMITED.
-    static let unlimited: UInt64 = 9_007_199_254_740_991
-
-    /// The scheduler's view: every domain thread runs at the host's default
-    /// CFS weight (nice 0, weight 1024), which is what cpu_shares reports.
-    static let scheduler = [TypedParameter("cpu_shares", .ullong(1024))]
-
-    static func refuse(_ params: [TypedParameter], _ what: String) throws(ToolstackError) {
-        guard let p = params.first else { return }
-        throw ToolstackError(.argumentUnsupported, "argument unsupported: Apus applies no \(what) tunables ('\(p.field)')")
-    }
-
-    /// A `_get_*_parameters` reply: nparams 0 asks how many there are.
-    static func get(_ all: [TypedParameter], nparams: Int32, call: Call) throws(ToolstackError) -> ParametersResult<16> {
-        guard nparams >= 0, nparams <= 16 else { throw .internalError("nparams too large") }
-        if nparams == 0 { return ParametersResult(params: [], nparams: Int32(all.countForClient(stringsOK: call.stringsOK))) }
-        return ParametersResult(params: all.forClient(wanted: Int(nparams), stringsOK: call.stringsOK), nparams: 0)
-    }
-}
-
 /// `{ remote_typed_param params<N>; }`
 struct ParameterListResult<let max: Int>: XDRCodable, Equatable {
     var params: [TypedParameter] = []

@@ -65,6 +65,19 @@ public struct TypedParameter: XDRCodable, Equatable {
     public enum Value: Equatable, Sendable {
         case int(Int32), uint(UInt32), llong(Int64), ullong(UInt64), double(Double), boolean(Bool), string(String)
 
+        /// libvirt's name for the type, in its messages.
+        public var typeName: String {
+            switch self {
+            case .int: "int"
+            case .uint: "uint"
+            case .llong: "llong"
+            case .ullong: "ullong"
+            case .double: "double"
+            case .boolean: "boolean"
+            case .string: "string"
+            }
+        }
+
         /// VIR_TYPED_PARAM_* (the union's discriminant).
         var type: Int32 {
             switch self {

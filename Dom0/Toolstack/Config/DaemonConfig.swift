@@ -84,6 +84,20 @@ public struct DaemonConfig: Equatable, Sendable {
                 }
                 guard mode & 0o007 == 0 else { throw fail("'unix_sock_rw_perms' must not give others access to the read-write socket") }
                 c.readWriteSocketMode = mode
+            case "confine_domains": c.limits.confinement.enabled = try number(0...1) == 1
+            case "cgroup_partition":
+                guard case .string(let v) = s.value, v.hasPrefix("/"), v.count > 1,
+                      v.split(separator: "/").allSatisfy({ $0 != ".." && $0 != "." && !$0.hasPrefix("cgroup.") }),
+                      v.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0 != "\\" }) else {
+                    throw fail("'cgroup_partition' must be an absolute cgroup path in quotes, such as \"/apus\"")
+                }
+                c.limits.cgroupPartition = v
+            case "domain_uid_range":
+                guard case .list(let items) = s.value, items.count == 2, case .number(let first) = items[0], case .number(let last) = items[1],
+                      first >= 1000, first <= last, last < Int64(UInt32.max) else {
+                    throw fail("'domain_uid_range' must be [ FIRST, LAST ]: two numbers, 1000 <= FIRST <= LAST")
+                }
+                c.limits.confinement.users = UInt32(first)...UInt32(last)
             case "log_level":
                 guard case .string(let v) = s.value, let level = LogLevel(rawValue: v) else {
                     throw fail("'log_level' must be one of \(LogLevel.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
@@ -126,6 +140,25 @@ public struct DaemonLimits: Equatable, Sendable {
     /// files may come from (apusd.conf's allowed_paths; the storage pools'
     /// targets are added). Host paths as written: `--root` does not move them.
     public var allowedPaths = ["/var/lib/apus/images", "/var/lib/libvirt/images"]
+    /// How domain processes are confined beyond their seccomp filters.
+    public var confinement = Confinement()
+    /// apusd.conf's cgroup_partition: the cgroup (under the cgroup2 mount)
+    /// holding one cgroup per running domain; nil: `/apus`, or for an
+    /// `apusd --root DIR` a partition of that root's own.
+    public var cgroupPartition: String?
 
     public init() {}
+
+    /// apusd.conf's confine_domains and domain_uid_range: each running
+    /// domain's apus-hv, apus-blkback and apus-bootloader run as a uid (and
+    /// gid of the same number) of its own from `users`, with no
+    /// capabilities, in PID, IPC and mount namespaces of their own (see
+    /// Sandbox's Jail). The default range lies above 65535, where Debian
+    /// keeps no accounts and systemd's dynamic users (61184-65519) and
+    /// subordinate ids (from 100000) do not reach.
+    public struct Confinement: Equatable, Sendable {
+        public var enabled = true
+        public var users: ClosedRange<UInt32> = 70000...70999
+        public init() {}
+    }
 }

@@ -119,6 +119,8 @@ public struct DomainDefinition: Equatable, Sendable {
     public var onCrash = LifecycleAction.destroy
     public var disks: [DiskDefinition] = []
     public var interfaces: [InterfaceDefinition] = []
+    /// `<memtune>`, `<cputune>`, `<blkiotune>`: the domain cgroup's limits.
+    public var tuning = DomainTuning()
     /// A serial console on COM1 (pty), which apusd logs and `virsh console` attaches to.
     public var console = true
     /// `<metadata>`'s children, each exactly as written (custom namespaces

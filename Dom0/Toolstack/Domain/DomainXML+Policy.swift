@@ -61,7 +61,7 @@ extension DomainXML {
     /// Children of <domain> the model reads.
     static let modelledDomainChildren: Set<String> = [
         "name", "uuid", "title", "description", "metadata", "memory", "currentMemory", "vcpu", "os",
-        "on_poweroff", "on_reboot", "on_crash", "devices",
+        "on_poweroff", "on_reboot", "on_crash", "devices", "memtune", "cputune", "blkiotune",
     ]
 
     /// `--validate`: every element must be one libvirt's schema has

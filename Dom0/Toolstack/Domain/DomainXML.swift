@@ -85,6 +85,8 @@ public enum DomainXML {
             if vcpu.attribute("cpuset") != nil { throw refuse("<vcpu cpuset=...> (vCPU pinning)") }
         }
 
+        d.tuning = try parseTuning(root)
+
         guard let os = root.element("os") else { throw .xml("missing <os> element") }
         guard let osType = os.element("type") else { throw .xml("missing os type") }
         d.osType = osType.text.trimmingXMLWhitespace()
@@ -383,9 +385,13 @@ public enum DomainXML {
         if !d.metadata.isEmpty { add(XMLElement("metadata", children: d.metadata.map { .raw($0) })) }
         add(text("memory", String(d.memoryKiB), [("unit", "KiB")]))
         add(text("currentMemory", String(d.currentMemoryKiB), [("unit", "KiB")]))
+        let tuning = formatTuning(d.tuning)
+        if let e = tuning.blkiotune { add(e) }
+        if let e = tuning.memtune { add(e) }
         var vcpuAttrs: [(name: String, value: String)] = [("placement", "static")]
         if let current = d.currentVCPUs, current < d.vcpus { vcpuAttrs.append(("current", String(current))) }
         add(text("vcpu", String(d.vcpus), vcpuAttrs))
+        if let e = tuning.cputune { add(e) }
         if let b = d.bootloader { add(text("bootloader", b)) }
         var os = XMLElement("os")
         os.children.append(.element(text("type", d.osType, [("arch", d.arch), ("machine", "apus")])))

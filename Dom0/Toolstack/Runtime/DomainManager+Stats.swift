@@ -180,9 +180,10 @@ extension DomainManager {
 
 extension VCPUInfo {
     /// A vCPU from apus-hv's counters and its thread's /proc entries.
+    /// (apus-hv names its threads by the ids its own PID namespace gives them.)
     init(v: HypervisorControl.VCPUStat, pid: Int32) {
-        let known = v.threadID > 0 && pid > 0
-        self.init(number: v.id, cpuNanoseconds: v.cpuNanoseconds, hostCPU: known ? HostInfo.lastCPU(pid: pid, tid: v.threadID) : -1,
-                  waitNanoseconds: known ? HostInfo.threadWaitNanoseconds(pid: pid, tid: v.threadID) : 0)
+        let host = v.threadID > 0 && pid > 0 ? HostInfo.hostThreadID(pid: pid, tid: v.threadID) : nil
+        self.init(number: v.id, cpuNanoseconds: v.cpuNanoseconds, hostCPU: host.map { HostInfo.lastCPU(pid: pid, tid: $0) } ?? -1,
+                  waitNanoseconds: host.map { HostInfo.threadWaitNanoseconds(pid: pid, tid: $0) } ?? 0)
     }
 }

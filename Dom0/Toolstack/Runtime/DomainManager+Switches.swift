@@ -1,4 +1,5 @@
 import ApusControl
+import Sandbox
 import ApusSys
 
 /// One of Dom0's switches: an apus-netback process serving the ports of
@@ -84,7 +85,7 @@ extension DomainManager {
         defer { log?.close() }
         var args = ["--control", spec.control]
         if let uplink = spec.uplink { args += ["--uplink", uplink] }
-        let pid = try Supervisor.spawn(paths.binary("apus-netback"), args, kind: .switchBackend, log: log)
+        let pid = try Supervisor.spawn(paths.binary("apus-netback"), args, kind: .switchBackend, log: log, jail: switchJail(spec))
         try await Supervisor.waitFor(spec.control, pid: pid, what: "Dom0's switch for \(spec.bridge) (apus-netback)", log: spec.log)
         try? ProcessControl.writeFileAtomically(spec.pidFile, "\(pid)\n")
         switchPids[spec.bridge] = pid
@@ -97,6 +98,17 @@ extension DomainManager {
                 throw error
             }
         }
+    }
+
+    /// The jail a switch enters once its TAP is open and its control socket
+    /// listens (nil when domains are not confined): root with
+    /// CAP_DAC_OVERRIDE alone, since it makes each port's socket in the
+    /// runtime directory of the domain it serves, seeing only those
+    /// directories and its own control socket's.
+    func switchJail(_ spec: SwitchSpec) -> Jail? {
+        guard confinesDomains else { return nil }
+        let domains = paths.runtime + "/domains", control = FileSystem.directory(of: spec.control)
+        return Jail(identity: .rootOverridingFilePermissions, visible: domains.hasPrefix(control + "/") ? [control] : [control, domains])
     }
 
     /// The pid of a running apus-netback recorded for `spec`.
@@ -127,8 +139,13 @@ extension DomainManager {
     }
 
     /// Running domains' ports on a switch.
-    func ports(on spec: SwitchSpec) -> [RuntimeRecord.Backend] {
-        domains.values.compactMap { $0.live?.record.backends }.joined().filter { $0.kind == .net && $0.control == spec.control }
+    func ports(on spec: SwitchSpec) -> [RuntimeRecord.Backend] { portsAndOwners(on: spec).map(\.port) }
+
+    /// Each port on `spec` with the uid of the domain it belongs to.
+    func portsAndOwners(on spec: SwitchSpec) -> [(port: RuntimeRecord.Backend, owner: UInt32?)] {
+        domains.values.compactMap { $0.live?.record }.flatMap { r in
+            r.backends.filter { $0.kind == .net && $0.control == spec.control }.map { ($0, r.user) }
+        }
     }
 
     /// How many running domains' interfaces are on `bridge` (a network's `connections`).
@@ -139,18 +156,18 @@ extension DomainManager {
     func switchExited(_ spec: SwitchSpec, _ pid: Int32) async {
         guard switchPids[spec.bridge] == pid else { return }
         switchPids[spec.bridge] = nil
-        let ports = ports(on: spec)
+        let ports = portsAndOwners(on: spec)
         guard !ports.isEmpty else { return }
         report("Dom0's switch for \(spec.bridge) (apus-netback, pid \(pid)) exited; starting it again with \(ports.count) port(s)")
         // A switch that dies at once is not restarted in a tight loop.
         try? await Task.sleep(for: .milliseconds(500))
         do {
             try await ensureSwitch(spec)
-            for p in ports {
+            for (p, owner) in ports {
                 do {
-                    _ = try await ControlClient.shared.call(spec.control, SwitchControl.addPort(p.device, socket: p.socket))
+                    try await NetbackPorts.add(p.device, socket: p.socket, to: spec.control, owner: owner)
                 } catch {
-                    report("port \(p.device) could not be given back to the switch: \(error)")
+                    report("port \(p.device) could not be given back to the switch: \(error.message)")
                 }
             }
         } catch {

@@ -376,13 +376,15 @@ public actor DomainManager {
         d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
         try checkLimits(def)
+        let user = try allocateUser()
         let id = allocateID()
         let names = try interfaceNames(for: def)
-        // Mark it starting so concurrent calls see it as active (and its port names as taken).
-        d.live = Live(definition: def, id: id, record: RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
-                                                                      control: "", console: "", statusFile: "", backends: [], paused: paused,
-                                                                      persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Double(Clock.realtime().seconds)),
-                      reservedPorts: names)
+        // Mark it starting so concurrent calls see it as active (and its port names and uid as taken).
+        var placeholder = RuntimeRecord(name: def.name, uuid: def.uuid.description, id: Int(id), hypervisorPid: 0,
+                                        control: "", console: "", statusFile: "", backends: [], paused: paused,
+                                        persistent: d.config != nil, xml: DomainXML.format(def), startedAt: Double(Clock.realtime().seconds))
+        placeholder.user = user
+        d.live = Live(definition: def, id: id, record: placeholder, reservedPorts: names)
         d.state = paused ? .paused : .running
         d.reason = paused ? StateReason.pausedStartingUp : StateReason.runningBooted
         domains[uuid] = d
@@ -395,7 +397,8 @@ public actor DomainManager {
                 ports.append((name, spec.control))
             }
             record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, ports: ports,
-                                                 paths: paths, limits: limits, allowed: await allowedPaths())
+                                                 paths: paths, limits: limits, allowed: await allowedPaths(), user: user,
+                                                 cgroups: cgroupPlacement)
         } catch {
             if var again = domains[uuid] {
                 again.live = nil
@@ -456,6 +459,24 @@ public actor DomainManager {
         guard def.vcpus <= limits.maxDomainVCPUs else {
             throw .unsupported("\(def.vcpus) vCPUs are more than apusd.conf allows a domain (max_domain_vcpus = \(limits.maxDomainVCPUs))")
         }
+    }
+
+    /// Whether domains' processes (and the switches) are jailed: apusd.conf
+    /// asks for it (the default), and apusd is root, so it has a uid to give.
+    var confinesDomains: Bool { limits.confinement.enabled && ProcessControl.isRoot }
+
+    /// The uid (and gid) a starting domain's processes run as: the lowest
+    /// in apusd.conf's domain_uid_range that no other running domain holds,
+    /// so no two domains can signal, trace or read each other's processes
+    /// and files. nil when confinement is off, or apusd is not root (it
+    /// cannot give a uid away then).
+    func allocateUser() throws(ToolstackError) -> UInt32? {
+        guard confinesDomains else { return nil }
+        let taken = Set(domains.values.compactMap { $0.live?.record.user })
+        guard let free = limits.confinement.users.first(where: { !taken.contains($0) }) else {
+            throw .failed("every uid of domain_uid_range (\(limits.confinement.users.lowerBound)-\(limits.confinement.users.upperBound)) in apusd.conf is taken by a running domain")
+        }
+        return free
     }
 
     func allocateID() -> Int32 {

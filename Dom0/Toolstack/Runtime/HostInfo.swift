@@ -64,6 +64,33 @@ public enum HostInfo {
         return 0
     }
 
+    /// The host's id of a thread that process `pid` knows as `tid`. A
+    /// confined apus-hv runs in a PID namespace of its own and reports its
+    /// vCPU threads by the ids it sees there; each task's NSpid line in
+    /// /proc lists its ids from the host's namespace down to its own.
+    /// nil when the process has no such thread.
+    public static func hostThreadID(pid: Int32, tid: Int32) -> Int32? {
+        for t in ProcessControl.directoryEntries("/proc/\(pid)/task") {
+            guard let text = ProcessControl.readText("/proc/\(pid)/task/\(t)/status") else { continue }
+            for line in text.split(separator: "\n") where line.hasPrefix("NSpid:") {
+                let ids = line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int32($0) }
+                if ids.last == tid { return ids.first }
+            }
+        }
+        return nil
+    }
+
+    /// apus-hv's vCPU threads (named vcpuN), by vCPU number: their host thread ids.
+    public static func vcpuThreads(pid: Int32) -> [Int: Int32] {
+        var out: [Int: Int32] = [:]
+        for t in ProcessControl.directoryEntries("/proc/\(pid)/task") {
+            guard let tid = Int32(t), let comm = ProcessControl.readSmallFile("/proc/\(pid)/task/\(t)/comm"), comm.starts(with: Array("vcpu".utf8)),
+                  let n = Int(String(decoding: comm.dropFirst(4).prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)) else { continue }
+            out[n] = tid
+        }
+        return out
+    }
+
     /// The CPU each thread last ran on (/proc/PID/task/TID/stat field 39).
     public static func lastCPU(pid: Int32, tid: Int32) -> Int32 {
         guard let text = ProcessControl.readText("/proc/\(pid)/task/\(tid)/stat"),

@@ -82,6 +82,11 @@ public struct RuntimeRecord: Sendable, Equatable {
     public var startedAt: Double
     /// The console's pty (apusd's; a new apusd makes a new one).
     public var consolePTY: String?
+    /// The unprivileged uid (and gid) the domain's processes run as; nil
+    /// when they run as root (confinement off, or apusd not root).
+    public var user: UInt32? = nil
+    /// The domain's cgroup directory (nil: the host has no cgroup v2).
+    public var cgroup: String? = nil
 
     /// The live XML's details: each interface's port name, the console pty.
     public var liveDetails: DomainXML.LiveDetails {
@@ -113,6 +118,8 @@ public struct RuntimeRecord: Sendable, Equatable {
             ("paused", .bool(paused)), ("persistent", .bool(persistent)), ("xml", .string(xml)), ("startedAt", .number(startedAt)),
         ]
         if let consolePTY { members.append(("consolePTY", .string(consolePTY))) }
+        if let user { members.append(("user", .integer(Int64(user)))) }
+        if let cgroup { members.append(("cgroup", .string(cgroup))) }
         return .object(members)
     }
 
@@ -144,5 +151,7 @@ extension RuntimeRecord {
         default: startedAt = 0
         }
         consolePTY = f.optionalString("consolePTY")
+        if case .integer(let u)? = v["user"], let u = UInt32(exactly: u) { user = u }
+        cgroup = f.optionalString("cgroup")
     }
 }

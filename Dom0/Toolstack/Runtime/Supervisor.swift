@@ -15,18 +15,25 @@ enum Supervisor {
 
     /// Starts a domain's backends and apus-hv; `ports` are the port names
     /// of its interfaces and the control sockets of their switches, in order.
-    /// `allowed`: where its kernel, initrd, disks and backing files may be.
+    /// `allowed`: where its kernel, initrd, disks and backing files may be;
+    /// `user`: the uid (and gid) its processes run as, jailed (nil: as root).
+    /// `cgroups`: where its cgroup goes (nil: the host has no cgroup v2 apusd can use).
     static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, ports: [(name: String, control: String)], paths: ApusPaths,
-                       limits: DaemonLimits, allowed: AllowedPaths) async throws(ToolstackError) -> RuntimeRecord {
+                       limits: DaemonLimits, allowed: AllowedPaths, user: UInt32?, cgroups: CgroupPlacement?) async throws(ToolstackError) -> RuntimeRecord {
         if def.kernel == nil && def.disks.isEmpty {
             throw .unsupported("domain '\(def.name)' has no <kernel> and no disk to boot from")
         }
         let def = try confine(def, to: allowed)
+        guard cgroups != nil || def.tuning.isEmpty else {
+            throw .unsupported("<memtune>, <cputune> and <blkiotune> need cgroup v2, which apusd cannot use on this host (not mounted, or apusd is not root)")
+        }
 
         let dir = paths.runtimeDirectory(def.name)
         FileSystem.remove(dir)
         do {
             try ProcessControl.makeDirectories(dir, mode: 0o700)
+            // The domain's processes create their sockets and status file here.
+            if let user { try FileSystem.setPermissions(dir, mode: 0o700, owner: user, group: user) }
         } catch {
             throw .failed("cannot create \(dir): \(error)")
         }
@@ -37,7 +44,14 @@ enum Supervisor {
                                    control: dir + "/control.sock", console: dir + "/console.sock", statusFile: dir + "/status.json",
                                    backends: [], paused: paused, persistent: persistent, xml: DomainXML.format(def),
                                    startedAt: Double(Clock.realtime().seconds))
+        record.user = user
+        let jail = record.jail(showing: [dir])
         do {
+            if let cgroups {
+                // Before any process: every byte they allocate is the domain's.
+                record.cgroup = try DomainCgroup.make(in: cgroups.tree, partition: cgroups.partition, name: def.uuid.description,
+                                                      tuning: def.tuning, vcpus: def.onlineVCPUs).path
+            }
             for disk in def.disks {
                 let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
                 var args = ["--socket", socket, "--image", disk.source, "--format", disk.format.rawValue, "--control", control,
@@ -46,18 +60,19 @@ enum Supervisor {
                 if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
                 if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
                 for d in allowed.directories { args += ["--allow-dir", d] }
-                let pid = try spawn(paths.binary("apus-blkback"), args, kind: .diskBackend, log: log)
+                let pid = try spawn(paths.binary("apus-blkback"), args, kind: .diskBackend, log: log, jail: jail, cgroup: record.cgroup)
                 record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
             }
             for (i, port) in ports.enumerated() {
-                record.backends.append(try await NetbackPorts.attach(port: port.name, switch: port.control, index: i, directory: dir))
+                record.backends.append(try await NetbackPorts.attach(port: port.name, switch: port.control, index: i, directory: dir, owner: user))
             }
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
             }
-            let boot = try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log)
+            let boot = try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
             record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log)
             try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
+            try await placeVCPUs(record, definition: def, paths: paths)
         } catch {
             await stop(record, paths: paths)
             throw error
@@ -113,7 +128,7 @@ enum Supervisor {
     /// own `<cmdline>`, if any, is appended to the one GRUB would use. Runs
     /// at every boot, so a kernel the guest installed boots next time.
     static func bootFiles(_ def: DomainDefinition, directory: String, paths: ApusPaths, allowed: AllowedPaths,
-                          log: FileDescriptor?) async throws(ToolstackError) -> DomainDefinition {
+                          log: FileDescriptor?, jail: Jail?, cgroup: String?) async throws(ToolstackError) -> DomainDefinition {
         guard def.kernel == nil, let disk = def.disks.first else { return def }
         let boot = directory + "/boot"
         FileSystem.remove(boot)
@@ -130,7 +145,7 @@ enum Supervisor {
         do {
             pid = try spawn(paths.binary("apus-bootloader"),
                             ["--disk", disk.source, "--format", disk.format.rawValue, "--out", boot] + allowed.directories.flatMap { ["--allow-dir", $0] },
-                            kind: .bootLoader, log: log, stdout: out)
+                            kind: .bootLoader, log: log, stdout: out, jail: jail, cgroup: cgroup)
         } catch {
             out.close()
             throw error
@@ -181,7 +196,34 @@ enum Supervisor {
         for (b, iface) in zip(record.backends.filter { $0.kind == .net }, def.interfaces) {
             args += ["--net", "vhost-user:\(b.socket),mac=\(iface.mac)"]
         }
-        return try spawn(paths.binary("apus-hv"), args, kind: .hypervisor, log: log)
+        return try spawn(paths.binary("apus-hv"), args, kind: .hypervisor, log: log, jail: record.jail(showing: [paths.runtimeDirectory(record.name)]),
+                         cgroup: record.cgroup)
+    }
+
+    /// Moves apus-hv's vCPU threads (named vcpuN) into their cgroups, once
+    /// they exist: per-vCPU CFS bandwidth (`<cputune><period>/<quota>`)
+    /// applies to each alone.
+    static func placeVCPUs(_ record: RuntimeRecord, definition def: DomainDefinition, paths: ApusPaths) async throws(ToolstackError) {
+        guard let path = record.cgroup else { return }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(5)
+        var threads: [Int: Int32] = [:]
+        while true {
+            threads = HostInfo.vcpuThreads(pid: record.hypervisorPid)
+            if threads.count >= def.onlineVCPUs || clock.now >= deadline { break }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        do throws(ToolstackError) {
+            guard threads.count >= def.onlineVCPUs else {
+                throw ToolstackError.internalError("apus-hv started \(threads.count) of its \(def.onlineVCPUs) vCPU threads")
+            }
+            try DomainCgroup(path: path).place(vcpuThreads: threads)
+        } catch {
+            // Without a per-vCPU limit to enforce, the domain runs on (its
+            // cgroup's own limits hold); with one, it must not.
+            guard def.tuning.cpu.quota == nil else { throw error }
+            appendLog(paths, record.name, "vCPU threads not placed in their cgroups: \(error.message)")
+        }
     }
 
     /// A new apus-hv for a domain that rebooted; its backends are still up.
@@ -192,9 +234,10 @@ enum Supervisor {
         defer { log?.close() }
         record.paused = false
         let boot = try await bootFiles(try confine(definition, to: allowed), directory: paths.runtimeDirectory(definition.name), paths: paths,
-                                       allowed: allowed, log: log)
+                                       allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
         record.hypervisorPid = try startHypervisor(record, definition: boot, paused: false, paths: paths, log: log)
         try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + definition.name + ".hypervisor.log")
+        try await placeVCPUs(record, definition: definition, paths: paths)
         return record
     }
 
@@ -206,6 +249,13 @@ enum Supervisor {
     /// guest's disk claims.
     enum ProcessKind {
         case hypervisor, diskBackend, switchBackend, bootLoader
+        /// The namespaces of its own a jailed process of this kind gets.
+        var namespaces: ProcessControl.Namespaces {
+            switch self {
+            case .hypervisor, .diskBackend, .bootLoader: [.pid, .ipc, .mount, .network, .uts]
+            case .switchBackend: [.pid, .ipc, .mount, .uts]
+            }
+        }
         var limits: ProcessControl.Limits {
             switch self {
             case .hypervisor, .diskBackend: ProcessControl.Limits(openFiles: 4096)
@@ -215,10 +265,27 @@ enum Supervisor {
         }
     }
 
-    static func spawn(_ path: String, _ args: [String], kind: ProcessKind, log: FileDescriptor?, stdout: FileDescriptor? = nil) throws(ToolstackError) -> Int32 {
+    /// Starts one of a domain's processes (or a switch); a jailed one in PID,
+    /// IPC, mount and UTS namespaces of its own, told by flags to enter its
+    /// jail. Those of a domain get a network namespace of their own too: none
+    /// needs a network (vhost-user sockets are files in the runtime
+    /// directory), while a switch makes its uplink TAP in the host's.
+    /// `cgroup`: the domain's cgroup; the process starts in its emulator group.
+    static func spawn(_ path: String, _ args: [String], kind: ProcessKind, log: FileDescriptor?, stdout: FileDescriptor? = nil,
+                      jail: Jail? = nil, cgroup: String? = nil) throws(ToolstackError) -> Int32 {
+        var procs: FileDescriptor?
+        if let cgroup {
+            do {
+                procs = try FileDescriptor.open(DomainCgroup(path: cgroup).emulator + "/cgroup.procs", .writeOnly)
+            } catch {
+                throw .internalError("cannot open \(cgroup)'s cgroup.procs: \(error.errno)")
+            }
+        }
+        defer { procs?.close() }
         let pid: Int32
         do {
-            pid = try ProcessControl.spawn(path, args, stdout: stdout ?? log, stderr: log)
+            pid = try ProcessControl.spawn(path, args + (jail?.arguments ?? []), stdout: stdout ?? log, stderr: log,
+                                           namespaces: jail == nil ? [] : kind.namespaces, cgroup: procs)
         } catch {
             throw .internalError("cannot start \(path): \(error.errno)")
         }
@@ -290,6 +357,14 @@ enum Supervisor {
             }
         }
         _ = ProcessControl.reapChildren()
+        if let path = record.cgroup {
+            // Gone once its last process is (the backends end on SIGTERM).
+            let cgroup = DomainCgroup(path: path), clock = ContinuousClock(), deadline = clock.now + .seconds(3)
+            while !cgroup.remove() && clock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(5))
+                _ = ProcessControl.reapChildren()
+            }
+        }
         FileSystem.remove(paths.runtimeDirectory(record.name))
         FileSystem.remove(paths.runtimeRecord(record.name))
     }
@@ -299,19 +374,45 @@ enum Supervisor {
 enum NetbackPorts {
     /// Adds port `port` for interface `index` on the switch whose control
     /// socket is `control`; returns its backend record.
-    static func attach(port: String, switch control: String, index: Int, directory: String) async throws(ToolstackError) -> RuntimeRecord.Backend {
+    /// `owner`: the domain's uid, whose apus-hv connects (and reconnects) to the port's socket.
+    static func attach(port: String, switch control: String, index: Int, directory: String, owner: UInt32?) async throws(ToolstackError) -> RuntimeRecord.Backend {
         let socket = directory + "/net-\(index).sock"
+        try await add(port, socket: socket, to: control, owner: owner)
+        return .init(kind: .net, device: port, pid: 0, socket: socket, control: control, owned: false)
+    }
+
+    /// Asks the switch for the port and gives its socket (the switch runs as
+    /// root, for its TAP) to the domain's uid.
+    static func add(_ port: String, socket: String, to control: String, owner: UInt32?) async throws(ToolstackError) {
         do {
             _ = try await ControlClient.shared.call(control, SwitchControl.addPort(port, socket: socket))
         } catch {
             if case .refused(let why) = error { throw .failed("netback refused port \(port): \(why)") }
             throw .failed("Dom0's switch (apus-netback) is not reachable: \(error)")
         }
-        return .init(kind: .net, device: port, pid: 0, socket: socket, control: control, owned: false)
+        guard let owner else { return }
+        do {
+            try FileSystem.setPermissions(socket, mode: nil, owner: owner, group: owner)
+        } catch {
+            throw .failed("cannot give port \(port)'s socket to uid \(owner): \(error)")
+        }
     }
 
     /// Takes the port off the switch (a switch that is gone has no port to remove).
     static func detach(_ backend: RuntimeRecord.Backend, paths: ApusPaths) async {
         _ = try? await ControlClient.shared.call(backend.control, SwitchControl.removePort(backend.device), timeoutMilliseconds: 1000)
+    }
+}
+
+/// Where domains' cgroups go: the cgroup2 hierarchy and apusd's partition in it.
+struct CgroupPlacement: Sendable, Equatable {
+    let tree: CgroupTree
+    let partition: String
+}
+
+extension RuntimeRecord {
+    /// The jail the domain's processes enter, showing `visible` (nil: they run as root, unconfined).
+    func jail(showing visible: [String]) -> Jail? {
+        user.map { Jail(user: $0, group: $0, visible: visible) }
     }
 }

@@ -77,6 +77,41 @@ int apus_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 /// given descriptors (-1: /dev/null) and every other descriptor closed.
 /// Returns the pid or -errno.
 int apus_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
+/// Like apus_spawn, but the child is made with clone(2) and `namespaces`
+/// (CLONE_NEWPID, CLONE_NEWNS, CLONE_NEWIPC, ...): with CLONE_NEWPID it is
+/// process 1 of a PID namespace of its own. With `cgroup_procs_fd` (an open
+/// cgroup.procs, or -1) the child is moved into that cgroup before it runs
+/// the program. Returns the pid as the caller sees it, or -errno (also when
+/// the child's execve failed).
+int apus_spawn_in_namespaces(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                             unsigned long namespaces, int cgroup_procs_fd);
+/// clone(2)'s namespace flags (sched.h defines them only for _GNU_SOURCE).
+static const unsigned long APUS_CLONE_NEWNS = 0x00020000UL;
+static const unsigned long APUS_CLONE_NEWIPC = 0x08000000UL;
+static const unsigned long APUS_CLONE_NEWPID = 0x20000000UL;
+static const unsigned long APUS_CLONE_NEWNET = 0x40000000UL;
+static const unsigned long APUS_CLONE_NEWUTS = 0x04000000UL;
+/// open(2)'s O_PATH (fcntl.h defines it only for _GNU_SOURCE).
+static const int APUS_O_PATH = 010000000;
+/// unshare(CLONE_NEWNS | CLONE_NEWIPC), then every mount made private (so
+/// nothing mounted afterwards propagates to or from the host). 0 or -errno.
+int apus_detach_mounts(void);
+/// pivot_root(2), which glibc does not wrap.
+int apus_pivot_root(const char *new_root, const char *put_old);
+/// Gives up root for good: no supplementary groups, gid then uid set (real,
+/// effective and saved) to the given ones, the ambient and bounding
+/// capability sets cleared (the bounding set on the calling thread; setuid
+/// clears every thread's permitted and effective sets), then checks that
+/// uid 0 cannot be regained. Returns 0 or -errno.
+int apus_drop_privileges(uint32_t uid, uint32_t gid);
+/// CAP_DAC_OVERRIDE's number (linux/capability.h).
+static const int APUS_CAP_DAC_OVERRIDE = 1;
+/// Stays root but keeps capability `keep` alone: every other one leaves the
+/// bounding set (the calling thread's), and the effective, permitted and
+/// inheritable sets of the calling thread; ambient capabilities are cleared
+/// and no_new_privs set. Call it while the process has one thread, or from
+/// the thread that will do the privileged work. Returns 0 or -errno.
+int apus_keep_only_capability(int keep);
 /// pidfd_open(2): a pollable descriptor that becomes readable when `pid` exits.
 int apus_pidfd_open(int pid);
 int apus_prlimit(int pid, int resource, uint64_t value);

@@ -1,3 +1,4 @@
+import Sandbox
 /// apus-hv's command line, parsed without Foundation or ArgumentParser so
 /// the hypervisor links as a small static executable (its resident memory
 /// outside guest RAM is a design target: under 5 MiB).
@@ -19,6 +20,7 @@ public enum HypervisorOptions {
     USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N] [--max-vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
                    [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH] [--no-seccomp]
+               [--jail-user UID:GID [--jail-dir DIR]...]
 
     Run one Apus domain (a Linux guest) under KVM.
 
@@ -39,6 +41,10 @@ public enum HypervisorOptions {
       --net vhost-user:SOCKET[,mac=MAC]
                         a virtio-net interface served by a vhost-user backend (repeatable)
       --no-seccomp      run without the seccomp filters (debugging only; apusd never passes it)
+      --jail-user UID:GID
+                        once set up, drop root for UID:GID (no capabilities) in an empty root
+                        that shows only each --jail-dir (apusd passes the domain's runtime directory)
+      --jail-dir DIR    a directory the jail keeps visible, at its own path (repeatable)
       -h, --help        show this help
       --version         show the version
 
@@ -69,6 +75,8 @@ public enum HypervisorOptions {
         var disks: [String] = []
         var nets: [NetConfig] = []
         var statusFile: String?
+        var jailUser: String?
+        var jailDirectories: [String] = []
 
         var i = 0
         func value(_ flag: String, inline: String?) throws(UsageError) -> String {
@@ -109,6 +117,8 @@ public enum HypervisorOptions {
             case "--paused": paused = true
             case "--no-seccomp": seccomp = false
             case "--status-file": statusFile = try value(flag, inline: inline)
+            case "--jail-user": jailUser = try value(flag, inline: inline)
+            case "--jail-dir": jailDirectories.append(try value(flag, inline: inline))
             case "--disk":
                 let d = try value(flag, inline: inline)
                 guard d.hasPrefix("vhost-user:"), d.count > "vhost-user:".count else {
@@ -135,6 +145,15 @@ public enum HypervisorOptions {
         config.statusFile = statusFile
         config.maxVCPUs = maxVCPUs
         config.seccomp = seccomp
+        if let jailUser {
+            do {
+                config.jail = try Jail(owner: jailUser, visible: jailDirectories)
+            } catch {
+                throw UsageError(message: error.description)
+            }
+        } else if !jailDirectories.isEmpty {
+            throw UsageError(message: "--jail-dir needs --jail-user")
+        }
         do {
             try config.validate()
         } catch {

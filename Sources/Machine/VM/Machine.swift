@@ -419,14 +419,9 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         }
     }
 
-    /// CPU time of a thread of this process, from /proc (schedstat in ns).
-    static func threadCPUTime(_ tid: Int32) -> UInt64 {
-        guard tid > 0, let fd = try? FileDescriptor.open("/proc/self/task/\(tid)/schedstat", .readOnly) else { return 0 }
-        defer { fd.close() }
-        guard let bytes = try? fd.readAll(limit: 256) else { return 0 }
-        let text = String(decoding: bytes, as: UTF8.self)
-        return UInt64(text.split(separator: " ").first ?? "") ?? 0
-    }
+    /// CPU time of a thread of this process (its CPU clock: a jailed
+    /// apus-hv has no /proc).
+    static func threadCPUTime(_ tid: Int32) -> UInt64 { Clock.threadCPUNanoseconds(tid) }
 
     /// Nanoseconds since the machine was built.
     public var uptimeNanoseconds: UInt64 { Clock.monotonicNanoseconds() - startTime }

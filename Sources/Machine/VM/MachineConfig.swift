@@ -1,3 +1,4 @@
+import Sandbox
 import ApusControl
 import ApusSys
 import GuestMemory
@@ -27,6 +28,8 @@ public struct MachineConfig: Sendable, Equatable {
     public var startPaused: Bool
     /// Run under apus-hv's seccomp filters (`--no-seccomp` turns them off, for debugging).
     public var seccomp = true
+    /// The jail apus-hv enters before any vCPU runs (`--jail-user`, `--jail-dir`).
+    public var jail: Jail?
     /// Disks: vhost-user-blk backend sockets, in guest order (vda, vdb, ...).
     public var disks: [String] = []
     /// Network interfaces: vhost-user-net backend sockets and MACs.
