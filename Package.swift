@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "VhostTest", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser"], path: "Sources/VhostTest"),
         .executableTarget(
             name: "apus-vhost-test",
-            dependencies: ["VhostTest", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VhostTest", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor

@@ -33,7 +33,9 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
         return f
     }
 
-    public var protocolFeatures: VhostUserProtocolFeatures { [.multiQueue, .replyAck, .config] }
+    /// INFLIGHT_SHMFD: requests taken and not completed are recorded, so a
+    /// restarted apus-blkback resubmits them (SplitQueue's inflight tracking).
+    public var protocolFeatures: VhostUserProtocolFeatures { [.multiQueue, .replyAck, .config, .inflightSharedMemory] }
 
     var limits: BlockRequest.Limits {
         BlockRequest.Limits(capacitySectors: image.capacitySectors, readOnly: image.readOnly)

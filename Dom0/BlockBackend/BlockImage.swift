@@ -34,6 +34,9 @@ public final class BlockImage: @unchecked Sendable {
         } catch {
             throw OpenError(description: "cannot open \(path) as \(format.rawValue): \(error)")
         }
+        // A restarted backend must find every write it acknowledged: qcow2
+        // metadata goes to the file as it changes (see Qcow2Image).
+        (disk as? Qcow2Image)?.durableAcrossRestarts = !readOnly
         var dataFD = disk.file
         if direct {
             do {

@@ -27,8 +27,11 @@ public enum HypervisorControl {
         /// configuration: apus-hv re-reads it from the backend and raises
         /// the configuration-change interrupt.
         case configChanged(device: Int)
+        /// Virtio device `index`'s backend will not come back (apusd gave up
+        /// restarting it): the device reports DEVICE_NEEDS_RESET.
+        case backendFailed(device: Int)
 
-        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE"
+        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE, backend-failed DEVICE"
 
         /// How many keys a send-key may press at once (libvirt's limit).
         public static let maxKeys = 16
@@ -45,6 +48,7 @@ public enum HypervisorControl {
             case ("stats", 1): self = .stats
             case ("inject-nmi", 1): self = .injectNMI
             case ("config-changed", 2): self = .configChanged(device: try words.controlNumber(1, "DEVICE"))
+            case ("backend-failed", 2): self = .backendFailed(device: try words.controlNumber(1, "DEVICE"))
             case ("send-key", 3...):
                 guard words.count - 2 <= Self.maxKeys else { throw .badRequest("send-key: at most \(Self.maxKeys) keys") }
                 let hold: UInt32 = try words.controlNumber(1, "HOLD_MS")
@@ -75,6 +79,7 @@ public enum HypervisorControl {
             case .stats: return ["stats"]
             case .injectNMI: return ["inject-nmi"]
             case .configChanged(let d): return ["config-changed", String(d)]
+            case .backendFailed(let d): return ["backend-failed", String(d)]
             case .sendKey(let hold, let codes):
                 return ["send-key", String(hold)] + codes.map { "0x" + String($0, radix: 16) }
             }

@@ -170,6 +170,27 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         return (st.st_mode & S_IFMT) == S_IFBLK
     }
 
+    /// File seals (memfd): F_SEAL_SEAL 1, F_SEAL_SHRINK 2, F_SEAL_GROW 4.
+    public struct Seals: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let seal = Seals(rawValue: 1), shrink = Seals(rawValue: 2), grow = Seals(rawValue: 4)
+    }
+
+    /// Adds seals (F_ADD_SEALS): a sealed size cannot change, so a peer
+    /// that maps the file cannot be made to fault by shrinking it.
+    public func addSeals(_ seals: Seals) throws(Errno) {
+        let fAddSeals: Int32 = 1033
+        guard apus_fcntl_int(rawValue, fAddSeals, seals.rawValue) >= 0 else { throw Errno.current }
+    }
+
+    /// The file's seals (F_GET_SEALS); empty for a file that cannot be sealed.
+    public func seals() -> Seals {
+        let fGetSeals: Int32 = 1034
+        let v = apus_fcntl_int(rawValue, fGetSeals, 0)
+        return v < 0 ? [] : Seals(rawValue: v)
+    }
+
     /// Sets the file size.
     public func truncate(to size: Int64) throws(Errno) {
         _ = try retryOnInterrupt { ftruncate(rawValue, off_t(size)) }

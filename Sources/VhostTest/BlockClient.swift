@@ -41,14 +41,21 @@ public final class BlockClient: @unchecked Sendable {
     /// Canary byte written around data areas; hostile tests check it survives.
     public static let canary: UInt8 = 0xC5
 
-    public init(socket: String, queues: Int = 1, queueSize: UInt16 = 256) throws {
+    /// Completions for heads no request of this client was waiting on (a
+    /// backend that completed a chain twice, or one it was never given).
+    public private(set) var unexpectedCompletions = 0
+
+    /// `inflight`: ask for INFLIGHT_SHMFD (restart mode).
+    public init(socket: String, queues: Int = 1, queueSize: UInt16 = 256, inflight: Bool = false) throws {
         harness = try VhostHarness(socketPath: socket, queueSize: queueSize)
+        if inflight { harness.wanted.insert(.inflightSharedMemory) }
         try setUp(queues: queues)
     }
 
-    /// The whole handshake: features, memory, config, queues.
+    /// The whole handshake: features, (the inflight region,) memory, config, queues.
     public func setUp(queues: Int = 1) throws {
         try harness.negotiate(deviceFeatures: BlkSpec.deviceFeatures)
+        try harness.shareInflight(queues: queues)
         try harness.shareMemory()
         if let c = try harness.config(size: BlkSpec.configSize) {
             config = c
@@ -126,7 +133,10 @@ public final class BlockClient: @unchecked Sendable {
     public func reap(queue q: HarnessQueue? = nil, timeoutMilliseconds: Int32 = 10_000) throws -> [Completion] {
         let q = q ?? queue
         return try q.waitUsed(timeoutMilliseconds: timeoutMilliseconds).compactMap { u in
-            guard let s = slotOfHead.removeValue(forKey: u.head) else { return nil }
+            guard let s = slotOfHead.removeValue(forKey: u.head) else {
+                unexpectedCompletions += 1
+                return nil
+            }
             freeSlots.append(s)
             let status = try harness.memory.read(UInt8.self, at: slots[s].status)
             return Completion(slot: s, status: status, usedLength: u.length)
@@ -183,6 +193,12 @@ public final class BlockClient: @unchecked Sendable {
         slotOfHead.removeAll()
         try setUp(queues: queues)
     }
+
+    /// Requests submitted and not completed, by slot.
+    public var outstandingSlots: Set<Int> { Set(slotOfHead.values) }
+
+    /// The head a slot's outstanding request went out on.
+    public func head(ofSlot slot: Int) -> UInt16? { slotOfHead.first { $0.value == slot }?.key }
 }
 
 public struct HarnessError: Error, CustomStringConvertible {

@@ -26,6 +26,12 @@ public final class VhostHarness: @unchecked Sendable {
     /// Features the harness can drive.
     public static let driverFeatures: UInt64 = Virtq.featureVersion1 | Virtq.featureEventIndex | Virtq.featureIndirectDescriptors
     public static let wantedProtocol: VhostUserProtocolFeatures = [.multiQueue, .replyAck, .config]
+    /// The protocol features this harness asks for (restart mode adds INFLIGHT_SHMFD).
+    public var wanted = VhostHarness.wantedProtocol
+    /// The inflight region the backend made (GET_INFLIGHT_FD), kept across
+    /// backend restarts as a frontend keeps it, and mapped here to count what
+    /// a killed backend left in flight.
+    public private(set) var inflight: (shape: VhostUserInflight, memory: GuestMemory)?
 
     public init(socketPath: String, queueSize: UInt16 = 256, connectTimeoutSeconds: Double = 10) throws {
         self.socketPath = socketPath
@@ -54,7 +60,7 @@ public final class VhostHarness: @unchecked Sendable {
         var acked = backendFeatures & (Self.driverFeatures | deviceFeatures | vhostUserProtocolFeaturesBit)
         if backendFeatures & vhostUserProtocolFeaturesBit != 0 {
             let offered = try frontend.getProtocolFeatures()
-            protocolFeatures = offered.intersection(Self.wantedProtocol)
+            protocolFeatures = offered.intersection(wanted)
             try frontend.setProtocolFeatures(protocolFeatures)
         } else {
             acked &= ~vhostUserProtocolFeaturesBit
@@ -66,6 +72,45 @@ public final class VhostHarness: @unchecked Sendable {
     /// The number of queues the backend supports (1 without MQ).
     public func maxQueues() throws -> Int {
         protocolFeatures.contains(.multiQueue) ? Int(try frontend.getQueueNum()) : 1
+    }
+
+    /// With INFLIGHT_SHMFD negotiated: gets the region once (GET_INFLIGHT_FD)
+    /// and hands it to the backend (SET_INFLIGHT_FD), before the memory table
+    /// and rings, as QEMU does at each start. False when not negotiated.
+    @discardableResult
+    public func shareInflight(queues: Int) throws -> Bool {
+        guard protocolFeatures.contains(.inflightSharedMemory) else {
+            inflight = nil
+            return false
+        }
+        if inflight == nil {
+            let (shape, fd) = try frontend.getInflightFD(queueCount: UInt16(queues), queueSize: queueSize)
+            let region = try GuestRegion(start: GuestAddress(0), size: shape.mmapSize, fd: fd, fileOffset: 0, mmapOffset: shape.mmapOffset)
+            inflight = (shape, try GuestMemory(regions: [region]))
+        }
+        guard let inflight, let fd = inflight.memory.regions.first?.backing?.fd else { return false }
+        try frontend.setInflightFD(inflight.shape, fd)
+        return true
+    }
+
+    /// Heads queue `index`'s inflight record says are in flight (nil without a region).
+    public func inflightHeads(queue index: Int) -> [UInt16]? {
+        guard let inflight, let q = InflightQueue(region: inflight.memory, index: index, queueSize: inflight.shape.queueSize) else { return nil }
+        return q.inflightHeads()
+    }
+
+    /// After the backend was restarted: a new connection and session for the
+    /// same queues, which resume where the guest's used ring is (QEMU's
+    /// SET_VRING_BASE after a crash); the kept inflight region goes first.
+    public func resumeAfterRestart(deviceFeatures: UInt64, timeoutSeconds: Double = 10) throws {
+        frontend.close()
+        frontend = try Self.connect(socketPath, timeout: timeoutSeconds)
+        let kept = queues
+        try negotiate(deviceFeatures: deviceFeatures)
+        try shareInflight(queues: kept.count)
+        try shareMemory()
+        for q in kept { try startQueue(q, base: try q.driver.usedIndex()) }
+        queues = kept
     }
 
     /// Shares the harness memory with the backend.
@@ -116,6 +161,7 @@ public final class VhostHarness: @unchecked Sendable {
         frontend.close()
         frontend = try Self.connect(socketPath, timeout: 10)
         queues = []
+        inflight = nil
     }
 
     public func close() { frontend.close() }

@@ -77,6 +77,11 @@ public final class VhostUserBackendSession: @unchecked Sendable {
     }
     private var ackedFeatures: UInt64 = 0
     private var ackedProtocol = VhostUserProtocolFeatures()
+    /// The inflight region (GET_INFLIGHT_FD / SET_INFLIGHT_FD), and the
+    /// queue size its layout was made for.
+    private var inflight: (memory: GuestMemory, queueSize: UInt16)?
+    /// Chains found in flight and resubmitted, per queue, since the session began.
+    public private(set) var resubmitted: [Int: Int] = [:]
     private var memory: GuestMemory?
     private var regions: [VhostUserMemoryRegion] = []
     /// Requests handled (for tests and stats).
@@ -118,6 +123,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
         }
         rings = Self.freshRings(device.queueCount)
         memory = nil
+        inflight = nil
         device.sessionEnded()
     }
 
@@ -228,6 +234,21 @@ public final class VhostUserBackendSession: @unchecked Sendable {
                 if message.needsReply { try ack(message, ok: false) }
                 return
             }
+        case .getInflightFD:
+            let request = try VhostUserInflight(parsing: p)
+            let (region, shape) = try makeInflightRegion(request)
+            guard let fd = region.regions.first?.backing?.fd, let copy = try? fd.duplicate() else {
+                throw .protocolViolation("cannot share the inflight region")
+            }
+            inflight = (region, shape.queueSize)
+            try connection.send(VhostUserMessage(requestCode: message.requestCode, flags: VhostUserMessage.version | VhostUserMessage.replyFlag,
+                                                 payload: shape.encoded, fds: [copy]))
+            copy.close()
+            return
+        case .setInflightFD:
+            guard fds.count == 1 else { throw .malformed("SET_INFLIGHT_FD with \(fds.count) descriptors") }
+            let shape = try VhostUserInflight(parsing: p)
+            inflight = (try mapInflightRegion(shape, fd: fds.removeFirst()), shape.queueSize)
         case .resetDevice:
             resetRings()
         default:
@@ -235,6 +256,59 @@ public final class VhostUserBackendSession: @unchecked Sendable {
             throw .unsupportedRequest(message.requestCode)
         }
         if message.needsReply { try ack(message, ok: true) }
+    }
+
+    /// Checks a GET/SET_INFLIGHT_FD shape: tracking offered and negotiated,
+    /// a queue count this device has, a queue size the spec allows.
+    private func checkInflight(_ r: VhostUserInflight) throws(VhostUserError) {
+        guard device.protocolFeatures.contains(.inflightSharedMemory), ackedProtocol.contains(.inflightSharedMemory) else {
+            throw .protocolViolation("inflight tracking was not negotiated")
+        }
+        guard r.queueCount >= 1, Int(r.queueCount) <= device.queueCount else {
+            throw .protocolViolation("inflight region for \(r.queueCount) queues (the device has \(device.queueCount))")
+        }
+        guard r.queueSize >= 1, r.queueSize <= Virtq.maxQueueSize, r.queueSize & (r.queueSize - 1) == 0 else {
+            throw .protocolViolation("inflight queue size \(r.queueSize) is not a power of two up to \(Virtq.maxQueueSize)")
+        }
+    }
+
+    /// GET_INFLIGHT_FD: a fresh, zeroed region in a memfd sealed at its size
+    /// (neither side can shrink it under the other's mapping).
+    private func makeInflightRegion(_ r: VhostUserInflight) throws(VhostUserError) -> (GuestMemory, VhostUserInflight) {
+        try checkInflight(r)
+        let size = InflightLayout.regionSize(queues: Int(r.queueCount), queueSize: r.queueSize)
+        do {
+            let region = try GuestRegion(start: GuestAddress(0), size: size, backing: .sharedMemfd, name: "apus-inflight")
+            try region.backing?.fd.addSeals([.shrink, .grow, .seal])
+            return (try GuestMemory(regions: [region]), VhostUserInflight(mmapSize: size, mmapOffset: 0, queueCount: r.queueCount, queueSize: r.queueSize))
+        } catch {
+            throw .protocolViolation("cannot make an inflight region of \(size) bytes: \(error)")
+        }
+    }
+
+    /// SET_INFLIGHT_FD: maps the region a frontend kept (made by this
+    /// backend, or one before it), after checking it is the size its shape
+    /// needs and sealed there: a file that could shrink under the mapping
+    /// would fault this process.
+    private func mapInflightRegion(_ r: VhostUserInflight, fd: FileDescriptor) throws(VhostUserError) -> GuestMemory {
+        let owned = OwnedDescriptor(fd)
+        try checkInflight(r)
+        let needed = InflightLayout.regionSize(queues: Int(r.queueCount), queueSize: r.queueSize)
+        guard r.mmapSize == needed else {
+            throw .protocolViolation("inflight region of \(r.mmapSize) bytes; \(r.queueCount) queues of \(r.queueSize) need \(needed)")
+        }
+        guard let fileSize = try? owned.fd.size(), r.mmapOffset <= UInt64(Int64.max) - needed, UInt64(max(0, fileSize)) >= r.mmapOffset + needed else {
+            throw .protocolViolation("the inflight region's file is smaller than offset \(r.mmapOffset) + \(needed) bytes")
+        }
+        guard owned.fd.seals().contains([.shrink, .seal]) else {
+            throw .protocolViolation("the inflight region's file is not sealed against shrinking")
+        }
+        do {
+            guard let copy = try? owned.fd.duplicate() else { throw GuestMemoryError.system("dup") }
+            return try GuestMemory(regions: [try GuestRegion(start: GuestAddress(0), size: needed, fd: copy, fileOffset: 0, mmapOffset: r.mmapOffset)])
+        } catch {
+            throw .protocolViolation("cannot map the inflight region: \(error)")
+        }
     }
 
     private func ringIndex(_ index: UInt32) throws(VhostUserError) -> Int {
@@ -255,6 +329,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
         for i in rings.indices where rings[i].started { _ = device.stopQueue(i) }
         rings = Self.freshRings(device.queueCount)
         ackedFeatures = 0
+        inflight = nil
     }
 
     private func setMemoryTable(_ table: VhostUserMemoryTable, fds: inout [FileDescriptor]) throws(VhostUserError) {
@@ -308,6 +383,20 @@ public final class VhostUserBackendSession: @unchecked Sendable {
                                    lastAvailIndex: ring.base)
         } catch {
             throw .protocolViolation("ring \(i): \(error)")
+        }
+        if let inflight, ackedProtocol.contains(.inflightSharedMemory) {
+            guard let region = InflightQueue(region: inflight.memory, index: i, queueSize: inflight.queueSize) else {
+                throw .protocolViolation("ring \(i) has no place in the inflight region")
+            }
+            do {
+                let n = try queue.track(region)
+                if n > 0 {
+                    resubmitted[i, default: 0] += n
+                    ErrorLog.shared.warn("\(label): ring \(i): resubmitting \(n) request(s) taken before the backend restarted")
+                }
+            } catch {
+                ErrorLog.shared.warn("\(label): ring \(i): inflight region not used (\(error)); resuming at avail index \(ring.base)")
+            }
         }
         device.startQueue(i, queue: queue, kick: kick, call: ring.call)
         ring.started = true

@@ -123,5 +123,32 @@ public final class VhostUserFrontend: @unchecked Sendable {
 
     public func resetDevice() throws(VhostUserError) { try request(.resetDevice) }
 
+    /// GET_INFLIGHT_FD: asks the backend for an inflight region for
+    /// `queueCount` queues of up to `queueSize` entries; returns its shape
+    /// and descriptor (the frontend keeps both across backend restarts).
+    public func getInflightFD(queueCount: UInt16, queueSize: UInt16) throws(VhostUserError) -> (VhostUserInflight, FileDescriptor) {
+        try connection.send(VhostUserMessage(request: .getInflightFD, flags: VhostUserMessage.version,
+                                             payload: VhostUserInflight(queueCount: queueCount, queueSize: queueSize).encoded))
+        let reply = try connection.receive()
+        var fds = reply.fds
+        guard reply.isReply, reply.requestCode == VhostUserRequest.getInflightFD.rawValue, fds.count == 1 else {
+            for f in fds { f.close() }
+            throw .protocolViolation("GET_INFLIGHT_FD answered with request \(reply.requestCode) and \(fds.count) descriptors")
+        }
+        let fd = fds.removeFirst()
+        do {
+            return (try VhostUserInflight(parsing: reply.payload), fd)
+        } catch {
+            fd.close()
+            throw error
+        }
+    }
+
+    /// SET_INFLIGHT_FD: hands the kept region to a (re)started backend,
+    /// before its memory table and rings.
+    public func setInflightFD(_ shape: VhostUserInflight, _ fd: FileDescriptor) throws(VhostUserError) {
+        try request(.setInflightFD, shape.encoded, fds: [fd])
+    }
+
     public func close() { connection.close() }
 }

@@ -245,3 +245,31 @@ public struct VhostUserConfig: Equatable, Sendable {
         self.init(offset: u32(p, 0), flags: u32(p, 8), bytes: Array(p[12...]))
     }
 }
+
+/// GET_INFLIGHT_FD / SET_INFLIGHT_FD payload (VhostUserInflight): a C struct
+/// of two u64 and two u16, 24 bytes with its tail padding, as QEMU and
+/// libvhost-user send and insist on. GET carries the queues' shape from the
+/// frontend and comes back with the region's size and offset and its
+/// descriptor; SET hands the same descriptor to a (re)started backend.
+public struct VhostUserInflight: Equatable, Sendable {
+    public static let size = 24
+    public var mmapSize: UInt64
+    public var mmapOffset: UInt64
+    public var queueCount: UInt16
+    public var queueSize: UInt16
+
+    public init(mmapSize: UInt64 = 0, mmapOffset: UInt64 = 0, queueCount: UInt16, queueSize: UInt16) {
+        self.mmapSize = mmapSize; self.mmapOffset = mmapOffset; self.queueCount = queueCount; self.queueSize = queueSize
+    }
+
+    public var encoded: [UInt8] {
+        le64(mmapSize) + le64(mmapOffset) + [UInt8(queueCount & 0xFF), UInt8(queueCount >> 8), UInt8(queueSize & 0xFF), UInt8(queueSize >> 8)]
+            + [0, 0, 0, 0]
+    }
+
+    public init(parsing p: [UInt8]) throws(VhostUserError) {
+        guard p.count == Self.size else { throw .malformed("inflight payload of \(p.count) bytes (expected \(Self.size))") }
+        self.init(mmapSize: u64(p, 0), mmapOffset: u64(p, 8), queueCount: UInt16(p[16]) | UInt16(p[17]) << 8,
+                  queueSize: UInt16(p[18]) | UInt16(p[19]) << 8)
+    }
+}

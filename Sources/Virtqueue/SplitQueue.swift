@@ -30,6 +30,11 @@ public final class SplitQueue: @unchecked Sendable {
     public private(set) var nextUsedIndex: UInt16
     /// The used index at the last notification decision.
     private var signalledUsedIndex: UInt16
+    /// vhost-user inflight tracking, when the frontend shares a region.
+    public private(set) var inflight: InflightQueue?
+    /// Chains a restarted backend owes the driver (taken by the process
+    /// before it, never completed), oldest first: popped before the avail ring.
+    private var resubmit: [UInt16] = []
     /// Largest indirect table accepted (entries).
     public static let maxIndirectEntries: UInt32 = 4096
 
@@ -91,18 +96,49 @@ public final class SplitQueue: @unchecked Sendable {
         }
     }
 
-    /// How many chains are waiting.
+    /// How many chains are waiting (resubmissions included).
     public func pendingCount() throws(VirtqueueError) -> UInt16 {
         let avail = try availIndex()
         let pending = avail &- lastAvailIndex
         guard pending <= size else { throw .availIndexJump(from: lastAvailIndex, to: avail) }
-        return pending
+        return pending &+ UInt16(resubmit.count)
+    }
+
+    /// Tracks this queue in `region` from now on. Before that, what the
+    /// region says of a backend that served the queue before this one is
+    /// acted on: the chains it took and never completed come first out of
+    /// ``pop()``, and the avail ring resumes after them (whatever
+    /// SET_VRING_BASE said: used.idx plus the chains in flight). A region
+    /// that does not check out is reset, and the error says why.
+    /// Returns how many chains are resubmitted.
+    @discardableResult
+    public func track(_ region: InflightQueue) throws(InflightError) -> Int {
+        inflight = region
+        let heads: [UInt16]
+        do {
+            heads = try region.recover(ringSize: size, usedIndex: nextUsedIndex)
+        } catch {
+            region.reset(usedIndex: nextUsedIndex)
+            throw error
+        }
+        resubmit = heads
+        if !heads.isEmpty { lastAvailIndex = nextUsedIndex &+ UInt16(heads.count) }
+        return heads.count
     }
 
     /// Takes the next available chain, or nil if none. On a malformed chain
     /// the entry is still consumed (so the caller can complete it with an
     /// error) and the error names the head it came from.
     public func pop() throws(PopError) -> DescriptorChain? {
+        if !resubmit.isEmpty {
+            // Already marked in flight by the process that first took it.
+            let head = resubmit.removeFirst()
+            do {
+                return DescriptorChain(head: head, buffers: try walk(head: head))
+            } catch {
+                throw PopError(head: head, error: error)
+            }
+        }
         let pending: UInt16
         do {
             pending = try pendingCount()
@@ -117,6 +153,7 @@ public final class SplitQueue: @unchecked Sendable {
             throw PopError(head: nil, error: .memory(error))
         }
         lastAvailIndex &+= 1
+        inflight?.taken(head)
         do {
             return DescriptorChain(head: head, buffers: try walk(head: head))
         } catch {
@@ -127,6 +164,7 @@ public final class SplitQueue: @unchecked Sendable {
     /// Gives back the last `count` chains popped and not yet used (they are
     /// still in the avail ring): a device that took buffers for a packet
     /// which turned out not to fit returns them untouched.
+    /// (Not for a queue with inflight tracking: it would record them taken.)
     public func rewind(_ count: UInt16) {
         lastAvailIndex &-= count
     }
@@ -215,6 +253,7 @@ public final class SplitQueue: @unchecked Sendable {
     /// Puts a completed chain in the used ring (not yet visible: call
     /// ``publishUsed()``). `length` is the bytes written into its buffers.
     public func addUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
+        inflight?.used(head)
         let entry = usedEntry(nextUsedIndex)
         do {
             try memory.write(UInt32(head).littleEndian, at: entry)
@@ -232,6 +271,7 @@ public final class SplitQueue: @unchecked Sendable {
         } catch {
             throw .memory(error)
         }
+        inflight?.published(usedIndex: nextUsedIndex)
     }
 
     /// Whether the driver wants an interrupt for the used entries published

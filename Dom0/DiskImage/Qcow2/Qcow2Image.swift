@@ -16,6 +16,20 @@ import Synchronization
 /// Clusters are allocated at the end of the file and never reused within a
 /// session (freed ones are punched out of the file), so an in-flight write
 /// to a cluster that a concurrent discard freed can land nowhere but there.
+///
+/// With ``durableAcrossRestarts`` (apus-blkback sets it) a write is in the
+/// file, metadata included, when it is acknowledged, so a backend killed
+/// and restarted under a running guest loses nothing it acknowledged (the
+/// page cache outlives the process; only a power loss needs the flush):
+/// clusters come from a reservation whose refcounts were made durable
+/// ahead (an fdatasync per reservation, not per write), and each L2 and L1
+/// change is written through as it is made. The power-loss rules above
+/// still hold: a new mapping whose cluster copied earlier contents (a
+/// backing file's, a snapshot's, a compressed cluster's) waits for an
+/// fdatasync of its data; a mapping of a cluster that was all zeroes before
+/// cannot lose anything flushed if it reaches the disk before its data.
+/// Reserved clusters not used are given back at close (a kill leaves them
+/// leaked, which `qemu-img check` reports and repairs).
 public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     // SAFETY (Sendable): every mutable field is touched only with `lock`
     // held; the descriptor is used with positioned I/O only.
@@ -36,6 +50,16 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     private let clusterSize: UInt64
     private var l1: [UInt64]
     private var dirtyL1: Set<Int> = []
+    /// See the type's notes; set once, before the first write.
+    public var durableAcrossRestarts: Bool {
+        get { lock.withLock { _ in durable } }
+        set { lock.withLock { _ in durable = newValue } }
+    }
+    private var durable = false
+    /// Clusters whose refcount 1 is on disk and which nothing uses yet.
+    private var reserved: [UInt64] = []
+    /// How many clusters a reservation takes at a time.
+    static let reservationClusters = 64
     private var refcountTable: [UInt64]
     private var l2Cache: MetadataCache<[UInt64]>
     private var refcountCache: MetadataCache<[UInt8]>
@@ -179,7 +203,14 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     deinit {
-        if !readOnly { try? flush() }
+        if !readOnly {
+            // Reserved clusters nothing used go back (else they leak).
+            lock.withLock { _ in
+                for c in reserved { try? adjustRefcount(cluster: c, by: -1) }
+                reserved = []
+            }
+            try? flush()
+        }
         file.close()
     }
 
@@ -427,6 +458,17 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         } catch {
             throw .io("write at \(target): \(error)")
         }
+        if durable {
+            // The mapping is written through next: if the cluster's earlier
+            // contents were not all zeroes, its data must be on disk first.
+            var wasZero = false
+            switch current {
+            case .zero: wasZero = true
+            case .unallocated: wasZero = backing == nil
+            default: wasZero = false
+            }
+            if !wasZero { try sync() }
+        }
         _ = try setL2Entry(guestCluster, target | Qcow2Spec.Entry.copied)
         pendingFrees += freeOld
         if case .compressed = current { decompressed = nil }
@@ -463,7 +505,18 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
             l1[i] = tableOffset | Qcow2Spec.Entry.copied
             dirtyL1.insert(i)
             if old != 0 { pendingFrees.append(old) }
-            try insertL2(tableOffset, shared ?? [UInt64](repeating: 0, count: Int(clusterSize / 8)), dirty: true)
+            var table = shared ?? [UInt64](repeating: 0, count: Int(clusterSize / 8))
+            if durable {
+                // The whole table, with this entry, then the L1 entry: a copy
+                // of a snapshot's table must be on disk before anything points at it.
+                table[l2Index(pos)] = value
+                try writeL2(tableOffset, table)
+                if shared != nil { try sync() }
+                writeThroughL1(i)
+                try insertL2(tableOffset, table, dirty: true)
+                return shared?[l2Index(pos)] ?? 0
+            }
+            try insertL2(tableOffset, table, dirty: true)
         } else {
             _ = try l2Table(l1Entry: l1[i]) // in the cache
         }
@@ -473,7 +526,20 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
             defer { t[j] = value }
             return t[j]
         }) else { throw .malformed("L2 table at \(tableOffset) left the cache") }
+        if durable {
+            var e = [UInt8](repeating: 0, count: 8)
+            e.setBE64(entry: 0, value)
+            try writeMetadata(e, at: tableOffset + UInt64(j) * 8)
+        }
         return old
+    }
+
+    /// Writes L1 entry `i` to the file now (durableAcrossRestarts); the
+    /// flush writes it again in its place in the order.
+    private func writeThroughL1(_ i: Int) {
+        var e = [UInt8](repeating: 0, count: 8)
+        e.setBE64(entry: 0, l1[i])
+        try? writeMetadata(e, at: header.l1TableOffset + UInt64(i) * 8)
     }
 
     private func insertL2(_ offset: UInt64, _ table: [UInt64], dirty: Bool) throws(DiskImageError) {
@@ -588,8 +654,21 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         guard cached != nil else { throw .malformed("refcount block at \(offset) left the cache") }
     }
 
-    /// A new cluster at the end of the image, its refcount 1 (in memory).
+    /// A new cluster for data or a table: the next reserved one when writes
+    /// must survive a restart, else a fresh one.
     private func allocateCluster() throws(DiskImageError) -> UInt64 {
+        guard durable else { return try allocateFreshCluster() }
+        if reserved.isEmpty {
+            for _ in 0..<Self.reservationClusters { reserved.append(try allocateFreshCluster() / clusterSize) }
+            // Their refcounts on disk before any mapping names one of them.
+            try writeRefcountBlocks()
+            try sync()
+        }
+        return reserved.removeFirst() * clusterSize
+    }
+
+    /// A new cluster at the end of the image, its refcount 1 (in memory).
+    private func allocateFreshCluster() throws(DiskImageError) -> UInt64 {
         var skipped = 0
         while true {
             let c = nextFree
@@ -897,10 +976,10 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// `count` consecutive new clusters.
     private func allocateContiguous(_ count: UInt64) throws(DiskImageError) -> UInt64 {
         while true {
-            let first = try allocateCluster()
+            let first = try allocateFreshCluster()
             var ok = true
             for k in 1..<max(count, 1) {
-                let c = try allocateCluster()
+                let c = try allocateFreshCluster()
                 if c != first + k * clusterSize {
                     // A refcount block landed in between: give these back and start after it.
                     for j in 0..<k { try adjustRefcount(cluster: first / clusterSize + j, by: -1) }

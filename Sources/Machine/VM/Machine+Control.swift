@@ -43,6 +43,11 @@ extension Machine {
                 throw .refused("\(device.kind.name) \(device.socketPath): \(error)")
             }
             virtioDevices[index].signalConfigChange()
+        case .backendFailed(let index):
+            guard virtioDevices.indices.contains(index), let device = virtioDevices[index].device as? VhostUserDevice else {
+                throw .refused("no virtio device \(index)")
+            }
+            device.backendFailed()
         }
         return Acknowledged()
     }

@@ -37,6 +37,10 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         var config: [UInt8] = []
         var active: Active?
         var disconnectedWhileActive = false
+        /// The inflight region the backend made (GET_INFLIGHT_FD), kept
+        /// across backend restarts and handed to each new backend, until
+        /// the guest resets the device.
+        var inflight: (shape: VhostUserInflight, fd: OwnedDescriptor)?
     }
     private let state = Mutex(State())
     /// Offered to the driver: fixed at the first connection (the guest may
@@ -50,7 +54,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     /// Transport features apus-hv can pass through: VERSION_1, EVENT_IDX,
     /// INDIRECT_DESC, and the device-type bits 0-23.
     static let passthroughFeatures: UInt64 = (1 << 32) | (1 << 29) | (1 << 28) | 0x00FF_FFFF
-    static let wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multiQueue]
+    static let wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multiQueue, .inflightSharedMemory]
     /// Config space sizes read from the backend.
     static func configSize(_ kind: Kind) -> Int { kind == .block ? 60 : 12 }
 
@@ -153,7 +157,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
                 return false
             }
             do {
-                try setUp(frontend, s: s, features: features, queues: queues, bases: nil)
+                try setUp(frontend, s: &s, features: features, queues: queues, bases: nil)
                 s.active = Active(features: features, queues: queues)
                 return true
             } catch {
@@ -172,14 +176,25 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             }
             s.active = nil
             s.disconnectedWhileActive = false
+            // A reset device starts with nothing in flight: a fresh region next time.
+            s.inflight = nil
         }
     }
 
     /// Sends features, the memory table and every ready queue to the backend.
-    private func setUp(_ f: VhostUserFrontend, s: State, features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]?) throws {
+    private func setUp(_ f: VhostUserFrontend, s: inout State, features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]?) throws {
         var acked = features & s.backendFeatures
         if s.backendFeatures & vhostUserProtocolFeaturesBit != 0 { acked |= vhostUserProtocolFeaturesBit }
         try f.setFeatures(acked)
+        // Inflight tracking: the region comes before the memory table and
+        // rings (a restarted backend reads it when each ring starts).
+        if s.protocolFeatures.contains(.inflightSharedMemory) {
+            if s.inflight == nil {
+                let (shape, fd) = try f.getInflightFD(queueCount: UInt16(queueCount), queueSize: maxQueueSize)
+                s.inflight = (shape, OwnedDescriptor(fd))
+            }
+            if let inflight = s.inflight { try f.setInflightFD(inflight.shape, inflight.fd.fd) }
+        }
         var regions: [(VhostUserMemoryRegion, FileDescriptor)] = []
         for r in memory.regions {
             guard let fd = r.backing?.fd else { throw MachineError.system("guest memory is not shareable") }
@@ -213,14 +228,24 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     // MARK: backend restarts (main-loop thread)
 
     /// The backend's socket closed: the device needs a reset until it is back.
+    /// With inflight tracking the guest is not told: its requests wait
+    /// for the restarted backend, which resubmits the ones it lost.
     func backendDisconnected() {
-        let wasActive = state.withLock { s -> Bool in
+        let (wasActive, tracked) = state.withLock { s -> (Bool, Bool) in
             s.frontend?.close()
             s.frontend = nil
             s.disconnectedWhileActive = s.active != nil
-            return s.active != nil
+            return (s.active != nil, s.inflight != nil)
         }
-        Log.warning("\(kind.name) backend \(socketPath) went away; reconnecting")
+        Log.warning("\(kind.name) backend \(socketPath) went away; reconnecting\(tracked ? " (its requests in flight wait for it)" : "")")
+        if wasActive && !tracked { transport?.signalNeedsReset() }
+    }
+
+    /// The backend is not coming back (apusd gave up restarting it): the
+    /// device needs a reset, as the virtio spec's DEVICE_NEEDS_RESET says.
+    public func backendFailed() {
+        let wasActive = state.withLock { $0.active != nil }
+        Log.warning("\(kind.name) backend \(socketPath) failed for good; the device needs a reset")
         if wasActive { transport?.signalNeedsReset() }
     }
 
@@ -238,19 +263,23 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             s.protocolFeatures = h.protocolFeatures
             if !h.config.isEmpty { s.config = h.config }
             guard let active = s.active else { return false }
-            // Resume only if nothing was in flight: requests the old backend
-            // took but never completed cannot be replayed safely.
+            // With the inflight region the new backend resubmits what the old
+            // one took and never completed, and resumes the avail ring after
+            // it (from used.idx on). Without it, resume only if nothing was
+            // in flight: those requests cannot be replayed safely.
+            let tracked = s.inflight != nil && h.protocolFeatures.contains(.inflightSharedMemory)
+            if !tracked { s.inflight = nil }
             var bases: [UInt16] = []
             for q in active.queues {
                 guard q.ready else { bases.append(0); continue }
                 guard let avail = try? memory.read(UInt16.self, at: GuestAddress(q.availRing + 2)),
                       let used = try? memory.read(UInt16.self, at: GuestAddress(q.usedRing + 2)),
-                      avail == used else { return false }
-                bases.append(avail)
+                      tracked || avail == used else { return false }
+                bases.append(used)
             }
             guard h.features & active.features == active.features & s.backendFeatures else { return false }
             do {
-                try setUp(frontend, s: s, features: active.features, queues: active.queues, bases: bases)
+                try setUp(frontend, s: &s, features: active.features, queues: active.queues, bases: bases)
                 s.disconnectedWhileActive = false
                 return true
             } catch {
@@ -259,7 +288,11 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         }
         guard let resumed else { return false }
         Log.warning("\(kind.name) backend \(socketPath) is back\(resumed ? "; device resumed" : "; the guest must reset the device")")
-        if resumed { transport?.clearNeedsReset() }
+        if resumed {
+            transport?.clearNeedsReset()
+        } else if state.withLock({ $0.active != nil }) {
+            transport?.signalNeedsReset()
+        }
         return true
     }
 }

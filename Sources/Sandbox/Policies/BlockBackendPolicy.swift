@@ -14,6 +14,8 @@ public enum BlockBackendPolicy {
             "ioctl", "timerfd_create", "timerfd_settime",
             // its own sockets, removed when it stops
             "unlink", "unlinkat",
+            // the inflight region a frontend asks for (GET_INFLIGHT_FD), sealed at its size
+            "memfd_create",
         ], restricted: RuntimePolicy.restricted, failing: RuntimePolicy.failing)
     }
 }
