@@ -221,7 +221,7 @@ struct BlockBackendHarnessTests {
         let rows = out.split(separator: "\n").filter { $0.hasPrefix("| apus-blkback") }
         #expect(rows.count == 2 && rows.allSatisfy { $0.contains("| INFLIGHT_SHMFD | 100 |") && $0.contains("| 0 | 0 | 0 of ") }, "\(out)")
         // Some kills caught requests the backend had taken and not finished: the region's reason to be.
-        let recorded = rows.compactMap { Int($0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }[6]) }
+        let recorded = rows.compactMap { Int($0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }[5]) }
         #expect(recorded.count == 2 && recorded.allSatisfy { $0 > 0 }, "\(rows)")
         if qsd { #expect(out.contains("| qemu-storage-daemon | none | 100 |"), "\(out)") }
         let lines = (try? String(contentsOfFile: dir.path + "/kills.jsonl", encoding: .utf8))?.split(separator: "\n") ?? []
