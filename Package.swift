@@ -39,6 +39,8 @@ let package = Package(
         // stats and exit reasons, and the non-blocking client apusd uses.
         .target(name: "ApusControl", dependencies: ["ApusSys"], path: "Sources/ApusControl"),
         .target(name: "Virtqueue", dependencies: ["GuestMemory"], path: "Sources/Virtqueue"),
+        // The virtio device types' constants (blk, net), shared by apus-hv, the backends and the harness.
+        .target(name: "VirtioSpec", path: "Sources/VirtioSpec"),
         .target(name: "VirtioDriver", dependencies: ["GuestMemory", "Virtqueue"], path: "Sources/VirtioDriver"),
         .target(name: "VhostUser", dependencies: ["ApusSys", "GuestMemory", "Virtqueue"], path: "Sources/VhostUser"),
         // io_uring (liburing-dev), a syscall-layer module only Dom0's blkback links.
@@ -46,14 +48,14 @@ let package = Package(
         .target(name: "IOURing", dependencies: ["ApusSys", "CURing"], path: "Sources/IOURing"),
 
         // MARK: the backend test harness (drives any vhost-user backend)
-        .target(name: "VhostTest", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser"], path: "Sources/VhostTest"),
+        .target(name: "VhostTest", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser", "VirtioSpec"], path: "Sources/VhostTest"),
         .executableTarget(
             name: "apus-vhost-test",
             dependencies: ["VhostTest", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor
-        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser", "Sandbox"], path: "Sources/Machine"),
+        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser", "Sandbox", "VirtioSpec"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
@@ -70,13 +72,13 @@ let package = Package(
         // The Dom0 boot loader (pygrub's role): partitions, ext4, grub.cfg.
         .target(name: "BootLoader", dependencies: ["DiskImage"], path: "Dom0/BootLoader"),
         .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys", "Sandbox"], path: "Dom0/apus-bootloader"),
-        .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage"], path: "Dom0/BlockBackend"),
+        .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage", "VirtioSpec"], path: "Dom0/BlockBackend"),
         .executableTarget(
             name: "apus-blkback",
             dependencies: ["BlockBackend", "DiskImage", "VhostUser", "ApusSys", "ApusControl", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Dom0/apus-blkback"),
 
-        .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser"], path: "Dom0/NetBackend"),
+        .target(name: "NetBackend", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "VirtioSpec"], path: "Dom0/NetBackend"),
         .executableTarget(
             name: "apus-netback",
             dependencies: ["NetBackend", "VhostUser", "ApusSys", "ApusControl", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -112,7 +114,7 @@ let package = Package(
         .executableTarget(name: "apus-bench", dependencies: ["LibvirtClient"], path: "Deploy/Bench"),
 
         // MARK: fuzz targets (Deploy/fuzz builds them with -sanitize=fuzzer)
-        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage", "BootLoader"], path: "Tests/Fuzz/FuzzTargets"),
+        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage", "BootLoader", "VirtioSpec"], path: "Tests/Fuzz/FuzzTargets"),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-virtqueue"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-vhost-user"),
         .executableTarget(name: "fuzz-qcow2", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-qcow2"),
@@ -133,8 +135,8 @@ let package = Package(
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "ApusSys", "TestSupport"], path: "Tests/DiskImageTests"),
         .testTarget(name: "BootLoaderTests", dependencies: ["BootLoader", "DiskImage", "ApusSys", "TestSupport"], path: "Tests/BootLoaderTests"),
-        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/BlockBackendTests"),
-        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "VhostTest", "TestSupport", "Virtqueue", "VirtioDriver", "VhostUser", "GuestMemory", "ApusSys"], path: "Tests/NetBackendTests"),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys", "TestSupport", "VirtioSpec"], path: "Tests/BlockBackendTests"),
+        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "VhostTest", "TestSupport", "Virtqueue", "VirtioDriver", "VhostUser", "GuestMemory", "ApusSys", "VirtioSpec"], path: "Tests/NetBackendTests"),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "ApusSys", "TestSupport"], path: "Tests/ToolstackTests"),
         .testTarget(name: "LibvirtRPCTests",
                     dependencies: ["LibvirtRPC", "Toolstack", "ApusSys", "TestSupport",
@@ -144,6 +146,6 @@ let package = Package(
                     exclude: ["Golden"]),
         .testTarget(name: "ApusCLITests", dependencies: ["ApusCLI", "Toolstack"], path: "Tests/ApusCLITests"),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["FuzzTargets", "ToolstackFuzz", "TestSupport"], path: "Tests/FuzzCorpusTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport", "Toolstack", "VhostTest"], path: "Tests/IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["ApusSys", "LibvirtClient", "TestSupport", "Toolstack", "VhostTest", "VirtioSpec"], path: "Tests/IntegrationTests"),
     ]
 )

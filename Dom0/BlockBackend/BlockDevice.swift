@@ -1,3 +1,4 @@
+import VirtioSpec
 import ApusSys
 import GuestMemory
 import Synchronization

@@ -1,17 +1,8 @@
-/// virtio-net (virtio spec §5.1): the feature bits netback offers and the
-/// per-packet header in front of every frame.
-public enum VirtioNet {
-    public static let featureMAC: UInt64 = 1 << 5
-    public static let featureMergeableRxBuffers: UInt64 = 1 << 15
-    public static let featureStatus: UInt64 = 1 << 16
-    public static let statusLinkUp: UInt16 = 1
+import VirtioSpec
 
-    /// Queue 0 receives (device to driver), queue 1 transmits.
-    public static let receiveQueue = 0
-    public static let transmitQueue = 1
-
-    /// With VIRTIO_F_VERSION_1 the header is always 12 bytes (num_buffers included).
-    public static let headerSize = 12
+/// What netback adds to the virtio-net constants: frame limits, the header
+/// it writes in front of a received frame, and the checks on a transmitted one.
+extension VirtioNet {
     /// The largest frame accepted from a guest: no GSO is offered, so frames
     /// are at most the MTU plus the Ethernet header; 64 KiB leaves room for
     /// jumbo MTUs and still bounds what one chain can make the switch copy.

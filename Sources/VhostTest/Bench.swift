@@ -1,4 +1,5 @@
 import ApusSys
+import VirtioSpec
 
 /// `bench`: IOPS, MiB/s and latency percentiles for 4 KiB random and 128 KiB
 /// sequential reads and writes at queue depths 1 and 32, against one or
@@ -56,8 +57,8 @@ public enum Bench {
                     let sector = nextSector()
                     let t = Clock.monotonicNanoseconds()
                     let slot = scenario.write
-                        ? try client.submit(type: BlkSpec.typeOut, sector: sector, data: payload)
-                        : try client.submit(type: BlkSpec.typeIn, sector: sector, readLength: scenario.blockSize)
+                        ? try client.submit(type: VirtioBlock.typeOut, sector: sector, data: payload)
+                        : try client.submit(type: VirtioBlock.typeIn, sector: sector, readLength: scenario.blockSize)
                     guard let slot else { break }
                     started[slot] = t
                 }
@@ -68,7 +69,7 @@ public enum Bench {
             let t = Clock.monotonicNanoseconds()
             for c in done {
                 if let s = started.removeValue(forKey: c.slot) { latencies.append(t - s) }
-                if c.status != BlkSpec.statusOK { errors += 1 }
+                if c.status != VirtioBlock.statusOK { errors += 1 }
                 completed += 1
             }
         }

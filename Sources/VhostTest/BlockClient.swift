@@ -1,30 +1,21 @@
 import ApusSys
+import VirtioSpec
 import GuestMemory
 import Virtqueue
 import VirtioDriver
 import VhostUser
 
-/// virtio-blk numbers the harness needs (kept separate from Dom0's backend:
-/// the harness must not share code with what it tests).
-public enum BlkSpec {
-    public static let typeIn: UInt32 = 0, typeOut: UInt32 = 1, typeFlush: UInt32 = 4, typeGetID: UInt32 = 8
-    public static let typeDiscard: UInt32 = 11, typeWriteZeroes: UInt32 = 13
-    public static let statusOK: UInt8 = 0, statusIOError: UInt8 = 1, statusUnsupported: UInt8 = 2
-    public static let featureSegMax: UInt64 = 1 << 2, featureRO: UInt64 = 1 << 5, featureBlkSize: UInt64 = 1 << 6
-    public static let featureFlush: UInt64 = 1 << 9, featureMQ: UInt64 = 1 << 12
-    public static let featureDiscard: UInt64 = 1 << 13, featureWriteZeroes: UInt64 = 1 << 14
-    public static let deviceFeatures = featureSegMax | featureRO | featureBlkSize | featureFlush | featureMQ | featureDiscard | featureWriteZeroes
-    public static let configSize = 60
-}
-
 /// A virtio-blk driver on top of the harness: request slots in shared
 /// memory, synchronous helpers and asynchronous submit/reap for benchmarks.
 public final class BlockClient: @unchecked Sendable {
     // SAFETY (Sendable): driven by one thread.
+    /// The virtio-blk features this driver knows how to use.
+    public static let drivenFeatures = VirtioBlock.featureSegMax | VirtioBlock.featureReadOnly | VirtioBlock.featureBlockSize
+        | VirtioBlock.featureFlush | VirtioBlock.featureMultiQueue | VirtioBlock.featureDiscard | VirtioBlock.featureWriteZeroes
     public let harness: VhostHarness
     public private(set) var capacitySectors: UInt64 = 0
     public private(set) var config: [UInt8] = []
-    public var readOnly: Bool { harness.ackedFeatures & BlkSpec.featureRO != 0 }
+    public var readOnly: Bool { harness.ackedFeatures & VirtioBlock.featureReadOnly != 0 }
     public var eventIndex: Bool { harness.ackedFeatures & Virtq.featureEventIndex != 0 }
 
     /// One request's buffers: header, data, status, and room for an indirect table.
@@ -54,10 +45,10 @@ public final class BlockClient: @unchecked Sendable {
 
     /// The whole handshake: features, (the inflight region,) memory, config, queues.
     public func setUp(queues: Int = 1) throws {
-        try harness.negotiate(deviceFeatures: BlkSpec.deviceFeatures)
+        try harness.negotiate(deviceFeatures: BlockClient.drivenFeatures)
         try harness.shareInflight(queues: queues)
         try harness.shareMemory()
-        if let c = try harness.config(size: BlkSpec.configSize) {
+        if let c = try harness.config(size: VirtioBlock.configSize) {
             config = c
             capacitySectors = le64(c, 0)
         }
@@ -160,18 +151,18 @@ public final class BlockClient: @unchecked Sendable {
     }
 
     public func read(sector: UInt64, count: Int) throws -> (status: UInt8, data: [UInt8]) {
-        let r = try run(type: BlkSpec.typeIn, sector: sector, readLength: count)
+        let r = try run(type: VirtioBlock.typeIn, sector: sector, readLength: count)
         return (r.status, r.data)
     }
 
     public func write(sector: UInt64, _ data: [UInt8]) throws -> UInt8 {
-        try run(type: BlkSpec.typeOut, sector: sector, data: data).status
+        try run(type: VirtioBlock.typeOut, sector: sector, data: data).status
     }
 
-    public func flush() throws -> UInt8 { try run(type: BlkSpec.typeFlush, sector: 0).status }
+    public func flush() throws -> UInt8 { try run(type: VirtioBlock.typeFlush, sector: 0).status }
 
     public func getID() throws -> (status: UInt8, id: String) {
-        let r = try run(type: BlkSpec.typeGetID, sector: 0, readLength: 20)
+        let r = try run(type: VirtioBlock.typeGetID, sector: 0, readLength: 20)
         return (r.status, String(decoding: r.data.prefix { $0 != 0 }, as: UTF8.self))
     }
 

@@ -1,3 +1,4 @@
+import VirtioSpec
 import Virtqueue
 import VhostUser
 
@@ -19,32 +20,32 @@ public enum Conformance {
                 report.check("GET_QUEUE_NUM >= 1", n >= 1, "\(n) queues")
             }
             report.check("config: capacity > 0", client.capacitySectors > 0, "\(client.capacitySectors) sectors")
-            if h.ackedFeatures & BlkSpec.featureBlkSize != 0 {
+            if h.ackedFeatures & VirtioBlock.featureBlockSize != 0 {
                 let bs = client.le32(client.config, 20)
                 report.check("config: blk_size is a power of two >= 512", bs >= 512 && bs & (bs - 1) == 0, "\(bs)")
             }
-            if h.ackedFeatures & BlkSpec.featureSegMax != 0 {
+            if h.ackedFeatures & VirtioBlock.featureSegMax != 0 {
                 report.check("config: seg_max >= 1", client.le32(client.config, 12) >= 1)
             }
 
             let first = try client.read(sector: 0, count: 4096)
-            report.check("queue setup: read sector 0", first.status == BlkSpec.statusOK && first.data.count == 4096, "status \(first.status)")
-            let indirect = try client.run(type: BlkSpec.typeIn, sector: 8, readLength: 4096, indirect: true)
-            report.check("indirect descriptors", h.ackedFeatures & Virtq.featureIndirectDescriptors == 0 || indirect.status == BlkSpec.statusOK,
+            report.check("queue setup: read sector 0", first.status == VirtioBlock.statusOK && first.data.count == 4096, "status \(first.status)")
+            let indirect = try client.run(type: VirtioBlock.typeIn, sector: 8, readLength: 4096, indirect: true)
+            report.check("indirect descriptors", h.ackedFeatures & Virtq.featureIndirectDescriptors == 0 || indirect.status == VirtioBlock.statusOK,
                          "status \(indirect.status)")
             let id = try client.getID()
-            report.check("GET_ID answers OK or UNSUPP", id.status == BlkSpec.statusOK || id.status == BlkSpec.statusUnsupported,
+            report.check("GET_ID answers OK or UNSUPP", id.status == VirtioBlock.statusOK || id.status == VirtioBlock.statusUnsupported,
                          "status \(id.status) id \"\(id.id)\"")
             let beyond = try client.read(sector: client.capacitySectors, count: 512)
-            report.check("read past the end answers IOERR", beyond.status == BlkSpec.statusIOError, "status \(beyond.status)")
+            report.check("read past the end answers IOERR", beyond.status == VirtioBlock.statusIOError, "status \(beyond.status)")
             let unknown = try client.run(type: 0x7777, sector: 0)
-            report.check("unknown request type answers UNSUPP", unknown.status == BlkSpec.statusUnsupported, "status \(unknown.status)")
+            report.check("unknown request type answers UNSUPP", unknown.status == VirtioBlock.statusUnsupported, "status \(unknown.status)")
             if client.readOnly {
                 let w = try client.write(sector: 0, [UInt8](repeating: 1, count: 512))
-                report.check("write to a read-only device answers IOERR", w == BlkSpec.statusIOError, "status \(w)")
+                report.check("write to a read-only device answers IOERR", w == VirtioBlock.statusIOError, "status \(w)")
             }
-            if h.ackedFeatures & BlkSpec.featureFlush != 0 {
-                report.check("flush answers OK", try client.flush() == BlkSpec.statusOK)
+            if h.ackedFeatures & VirtioBlock.featureFlush != 0 {
+                report.check("flush answers OK", try client.flush() == VirtioBlock.statusOK)
             }
 
             // Stop the ring: the backend reports how far it got.
@@ -54,18 +55,18 @@ public enum Conformance {
             // Restart from there: used.idx continues where it was.
             try h.startQueue(client.queue, base: base)
             let again = try client.read(sector: 0, count: 512)
-            report.check("ring restarts from SET_VRING_BASE", again.status == BlkSpec.statusOK)
+            report.check("ring restarts from SET_VRING_BASE", again.status == VirtioBlock.statusOK)
             report.check("used index continues after restart", try client.queue.driver.usedIndex() == submitted &+ 1)
 
             if h.protocolFeatures.contains(.multiQueue), try h.maxQueues() >= 2 {
                 try client.restartSession(queues: 2)
-                let r = try client.run(type: BlkSpec.typeIn, sector: 0, readLength: 512, queue: client.harness.queues[1])
-                report.check("second queue serves requests", r.status == BlkSpec.statusOK, "status \(r.status)")
+                let r = try client.run(type: VirtioBlock.typeIn, sector: 0, readLength: 512, queue: client.harness.queues[1])
+                report.check("second queue serves requests", r.status == VirtioBlock.statusOK, "status \(r.status)")
             }
 
             try client.restartSession()
             let afterReconnect = try client.read(sector: 0, count: 512)
-            report.check("new session after disconnect", afterReconnect.status == BlkSpec.statusOK)
+            report.check("new session after disconnect", afterReconnect.status == VirtioBlock.statusOK)
         }
         report.summary("conformance")
     }

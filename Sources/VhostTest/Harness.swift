@@ -197,6 +197,16 @@ public final class HarnessQueue: @unchecked Sendable {
         }
     }
 
+    /// Waits for the backend's interrupt alone (as a guest sleeping on it
+    /// does); true if it came within `timeoutMilliseconds`.
+    public func waitInterrupt(timeoutMilliseconds: Int32) throws -> Bool {
+        try driver.setUsedEvent(driver.lastUsedIndex)
+        let ready = try epoll.wait(maxEvents: 1, timeoutMilliseconds: timeoutMilliseconds)
+        guard !ready.isEmpty else { return false }
+        call.drain()
+        return true
+    }
+
     /// Waits for used entries (interrupt or polling), up to `timeoutMilliseconds`.
     public func waitUsed(timeoutMilliseconds: Int32) throws -> [(head: UInt16, length: UInt32)] {
         var out: [(head: UInt16, length: UInt32)] = []

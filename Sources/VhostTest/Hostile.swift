@@ -1,4 +1,5 @@
 import ApusSys
+import VirtioSpec
 import GuestMemory
 import Virtqueue
 import VirtioDriver
@@ -42,51 +43,51 @@ public enum Hostile {
     static var cases: [Case] {
         [
             Case(name: "self-looping chain") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(0))
                 return c.slot(0)
             },
             Case(name: "two-descriptor cycle") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw, 512, N | W, next: c.slot(0))
                 return c.slot(0)
             },
             Case(name: "data buffer outside guest RAM") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, VhostHarness.memorySize + 0x10000, 4096, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "buffer address overflows 64 bits") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, UInt64.max - 0xFFF, 0x2000, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "zero-length status descriptor") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw + 1024, 512, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 0, W)
                 return c.slot(0)
             },
             Case(name: "status descriptor not device-writable") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw, 1, 0)
                 return c.slot(0)
             },
             Case(name: "header in a device-writable buffer") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N | W, next: c.slot(1))
                 try c.desc(1, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "readable descriptor after a writable one") { c in
-                try c.headerFor(type: BlkSpec.typeOut)
+                try c.headerFor(type: VirtioBlock.typeOut)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw + 1024, 512, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw + 2048, 512, N, next: c.slot(3))
@@ -94,34 +95,34 @@ public enum Hostile {
                 return c.slot(0)
             },
             Case(name: "header shorter than 16 bytes") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 7, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "data length not a multiple of 512") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw + 1024, 700, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "sector number overflows") { c in
-                try c.headerFor(type: BlkSpec.typeIn, sector: UInt64.max - 1)
+                try c.headerFor(type: VirtioBlock.typeIn, sector: UInt64.max - 1)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw + 1024, 4096, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "huge data length (4 GiB - 1)") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.slot(1))
                 try c.desc(1, c.bait.raw + 1024, UInt32.max, N | W, next: c.slot(2))
                 try c.desc(2, c.bait.raw, 1, W)
                 return c.slot(0)
             },
             Case(name: "next index out of range") { c in
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 try c.desc(0, c.header.raw, 16, N, next: c.size + 7)
                 return c.slot(0)
             },
@@ -147,7 +148,7 @@ public enum Hostile {
             },
             Case(name: "chain as long as the whole table") { c in
                 // Every slot points at the next: longer than any legal chain.
-                try c.headerFor(type: BlkSpec.typeIn)
+                try c.headerFor(type: VirtioBlock.typeIn)
                 for i in 0..<c.size { try c.driver.writeRaw(Descriptor(address: c.header.raw, length: 16, flags: N, next: (i + 1) % c.size), at: i) }
                 return 0
             },
@@ -209,7 +210,7 @@ public enum Hostile {
         if let (_, len) = returned {
             if len >= 1, statusByte != BlockClient.canary {
                 summary = "answered status \(statusByte)"
-                answeredOK = statusByte == BlkSpec.statusOK
+                answeredOK = statusByte == VirtioBlock.statusOK
             } else {
                 summary = "returned with nothing written"
             }
@@ -243,8 +244,8 @@ public enum Hostile {
 
     static func liveness(_ client: BlockClient) throws -> Bool {
         do {
-            let r = try client.run(type: BlkSpec.typeIn, sector: 0, readLength: 512, timeoutSeconds: 2)
-            return r.status == BlkSpec.statusOK
+            let r = try client.run(type: VirtioBlock.typeIn, sector: 0, readLength: 512, timeoutSeconds: 2)
+            return r.status == VirtioBlock.statusOK
         } catch {
             return false
         }

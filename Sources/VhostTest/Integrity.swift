@@ -1,4 +1,5 @@
 import ApusSys
+import VirtioSpec
 
 /// `integrity`: random writes with known content at several queue depths,
 /// reads checked against a model, flush, write-zeroes, a session restart,
@@ -36,11 +37,11 @@ public enum Integrity {
                 let (start, sectors) = randomExtent()
                 if Bool.random(using: &rng) {
                     let data = rng.bytes(sectors * 512)
-                    if try client.write(sector: start, data) != BlkSpec.statusOK { errors += 1; continue }
+                    if try client.write(sector: start, data) != VirtioBlock.statusOK { errors += 1; continue }
                     for i in 0..<sectors { model[start + UInt64(i)] = Array(data[(i * 512)..<((i + 1) * 512)]) }
                 } else {
                     let r = try client.read(sector: start, count: sectors * 512)
-                    if r.status != BlkSpec.statusOK { errors += 1; continue }
+                    if r.status != VirtioBlock.statusOK { errors += 1; continue }
                     verify(start, r.data)
                 }
             }
@@ -56,35 +57,35 @@ public enum Integrity {
                 range.forEach { used.insert($0) }
                 batch.append((start, rng.bytes(sectors * 512)))
             }
-            for (s, d) in batch { _ = try client.submit(type: BlkSpec.typeOut, sector: s, data: d) }
+            for (s, d) in batch { _ = try client.submit(type: VirtioBlock.typeOut, sector: s, data: d) }
             var done = 0, batchErrors = 0
             while done < batch.count {
                 let c = try client.reap(timeoutMilliseconds: 10_000)
                 if c.isEmpty { throw HarnessError("QD16 writes timed out") }
                 done += c.count
-                batchErrors += c.filter { $0.status != BlkSpec.statusOK }.count
+                batchErrors += c.filter { $0.status != VirtioBlock.statusOK }.count
             }
             for (s, d) in batch { for i in 0..<(d.count / 512) { model[s + UInt64(i)] = Array(d[(i * 512)..<((i + 1) * 512)]) } }
             mismatches = 0
             for (s, d) in batch { verify(s, try client.read(sector: s, count: d.count).data) }
             report.check("concurrent writes at QD16 land intact", batchErrors == 0 && mismatches == 0, "\(batchErrors) errors, \(mismatches) mismatched sectors")
 
-            report.check("flush", try client.flush() == BlkSpec.statusOK)
+            report.check("flush", try client.flush() == VirtioBlock.statusOK)
 
-            if client.harness.ackedFeatures & BlkSpec.featureWriteZeroes != 0 {
+            if client.harness.ackedFeatures & VirtioBlock.featureWriteZeroes != 0 {
                 let (start, sectors) = randomExtent()
-                let status = try client.rangeRequest(type: BlkSpec.typeWriteZeroes, [(start, UInt32(sectors))])
+                let status = try client.rangeRequest(type: VirtioBlock.typeWriteZeroes, [(start, UInt32(sectors))])
                 let r = try client.read(sector: start, count: sectors * 512)
-                report.check("write-zeroes reads back as zeros", status == BlkSpec.statusOK && r.data.allSatisfy { $0 == 0 }, "status \(status)")
+                report.check("write-zeroes reads back as zeros", status == VirtioBlock.statusOK && r.data.allSatisfy { $0 == 0 }, "status \(status)")
                 for i in 0..<sectors { model[start + UInt64(i)] = [UInt8](repeating: 0, count: 512) }
             }
-            if client.harness.ackedFeatures & BlkSpec.featureDiscard != 0 {
+            if client.harness.ackedFeatures & VirtioBlock.featureDiscard != 0 {
                 let (start, sectors) = randomExtent()
-                let status = try client.rangeRequest(type: BlkSpec.typeDiscard, [(start, UInt32(sectors))])
-                report.check("discard answers OK", status == BlkSpec.statusOK, "status \(status)")
+                let status = try client.rangeRequest(type: VirtioBlock.typeDiscard, [(start, UInt32(sectors))])
+                report.check("discard answers OK", status == VirtioBlock.statusOK, "status \(status)")
                 for i in 0..<sectors { model.removeValue(forKey: start + UInt64(i)) } // content undefined after discard
             }
-            report.check("flush before restart", try client.flush() == BlkSpec.statusOK)
+            report.check("flush before restart", try client.flush() == VirtioBlock.statusOK)
 
             // A new session (as after a frontend restart) sees everything.
             try client.restartSession()
@@ -93,7 +94,7 @@ public enum Integrity {
             for sector in model.keys.sorted() {
                 let r = try client.read(sector: sector, count: 512)
                 checked += 1
-                if r.status != BlkSpec.statusOK || r.data != model[sector] { mismatches += 1 }
+                if r.status != VirtioBlock.statusOK || r.data != model[sector] { mismatches += 1 }
             }
             report.check("read-back after session restart", mismatches == 0, "\(checked) sectors checked, \(mismatches) mismatched")
             client = client // keep alive

@@ -1,3 +1,4 @@
+import VirtioSpec
 import ApusSys
 import GuestMemory
 import Virtqueue
@@ -21,9 +22,6 @@ public final class NetClient: @unchecked Sendable {
     private var txSlots: [UInt16: UInt64] = [:]
     public private(set) var mergeable = false
 
-    static let featureMergeable: UInt64 = 1 << 15
-    static let featureStatus: UInt64 = 1 << 16
-    static let headerSize = 12
     /// Transmit buffers: after the receive area, 64 KiB apart.
     static let txArea = VhostHarness.bufferStart + (16 << 20)
     static let txSlotSize: UInt64 = 1 << 16
@@ -32,8 +30,8 @@ public final class NetClient: @unchecked Sendable {
         harness = try VhostHarness(socketPath: socket, queueSize: queueSize)
         self.mac = mac
         self.bufferSize = bufferSize
-        try harness.negotiate(deviceFeatures: Self.featureMergeable | Self.featureStatus)
-        mergeable = harness.ackedFeatures & Self.featureMergeable != 0
+        try harness.negotiate(deviceFeatures: VirtioNet.featureMergeableRxBuffers | VirtioNet.featureStatus)
+        mergeable = harness.ackedFeatures & VirtioNet.featureMergeableRxBuffers != 0
         try harness.shareMemory()
         try harness.startQueues(2)
         rx = harness.queues[0]
@@ -95,7 +93,7 @@ public final class NetClient: @unchecked Sendable {
         var sent = 0
         for f in frames {
             guard let slot = freeTxSlots.popLast() else { break }
-            let packet = [UInt8](repeating: 0, count: Self.headerSize) + f
+            let packet = [UInt8](repeating: 0, count: VirtioNet.headerSize) + f
             guard UInt64(packet.count) <= Self.txSlotSize else { freeTxSlots.append(slot); continue }
             try harness.memory.write(bytes: packet, at: GuestAddress(slot))
             guard let head = try tx.driver.add([DescriptorBuffer(address: GuestAddress(slot), length: UInt32(packet.count), isWriteOnly: false)]) else {
@@ -157,7 +155,7 @@ public final class NetClient: @unchecked Sendable {
         var i = 0
         while i < pendingUsed.count {
             let (head, length) = pendingUsed[i]
-            guard let address = rxBuffers[head], length >= UInt32(Self.headerSize) else {
+            guard let address = rxBuffers[head], length >= UInt32(VirtioNet.headerSize) else {
                 heads.append(head)
                 i += 1
                 continue
@@ -172,7 +170,7 @@ public final class NetClient: @unchecked Sendable {
                 packet += try harness.memory.readBytes(at: a, count: Int(min(UInt64(l), bufferSize)))
             }
             heads += pendingUsed[i..<(i + count)].map(\.head)
-            frames.append(Array(packet.dropFirst(Self.headerSize)))
+            frames.append(Array(packet.dropFirst(VirtioNet.headerSize)))
             i += count
         }
         pendingUsed.removeFirst(i)

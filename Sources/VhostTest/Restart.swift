@@ -1,4 +1,5 @@
 import ApusSys
+import VirtioSpec
 import GuestMemory
 
 /// `restart`: a vhost-user-blk backend killed (SIGKILL) at random moments
@@ -30,6 +31,9 @@ public enum Restart {
         public var completed = 0
         public var lost = 0
         public var duplicated = 0
+        /// Requests completed after the restart without an interrupt: a
+        /// guest asleep on it would have waited forever.
+        public var missedInterrupt = false
         public var recoveryMilliseconds: Double?
     }
 
@@ -45,6 +49,7 @@ public enum Restart {
         public var failure: String?
 
         public var lost: Int { kills.reduce(0) { $0 + $1.lost } }
+        public var missedInterrupts: Int { kills.filter(\.missedInterrupt).count }
         public var duplicated: Int { kills.reduce(0) { $0 + $1.duplicated } }
         public var inflight: Int { kills.reduce(0) { $0 + $1.inflight } }
         public var recorded: Int { kills.reduce(0) { $0 + ($1.recorded ?? 0) } }
@@ -86,19 +91,20 @@ public enum Restart {
             }
             summaries.append(s)
             if s.tracksInflight {
-                report.check("\(t.name): \(s.kills.count) kills, nothing lost, duplicated or corrupted",
-                             s.failure == nil && s.kills.count == kills && s.lost == 0 && s.duplicated == 0 && s.mismatches == 0 && s.errors == 0,
-                             "\(s.failure ?? "") lost \(s.lost), duplicated \(s.duplicated), mismatched \(s.mismatches) of \(s.blocksChecked) blocks, \(s.errors) I/O errors")
+                report.check("\(t.name): \(s.kills.count) kills, nothing lost, duplicated, corrupted or left unannounced",
+                             s.failure == nil && s.kills.count == kills && s.lost == 0 && s.duplicated == 0 && s.mismatches == 0 && s.errors == 0
+                                && s.missedInterrupts == 0,
+                             "\(s.failure ?? "") lost \(s.lost), duplicated \(s.duplicated), mismatched \(s.mismatches) of \(s.blocksChecked) blocks, \(s.errors) I/O errors, \(s.missedInterrupts) missed interrupts")
             } else {
                 report.check("\(t.name): \(s.kills.count) kills (no inflight tracking: losses reported, not failed)", s.failure == nil, s.failure ?? "")
             }
         }
         report.emit("")
-        report.emit("| backend | inflight tracking | kills | requests | outstanding at kill | recorded, resubmitted | lost | duplicated | blocks mismatched | recovery p50 (ms) | p99 (ms) |")
-        report.emit("|---|---|---|---|---|---|---|---|---|---|---|")
+        report.emit("| backend | inflight tracking | kills | requests | outstanding at kill | recorded, resubmitted | lost | duplicated | blocks mismatched | interrupts missed | recovery p50 (ms) | p99 (ms) |")
+        report.emit("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in summaries {
             let r = s.recovery
-            report.emit("| \(s.name) | \(s.tracksInflight ? "INFLIGHT_SHMFD" : "none") | \(s.kills.count) | \(s.requests) | \(s.inflight) | \(s.tracksInflight ? String(s.recorded) : "-") | \(s.lost) | \(s.duplicated) | \(s.mismatches) of \(s.blocksChecked) | \(Report.decimal(r.p50, 1)) | \(Report.decimal(r.p99, 1)) |")
+            report.emit("| \(s.name) | \(s.tracksInflight ? "INFLIGHT_SHMFD" : "none") | \(s.kills.count) | \(s.requests) | \(s.inflight) | \(s.tracksInflight ? String(s.recorded) : "-") | \(s.lost) | \(s.duplicated) | \(s.mismatches) of \(s.blocksChecked) | \(s.missedInterrupts) | \(Report.decimal(r.p50, 1)) | \(Report.decimal(r.p99, 1)) |")
         }
         return summaries
     }
@@ -146,17 +152,17 @@ public enum Restart {
             if write {
                 let g = nextGeneration
                 nextGeneration += 1
-                guard let slot = try client.submit(type: BlkSpec.typeOut, sector: sector, data: content(block: block, generation: g)) else { return }
+                guard let slot = try client.submit(type: VirtioBlock.typeOut, sector: sector, data: content(block: block, generation: g)) else { return }
                 busy[slot] = (block, true, g)
             } else {
-                guard let slot = try client.submit(type: BlkSpec.typeIn, sector: sector, readLength: blockSize) else { return }
+                guard let slot = try client.submit(type: VirtioBlock.typeIn, sector: sector, readLength: blockSize) else { return }
                 busy[slot] = (block, false, 0)
             }
             s.requests += 1
         }
         func complete(_ c: BlockClient.Completion) throws {
             guard let r = busy.removeValue(forKey: c.slot) else { return }
-            guard c.status == BlkSpec.statusOK else { s.errors += 1; return }
+            guard c.status == VirtioBlock.statusOK else { s.errors += 1; return }
             if r.write {
                 model[r.block] = max(model[r.block] ?? 0, r.generation)
             } else if let g = model[r.block] {
@@ -188,9 +194,13 @@ public enum Restart {
             backend.kill()
             kill.recorded = client.harness.inflightHeads(queue: 0)?.count
             try backend.start()
-            try client.harness.resumeAfterRestart(deviceFeatures: BlkSpec.deviceFeatures)
-            // Everything that was in flight should now complete (no new requests meanwhile).
+            try client.harness.resumeAfterRestart(deviceFeatures: BlockClient.drivenFeatures)
+            // Everything that was in flight should now complete (no new
+            // requests meanwhile), and the driver be told by an interrupt.
             let waiting = Set(busy.keys)
+            if !waiting.isEmpty, try !client.queue.waitInterrupt(timeoutMilliseconds: 3000) {
+                kill.missedInterrupt = try client.queue.driver.usedIndex() != client.queue.driver.lastUsedIndex
+            }
             let deadline = Clock.monotonicNanoseconds() + 3_000_000_000
             while Clock.monotonicNanoseconds() < deadline && busy.keys.contains(where: waiting.contains) {
                 let done = try client.reap(timeoutMilliseconds: 200)
@@ -217,7 +227,7 @@ public enum Restart {
             }
             s.kills.append(kill)
             if let json {
-                try? json.writeAll("{\"backend\":\"\(t.name)\",\"kill\":\(k + 1),\"in_flight\":\(kill.inflight),\"recorded\":\(kill.recorded.map(String.init) ?? "null"),\"completed\":\(kill.completed),\"lost\":\(kill.lost),\"duplicated\":\(kill.duplicated),\"recovery_ms\":\(kill.recoveryMilliseconds.map { Report.decimal($0, 3) } ?? "null")}\n")
+                try? json.writeAll("{\"backend\":\"\(t.name)\",\"kill\":\(k + 1),\"in_flight\":\(kill.inflight),\"recorded\":\(kill.recorded.map(String.init) ?? "null"),\"completed\":\(kill.completed),\"lost\":\(kill.lost),\"duplicated\":\(kill.duplicated),\"missed_interrupt\":\(kill.missedInterrupt),\"recovery_ms\":\(kill.recoveryMilliseconds.map { Report.decimal($0, 3) } ?? "null")}\n")
             }
         }
         // Drain, then read every block written back against the model.
@@ -228,7 +238,7 @@ public enum Restart {
         for (block, g) in model.sorted(by: { $0.key < $1.key }) {
             let r = try client.read(sector: block * sectorsPerBlock, count: blockSize)
             s.blocksChecked += 1
-            if r.status != BlkSpec.statusOK || r.data != content(block: block, generation: g) { s.mismatches += 1 }
+            if r.status != VirtioBlock.statusOK || r.data != content(block: block, generation: g) { s.mismatches += 1 }
         }
         report.emit("\(t.name): \(s.kills.count) kills, \(s.requests) requests, inflight tracking \(s.tracksInflight ? "yes" : "no"): lost \(s.lost), duplicated \(s.duplicated), \(s.mismatches) of \(s.blocksChecked) blocks mismatched")
     }

@@ -398,6 +398,11 @@ public final class VhostUserBackendSession: @unchecked Sendable {
                 ErrorLog.shared.warn("\(label): ring \(i): inflight region not used (\(error)); resuming at avail index \(ring.base)")
             }
         }
+        // A ring that resumes (a restarted backend, a reconnected frontend):
+        // the driver may be asleep waiting for an interrupt for used entries
+        // the previous backend published and never signalled. One now (a
+        // spurious one is harmless: the driver finds nothing new).
+        if ring.base != 0 || queue.nextUsedIndex != 0 { ring.call.signal() }
         device.startQueue(i, queue: queue, kick: kick, call: ring.call)
         ring.started = true
         rings[i] = ring

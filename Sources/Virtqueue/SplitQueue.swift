@@ -30,6 +30,12 @@ public final class SplitQueue: @unchecked Sendable {
     public private(set) var nextUsedIndex: UInt16
     /// The used index at the last notification decision.
     private var signalledUsedIndex: UInt16
+    /// Whether that decision was this queue's own. A queue that takes over
+    /// (a restarted backend) cannot know whether the driver heard about the
+    /// used entries already there, so with EVENT_IDX its first decision is
+    /// always yes (as libvhost-user's signalled_used_valid): a driver waiting
+    /// for an interrupt its killed predecessor never sent would wait forever.
+    private var signalledUsedValid = false
     /// vhost-user inflight tracking, when the frontend shares a region.
     public private(set) var inflight: InflightQueue?
     /// Chains a restarted backend owes the driver (taken by the process
@@ -285,6 +291,10 @@ public final class SplitQueue: @unchecked Sendable {
         memory.fence()
         do {
             if eventIndex {
+                if !signalledUsedValid {
+                    signalledUsedValid = true
+                    return true
+                }
                 let usedEvent = UInt16(littleEndian: try memory.read(UInt16.self, at: usedEventAddress()))
                 return Virtq.needsEvent(eventIndex: usedEvent, new: new, old: old)
             }

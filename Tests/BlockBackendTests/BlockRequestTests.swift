@@ -1,3 +1,4 @@
+import VirtioSpec
 import Testing
 import GuestMemory
 import Virtqueue

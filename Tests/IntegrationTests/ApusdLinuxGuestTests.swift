@@ -96,6 +96,37 @@ struct ApusdLinuxGuestTests {
         session.send("i=0; until [ $(cat /sys/block/vda/size) = 98304 ] || [ $i -gt 100 ]; do sleep 0.2; i=$((i+1)); done; echo SIZE-$(cat /sys/block/vda/size)-DONE\r")
         #expect(session.waitFor("SIZE-98304-DONE", timeout: 60), "\(session.output)")
         #expect(try d.ok("domblkinfo", "linux", "vda").contains("Capacity:       50331648"))
+        // blkback's counters, through apusd, as libvirt reports them (before
+        // the kills below: a restarted backend counts from zero).
+        let blkstat = try d.ok("domblkstat", "linux", "vda")
+        func counter(_ name: String) -> Int {
+            blkstat.split(separator: "\n").first { $0.contains(" \(name) ") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        // dd read 8 MiB (the guest merges its 64 KiB reads into larger requests).
+        #expect(counter("rd_req") > 0 && counter("rd_bytes") >= 8 << 20, "\(blkstat)")
+        // The disk's backend killed (SIGKILL) ten times under the guest's
+        // writes with fsync: apusd starts it again each time, the new one
+        // resubmits what the old one had taken (the inflight region apus-hv
+        // keeps), and the guest sees no I/O error, keeps its filesystem
+        // read-write, and reads back from the disk every block it wrote.
+        session.send("(dd if=/dev/urandom of=/tmp/all bs=64k count=16 2>/dev/null; echo SOURCES-$((6 * 7))-READY; for s in $(seq 0 15); do dd if=/tmp/all of=/mnt/data bs=64k skip=$s seek=$s count=1 conv=fsync,notrunc 2>/dev/null || echo WRITE-$((6 * 7))-FAILED; done; sync; echo 3 > /proc/sys/vm/drop_caches; cmp -s /tmp/all /mnt/data && echo VERIFY-$((6 * 7))-SAME; dmesg | grep -c -i 'I/O error' | sed 's/^/IOERRORS-/'; grep ' /mnt ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 | sed 's/^/MOUNT-/'; echo LOOP-$((6 * 7))-DONE) &\r")
+        #expect(session.waitFor("SOURCES-42-READY", timeout: 300), "\(session.output)")
+        let blkbackPattern = "apus-blkback.*" + d.rootPath + "/run/apus/domains/linux/"
+        var kills = 0
+        for _ in 0..<10 {
+            guard let pid = processIDs(matching: blkbackPattern).first else { break }
+            Thread.sleep(forTimeInterval: 1.0)
+            kill(pid, SIGKILL)
+            kills += 1
+            for _ in 0..<200 where (processIDs(matching: blkbackPattern).first ?? pid) == pid { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(kills == 10)
+        #expect(session.waitFor("LOOP-42-DONE", timeout: 600), "\(session.output)")
+        #expect(session.output.contains("VERIFY-42-SAME") && session.output.contains("IOERRORS-0") && session.output.contains("MOUNT-rw")
+                && !session.output.contains("WRITE-42-FAILED"), "\(session.output)")
+        let hvLog = (try? String(contentsOfFile: d.rootPath + "/var/log/apus/linux.hypervisor.log", encoding: .utf8)) ?? ""
+        #expect(hvLog.components(separatedBy: "started again").count - 1 == 10, "\(hvLog)")
+        #expect(try d.ok("domblkerror", "linux").contains("No errors found"))
         // virsh send-key reaches the guest's AT keyboard (an evdev event).
         session.send("cat /sys/class/input/*/name; for e in /sys/class/input/event*; do grep -q '^AT .* keyboard' $e/device/name && k=/dev/input/${e##*/}; done; echo KBD-$k-FOUND; (dd if=$k of=/dev/null bs=24 count=1 2>/dev/null && echo KEY-$((6 * 7))-SEEN) &\r")
         #expect(session.waitFor("KBD-/dev/input/event", timeout: 60), "\(session.output)")
@@ -116,13 +147,6 @@ struct ApusdLinuxGuestTests {
         #expect(stats.contains("vcpu.current=2") && stats.contains("vcpu.maximum=3") && stats.contains("vcpu.1.time="), "\(stats)")
         #expect(stats.contains("block.0.capacity=50331648") && stats.contains("net.0.name=vnet0"), "\(stats)")
 
-        // blkback's counters, through apusd, as libvirt reports them.
-        let blkstat = try d.ok("domblkstat", "linux", "vda")
-        func counter(_ name: String) -> Int {
-            blkstat.split(separator: "\n").first { $0.contains(" \(name) ") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
-        }
-        // dd read 8 MiB (the guest merges its 64 KiB reads into larger requests).
-        #expect(counter("rd_req") > 0 && counter("rd_bytes") >= 8 << 20, "\(blkstat)")
         #expect(try d.ok("domstate", "--reason", "linux").contains("running (booted)"))
         // netback's counters for the port, as libvirt reports them.
         let ifstat = try d.ok("domifstat", "linux", "vnet0")

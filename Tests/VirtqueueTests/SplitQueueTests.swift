@@ -174,15 +174,42 @@ struct QueuePair {
         var q = try QueuePair(eventIndex: true)
         for _ in 0..<3 { _ = try q.driver.add([q.buffer(8, write: false)]) }
         try q.driver.publish()
-        // The driver wants an interrupt only when used.idx passes 2.
+        // The driver wants an interrupt only when used.idx passes 2 (a new
+        // queue's first decision is yes whatever it says: see the next test).
         try q.driver.setUsedEvent(2)
-        for expected in [false, false, true] {
+        for expected in [true, false, true] {
             let c = try #require(try q.device.pop())
             try q.device.addUsed(head: c.head, length: 0)
             try q.device.publishUsed()
             #expect(try q.device.needsNotification() == expected)
         }
         #expect(try q.device.needsNotification() == false) // nothing new
+    }
+
+    /// A backend killed between publishing used entries and signalling:
+    /// the driver's used_event still names the first of them. The queue
+    /// that takes over signals its first completion whatever used_event
+    /// says, or the driver would never look at the used ring again.
+    @Test func aQueueThatTakesOverSignalsItsFirstCompletion() throws {
+        var q = try QueuePair(eventIndex: true)
+        for _ in 0..<4 { _ = try q.driver.add([q.buffer(8, write: false)]) }
+        try q.driver.publish()
+        try q.driver.setUsedEvent(0)
+        for _ in 0..<2 {
+            let c = try #require(try q.device.pop())
+            try q.device.addUsed(head: c.head, length: 0)
+        }
+        try q.device.publishUsed() // ... and dies before signalling.
+        let next = try SplitQueue(memory: q.memory, size: 16, descriptorTable: q.driver.descriptorTable, availRing: q.driver.availRing,
+                                  usedRing: q.driver.usedRing, eventIndex: true, lastAvailIndex: 2)
+        let c = try #require(try next.pop())
+        try next.addUsed(head: c.head, length: 0)
+        try next.publishUsed()
+        #expect(try next.needsNotification() == true) // used_event 0 is behind used.idx 2: only the takeover rule says yes
+        let d = try #require(try next.pop())
+        try next.addUsed(head: d.head, length: 0)
+        try next.publishUsed()
+        #expect(try next.needsNotification() == false) // from here on, used_event decides
     }
 
     @Test func noInterruptFlagWithoutEventIndex() throws {

@@ -54,8 +54,10 @@ enum DomainStatsProcedures {
         .call(263, "virDomainGetDiskErrors", .readOnly, DiskErrorsArguments.self, DiskErrorsResult.self,
               accepts: []) { a, call throws(ToolstackError) in
             guard a.maxerrors <= 256 else { throw .invalidArgument("maxerrors too large") }
-            guard try await call.domain(a.dom).isActive else { throw .invalidState("domain is not running") }
-            return DiskErrorsResult()
+            let errors = try await call.manager.diskErrors(try await call.domain(a.dom).uuid)
+            // maxerrors 0 asks how many there are.
+            let sent = errors.prefix(Int(a.maxerrors)).map { DiskErrorsResult.DiskError(disk: $0.disk, error: $0.error) }
+            return DiskErrorsResult(errors: sent, nerrors: Int32(a.maxerrors == 0 ? errors.count : sent.count))
         },
         .call(64, "virDomainBlockStats", .readOnly, DomainStringArguments.self, BlockStatsResult.self) { a, call throws(ToolstackError) in
             let c = try await call.manager.blockStats(try await call.domain(a.dom).uuid, device: a.string)

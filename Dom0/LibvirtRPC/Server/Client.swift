@@ -303,40 +303,16 @@ final class Client: @unchecked Sendable {
     }
 
     private func deliver(_ event: DomainEvent) {
-        let eventID: Int32
-        switch event.kind {
-        case .lifecycle: eventID = EventID.lifecycle
-        case .reboot: eventID = EventID.reboot
-        }
-        let (targets, legacy) = lock.withLock { () -> ([Int32], Bool) in
-            let ids = callbacks.filter { $0.value.event == eventID && ($0.value.domain == nil || $0.value.domain == event.uuid) }
-                .map(\.key).sorted()
-            return (ids, legacyEvents.contains(eventID))
-        }
         let dom = RemoteDomain(name: event.name, uuid: event.uuid, id: event.id)
-        var lifecycle = LifecycleEventMessage()
-        lifecycle.dom = dom
-        if case .lifecycle(let e, let detail) = event.kind {
-            lifecycle.event = e
-            lifecycle.detail = detail
-        }
-        var reboot = RebootEventMessage()
-        reboot.dom = dom
-        for callback in targets {
-            if eventID == EventID.lifecycle {
-                var m = CallbackLifecycleEventMessage()
-                m.callbackID = callback
-                m.msg = lifecycle
-                sendEvent(EventMessage.callbackLifecycle, m.xdr)
-            } else {
-                var m = CallbackRebootEventMessage()
-                m.callbackID = callback
-                m.msg = reboot
-                sendEvent(EventMessage.callbackReboot, m.xdr)
+        for e in EventMessage.encodings(event.kind, dom: dom) {
+            let (targets, legacy) = lock.withLock { () -> ([Int32], Bool) in
+                let ids = callbacks.filter { $0.value.event == e.id && ($0.value.domain == nil || $0.value.domain == event.uuid) }
+                    .map(\.key).sorted()
+                return (ids, legacyEvents.contains(e.id))
             }
-        }
-        if legacy {
-            if eventID == EventID.lifecycle { sendEvent(EventMessage.lifecycle, lifecycle.xdr) } else { sendEvent(EventMessage.reboot, reboot.xdr) }
+            // A callback message is the callback's id, then the legacy message.
+            for callback in targets { sendEvent(e.callback, IntResult(callback).xdr + e.payload) }
+            if legacy { sendEvent(e.legacy, e.payload) }
         }
     }
 

@@ -85,6 +85,7 @@ public struct DaemonConfig: Equatable, Sendable {
                 guard mode & 0o007 == 0 else { throw fail("'unix_sock_rw_perms' must not give others access to the read-write socket") }
                 c.readWriteSocketMode = mode
             case "confine_domains": c.limits.confinement.enabled = try number(0...1) == 1
+            case "backend_restarts_per_minute": c.limits.backendRestartsPerMinute = try number(0...1000)
             case "cgroup_partition":
                 guard case .string(let v) = s.value, v.hasPrefix("/"), v.count > 1,
                       v.split(separator: "/").allSatisfy({ $0 != ".." && $0 != "." && !$0.hasPrefix("cgroup.") }),
@@ -142,6 +143,9 @@ public struct DaemonLimits: Equatable, Sendable {
     public var allowedPaths = ["/var/lib/apus/images", "/var/lib/libvirt/images"]
     /// How domain processes are confined beyond their seccomp filters.
     public var confinement = Confinement()
+    /// How often a minute a running domain's disk backend that dies is
+    /// started again before apusd leaves it down (0: never restarted).
+    public var backendRestartsPerMinute = 10
     /// apusd.conf's cgroup_partition: the cgroup (under the cgroup2 mount)
     /// holding one cgroup per running domain; nil: `/apus`, or for an
     /// `apusd --root DIR` a partition of that root's own.

@@ -81,6 +81,10 @@ public actor DomainManager {
         var rebootRequested = false
         var resetRequested = false
         var destroying = false
+        /// Its processes are being stopped: a backend that exits now is not restarted.
+        var stopping = false
+        /// Disks whose backend apusd gave up restarting (`virsh domblkerror`).
+        var failedDisks: Set<String> = []
         /// Port names taken while the domain starts (its record has none yet).
         var reservedPorts: [String] = []
     }
@@ -100,6 +104,8 @@ public actor DomainManager {
     /// (at most ``crashRestartLimit`` a minute: a hypervisor that dies at
     /// once is not restarted forever).
     var crashRestarts: [DomainUUID: [ContinuousClock.Instant]] = [:]
+    /// When each running domain's disk backend ("UUID/vda") was last restarted.
+    var backendRestarts: [String: [ContinuousClock.Instant]] = [:]
     static let crashRestartLimit = 3
     /// Bridges whose switch this apusd is starting.
     var switchesStarting: Set<String> = []
@@ -168,6 +174,7 @@ public actor DomainManager {
         domain.live?.record.save(paths)
         domains[uuid] = domain
         watch(uuid, pid: record.hypervisorPid)
+        watchBackends(uuid, record)
     }
 
     /// Starts every persistent domain marked autostart that is not running.
@@ -419,6 +426,7 @@ public actor DomainManager {
         domains[uuid] = now
         started.save(paths)
         watch(uuid, pid: record.hypervisorPid)
+        watchBackends(uuid, started)
         emit(now, .lifecycle(event: LifecycleEvent.started, detail: 0))
         if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: 0)) }
         return info(now)
@@ -684,6 +692,8 @@ public actor DomainManager {
     /// The domain stopped: clean up its processes and state, emit events.
     func stopped(_ uuid: DomainUUID, record: RuntimeRecord, state: DomainState, reason: Int32, events kinds: [DomainEvent.Kind], keepListed: Bool = false) async {
         guard domains[uuid] != nil else { return }
+        domains[uuid]?.live?.stopping = true
+        for b in record.backends { backendRestarts.removeValue(forKey: "\(uuid)/\(b.device)") }
         samplers.removeValue(forKey: record.hypervisorPid)
         await Supervisor.stop(record, paths: paths)
         // Re-read after the teardown (other calls ran meanwhile).

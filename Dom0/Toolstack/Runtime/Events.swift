@@ -24,6 +24,10 @@ public struct DomainEvent: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         case lifecycle(event: Int32, detail: Int32)
         case reboot
+        /// A disk's I/O failed or its backend died: its source, its alias
+        /// (virtio-disk0), what was done (VIR_DOMAIN_EVENT_IO_ERROR_NONE 0,
+        /// _PAUSE 1, _REPORT 2) and why, in words.
+        case ioError(source: String, alias: String, action: Int32, reason: String)
     }
     public let name: String
     public let uuid: DomainUUID

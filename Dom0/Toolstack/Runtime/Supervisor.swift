@@ -45,7 +45,6 @@ enum Supervisor {
                                    backends: [], paused: paused, persistent: persistent, xml: DomainXML.format(def),
                                    startedAt: Double(Clock.realtime().seconds))
         record.user = user
-        let jail = record.jail(showing: [dir])
         do {
             if let cgroups {
                 // Before any process: every byte they allocate is the domain's.
@@ -53,15 +52,7 @@ enum Supervisor {
                                                       tuning: def.tuning, vcpus: def.onlineVCPUs).path
             }
             for disk in def.disks {
-                let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
-                var args = ["--socket", socket, "--image", disk.source, "--format", disk.format.rawValue, "--control", control,
-                            "--serial", disk.serial ?? "\(def.name)-\(disk.target)"]
-                if disk.readOnly { args.append("--readonly") }
-                if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
-                if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
-                for d in allowed.directories { args += ["--allow-dir", d] }
-                let pid = try spawn(paths.binary("apus-blkback"), args, kind: .diskBackend, log: log, jail: jail, cgroup: record.cgroup)
-                record.backends.append(.init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true))
+                record.backends.append(try startDiskBackend(disk, of: def, record: record, paths: paths, limits: limits, allowed: allowed, log: log))
             }
             for (i, port) in ports.enumerated() {
                 record.backends.append(try await NetbackPorts.attach(port: port.name, switch: port.control, index: i, directory: dir, owner: user))
@@ -78,6 +69,23 @@ enum Supervisor {
             throw error
         }
         return record
+    }
+
+    /// Starts the apus-blkback of one of the domain's disks (at start, and
+    /// again when one dies under a running domain: the same socket, image
+    /// and confinement).
+    static func startDiskBackend(_ disk: DiskDefinition, of def: DomainDefinition, record: RuntimeRecord, paths: ApusPaths, limits: DaemonLimits,
+                                 allowed: AllowedPaths, log: FileDescriptor?) throws(ToolstackError) -> RuntimeRecord.Backend {
+        let dir = paths.runtimeDirectory(def.name)
+        let socket = dir + "/disk-\(disk.target).sock", control = dir + "/disk-\(disk.target).ctl"
+        var args = ["--socket", socket, "--image", disk.source, "--format", disk.format.rawValue, "--control", control,
+                    "--serial", disk.serial ?? "\(def.name)-\(disk.target)"]
+        if disk.readOnly { args.append("--readonly") }
+        if limits.blkbackDirectIO || disk.direct { args.append("--direct") }
+        if limits.blkbackQueues > 1 { args += ["--queues", String(limits.blkbackQueues)] }
+        for d in allowed.directories { args += ["--allow-dir", d] }
+        let pid = try spawn(paths.binary("apus-blkback"), args, kind: .diskBackend, log: log, jail: record.jail(showing: [dir]), cgroup: record.cgroup)
+        return .init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true)
     }
 
     /// `def` with its kernel, initrd and disk sources replaced by their

@@ -2,6 +2,7 @@ import ApusSys
 import GuestMemory
 import Synchronization
 import VhostUser
+import VirtioSpec
 
 /// A virtio device whose backend runs in Dom0, reached over vhost-user.
 /// The guest's feature negotiation, queue setup and DRIVER_OK become
@@ -15,7 +16,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     public enum Kind: Sendable, Equatable {
         case block
         case network(mac: [UInt8]?)
-        var deviceID: UInt32 { if case .block = self { return 2 }; return 1 }
+        var deviceID: UInt32 { if case .block = self { return VirtioBlock.deviceID }; return VirtioNet.deviceID }
         var name: String { if case .block = self { return "disk" }; return "net" }
     }
 
@@ -56,7 +57,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     static let passthroughFeatures: UInt64 = (1 << 32) | (1 << 29) | (1 << 28) | 0x00FF_FFFF
     static let wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multiQueue, .inflightSharedMemory]
     /// Config space sizes read from the backend.
-    static func configSize(_ kind: Kind) -> Int { kind == .block ? 60 : 12 }
+    static func configSize(_ kind: Kind) -> Int { kind == .block ? VirtioBlock.configSize : VirtioNet.configSize }
 
     /// Connects to the backend (retrying for `timeoutSeconds`) and learns its features.
     public init(kind: Kind, socketPath: String, memory: GuestMemory, call: EventFD, kicksFor count: (Int) throws -> [EventFD],
@@ -74,8 +75,8 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         }
         queueCount = queues
         var features = handshake.features & Self.passthroughFeatures
-        if case .block = kind, queues == 1 { features &= ~(1 << 12) } // VIRTIO_BLK_F_MQ
-        if case .network(let mac) = kind, mac != nil { features |= 1 << 5 } // VIRTIO_NET_F_MAC: apus-hv provides it
+        if case .block = kind, queues == 1 { features &= ~VirtioBlock.featureMultiQueue }
+        if case .network(let mac) = kind, mac != nil { features |= VirtioNet.featureMAC } // apus-hv provides the MAC
         deviceFeatures = features
         kicks = try count(queues)
         state.withLock { s in

@@ -1,4 +1,5 @@
-/// virtio-blk constants (virtio 1.2 §5.2).
+/// virtio-blk constants (virtio 1.2 §5.2), in one place for everything
+/// that speaks the device: apus-hv's frontend, apus-blkback, the harness.
 public enum VirtioBlock {
     /// Device ID.
     public static let deviceID: UInt32 = 2
@@ -27,6 +28,9 @@ public enum VirtioBlock {
     public static let statusOK: UInt8 = 0
     public static let statusIOError: UInt8 = 1
     public static let statusUnsupported: UInt8 = 2
+
+    /// Bytes of the configuration space through write_zeroes_may_unmap (§5.2.4).
+    public static let configSize = 60
 
     /// Length of the GET_ID string.
     public static let idLength = 20
