@@ -110,7 +110,10 @@ struct ApusdLinuxGuestTests {
         // keeps), and the guest sees no I/O error, keeps its filesystem
         // read-write, and reads back from the disk every block it wrote.
         session.send("(dd if=/dev/urandom of=/tmp/all bs=64k count=16 2>/dev/null; echo SOURCES-$((6 * 7))-READY; for s in $(seq 0 15); do dd if=/tmp/all of=/mnt/data bs=64k skip=$s seek=$s count=1 conv=fsync,notrunc 2>/dev/null || echo WRITE-$((6 * 7))-FAILED; done; sync; echo 3 > /proc/sys/vm/drop_caches; cmp -s /tmp/all /mnt/data && echo VERIFY-$((6 * 7))-SAME; dmesg | grep -c -i 'I/O error' | sed 's/^/IOERRORS-/'; grep ' /mnt ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 | sed 's/^/MOUNT-/'; echo LOOP-$((6 * 7))-DONE) &\r")
+        let loopStart = Date()
+        func phase(_ what: String) { FileHandle.standardError.write(Data("note: \(what) after \(Int(Date().timeIntervalSince(loopStart))) s\n".utf8)) }
         #expect(session.waitFor("SOURCES-42-READY", timeout: 300), "\(session.output)")
+        phase("sources ready")
         let blkbackPattern = "apus-blkback.*" + d.rootPath + "/run/apus/domains/linux/"
         var kills = 0
         for _ in 0..<10 {
@@ -118,10 +121,15 @@ struct ApusdLinuxGuestTests {
             Thread.sleep(forTimeInterval: 1.0)
             kill(pid, SIGKILL)
             kills += 1
-            for _ in 0..<200 where (processIDs(matching: blkbackPattern).first ?? pid) == pid { Thread.sleep(forTimeInterval: 0.05) }
+            // Until apusd has started the next one (pgrep is slow in the box: a
+            // deadline, not a count of tries).
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, processIDs(matching: blkbackPattern).allSatisfy({ $0 == pid }) { Thread.sleep(forTimeInterval: 0.05) }
+            phase("kill \(kills) replaced")
         }
         #expect(kills == 10)
         #expect(session.waitFor("LOOP-42-DONE", timeout: 600), "\(session.output)")
+        phase("guest's writes verified")
         #expect(session.output.contains("VERIFY-42-SAME") && session.output.contains("IOERRORS-0") && session.output.contains("MOUNT-rw")
                 && !session.output.contains("WRITE-42-FAILED"), "\(session.output)")
         let hvLog = (try? String(contentsOfFile: d.rootPath + "/var/log/apus/linux.hypervisor.log", encoding: .utf8)) ?? ""

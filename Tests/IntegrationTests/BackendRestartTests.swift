@@ -34,8 +34,15 @@ struct BackendRestartTests {
             }
             #expect(new > 0 && new != old, "kill \(k): no new apus-blkback")
             #expect(logText().contains("apus-blkback for vda (pid \(old)) exited; started again (pid \(new))"), "\(logText())")
-            // apus-hv is back on the new backend's socket; its counters answer.
-            #expect(try d.ok("domblkstat", "dying", "vda").contains("rd_req"))
+            // The new backend's control socket answers, once it is up (a Swift
+            // process starts slowly in the box; the killed one's socket file stays).
+            var stat = try d.virsh("domblkstat", "dying", "vda")
+            let deadline = Date().addingTimeInterval(20)
+            while stat.status != 0 && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.2)
+                stat = try d.virsh("domblkstat", "dying", "vda")
+            }
+            #expect(stat.status == 0 && stat.output.contains("rd_req"), "\(stat.output)")
         }
         #expect(try d.ok("domblkerror", "dying").contains("No errors found"))
         // A fourth death within the minute: left down.
