@@ -112,7 +112,9 @@ extension Array where Element == ReadExtent {
         out.reserveCapacity(Int(reduce(0) { $0 + $1.length }))
         for e in self {
             switch e {
-            case .zero(let n): out += repeatElement(0, count: Int(n))
+            // Arrays, not repeatElement: appending a generic sequence goes
+            // element by element where the standard library is not inlined.
+            case .zero(let n): out.append(contentsOf: [UInt8](repeating: 0, count: Int(n)))
             case .bytes(let b): out += b
             case .file(let fd, let o, let n):
                 let got: [UInt8]
@@ -123,7 +125,7 @@ extension Array where Element == ReadExtent {
                 }
                 out += got
                 // A file shorter than its map (a raw backing file, a truncated image) reads as zeroes.
-                if got.count < Int(n) { out += repeatElement(0, count: Int(n) - got.count) }
+                if got.count < Int(n) { out.append(contentsOf: [UInt8](repeating: 0, count: Int(n) - got.count)) }
             }
         }
         return out
