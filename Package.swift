@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "IOURing", dependencies: ["ApusSys", "CURing"], path: "Sources/IOURing"),
 
         // MARK: the backend test harness (drives any vhost-user backend)
-        .target(name: "VhostTest", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser", "VirtioSpec"], path: "Sources/VhostTest"),
+        .target(name: "VhostTest", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VirtioDriver", "VhostUser", "VirtioSpec"], path: "Sources/VhostTest"),
         .executableTarget(
             name: "apus-vhost-test",
             dependencies: ["VhostTest", "ApusSys", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,6 +1,7 @@
 /// A JSON value: the payload of control-socket replies and apus-hv's status
-/// file. Written and read only through the typed messages of this module;
-/// no other code handles JSON keys.
+/// file, written and read only through the typed messages of this module
+/// (no other code handles their keys); also the encoder of apus-vhost-test's
+/// JSON-lines reports, which are written, never read.
 public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)

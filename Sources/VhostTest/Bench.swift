@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import VirtioSpec
 
@@ -107,6 +108,9 @@ public enum Bench {
                 do {
                     let r = try measure(s, client: client, seconds: seconds, span: span, seed: seed)
                     report.emit(String(format4(s.name, s.depth, name, r)))
+                    report.measure([("workload", .string(s.name)), ("depth", .integer(Int64(s.depth))), ("backend", .string(name)),
+                                    ("iops", .number(r.iops)), ("mib_per_second", .number(r.mibPerSecond)),
+                                    ("p50_us", .number(r.p50Microseconds)), ("p99_us", .number(r.p99Microseconds)), ("errors", .integer(Int64(r.errors)))])
                     if r.errors > 0 { report.check("\(name) \(s.name) QD\(s.depth) completes without errors", false, "\(r.errors) errors") }
                 } catch {
                     report.check("\(name) \(s.name) QD\(s.depth)", false, "\(error)")

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import GuestMemory
 import Virtqueue
@@ -179,6 +180,9 @@ public enum NetModes {
         report.emit("|---|---|---|---|---|---|---|")
         for r in results {
             report.emit("| \(r.target) | \(r.frameSize) | \(f(r.packetsPerSecond / 1e6, 3)) | \(f(r.gigabitsPerSecond, 2)) | \(r.sent) | \(r.received) | \(f(r.lossPercent, 1)) |")
+            report.measure([("backend", .string(r.target)), ("frame_bytes", .integer(Int64(r.frameSize))), ("pps", .number(r.packetsPerSecond)),
+                            ("gbit_per_second", .number(r.gigabitsPerSecond)), ("sent", .integer(Int64(r.sent))),
+                            ("received", .integer(Int64(r.received))), ("loss_percent", .number(r.lossPercent))])
         }
         return results
     }

@@ -1,3 +1,4 @@
+import ApusControl
 import ApusSys
 import VirtioSpec
 import GuestMemory
@@ -79,13 +80,12 @@ public enum Restart {
     /// and records a check per target in `report`: a backend that keeps an
     /// inflight region must lose, duplicate and corrupt nothing; one that
     /// does not is only reported.
-    public static func run(targets: [Target], kills: Int, seed: UInt64, depth: Int, report: Report,
-                           json: FileDescriptor? = nil) -> [Summary] {
+    public static func run(targets: [Target], kills: Int, seed: UInt64, depth: Int, report: Report) -> [Summary] {
         var summaries: [Summary] = []
         for t in targets {
             var s = Summary(name: t.name)
             do {
-                try runOne(t, kills: kills, seed: seed, depth: depth, summary: &s, report: report, json: json)
+                try runOne(t, kills: kills, seed: seed, depth: depth, summary: &s, report: report)
             } catch {
                 s.failure = "\(error)"
             }
@@ -128,7 +128,7 @@ public enum Restart {
         }
     }
 
-    static func runOne(_ t: Target, kills: Int, seed: UInt64, depth: Int, summary s: inout Summary, report: Report, json: FileDescriptor?) throws {
+    static func runOne(_ t: Target, kills: Int, seed: UInt64, depth: Int, summary s: inout Summary, report: Report) throws {
         let backend = Backend(t)
         try backend.start()
         defer { backend.kill() }
@@ -226,9 +226,10 @@ public enum Restart {
                 try client.restartSession()
             }
             s.kills.append(kill)
-            if let json {
-                try? json.writeAll("{\"backend\":\"\(t.name)\",\"kill\":\(k + 1),\"in_flight\":\(kill.inflight),\"recorded\":\(kill.recorded.map(String.init) ?? "null"),\"completed\":\(kill.completed),\"lost\":\(kill.lost),\"duplicated\":\(kill.duplicated),\"missed_interrupt\":\(kill.missedInterrupt),\"recovery_ms\":\(kill.recoveryMilliseconds.map { Report.decimal($0, 3) } ?? "null")}\n")
-            }
+            report.measure([("backend", .string(t.name)), ("kill", .integer(Int64(k + 1))), ("in_flight", .integer(Int64(kill.inflight))),
+                            ("recorded", kill.recorded.map { .integer(Int64($0)) } ?? .null), ("completed", .integer(Int64(kill.completed))),
+                            ("lost", .integer(Int64(kill.lost))), ("duplicated", .integer(Int64(kill.duplicated))),
+                            ("missed_interrupt", .bool(kill.missedInterrupt)), ("recovery_ms", kill.recoveryMilliseconds.map { .number($0) } ?? .null)])
         }
         // Drain, then read every block written back against the model.
         let deadline = Clock.monotonicNanoseconds() + 5_000_000_000

@@ -29,17 +29,34 @@ struct Target: ExpressibleByArgument {
     }
 }
 
-func finish(_ report: Report) throws {
-    if !report.failures.isEmpty { throw ExitCode(1) }
+/// Machine-readable reports, which every mode can write besides its table.
+struct ReportFiles: ParsableArguments {
+    @Option(help: "Write each measurement (a table row, a kill) and each check as a JSON object per line to this file.")
+    var json: String?
+    @Option(help: "Write the checks as JUnit XML to this file (a testsuite per mode, a testcase per check).")
+    var junit: String?
+
+    /// Writes the files asked for, then fails the command if a check failed.
+    func finish(_ report: Report) throws {
+        do {
+            if let json { try report.writeJSONLines(to: json) }
+            if let junit { try report.writeJUnit(to: junit) }
+        } catch {
+            report.emit("cannot write the report: \(error)")
+            throw ExitCode(2)
+        }
+        if !report.failures.isEmpty { throw ExitCode(1) }
+    }
 }
 
 struct ConformanceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "conformance", abstract: "Feature/protocol negotiation, config space, queue setup and teardown.")
     @Option(help: "Backend socket.") var socket: String
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "conformance")
         Conformance.run(socket: socket, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
@@ -48,20 +65,22 @@ struct IntegrityCommand: ParsableCommand {
     @Option(help: "Backend socket.") var socket: String
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Option(help: "Random operations at queue depth 1.") var operations: Int = 400
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "integrity")
         Integrity.run(socket: socket, report: report, seed: seed, operations: operations)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
 struct HostileCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "hostile", abstract: "Malformed descriptor chains; the backend must stay alive and safe.")
     @Option(help: "Backend socket.") var socket: String
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "hostile")
         Hostile.run(socket: socket, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
@@ -71,22 +90,26 @@ struct BenchCommand: ParsableCommand {
     var sockets: [Target]
     @Option(help: "Seconds per workload and backend.") var seconds: Double = 3
     @Option(help: "Random seed.") var seed: UInt64 = 7
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "bench")
         Bench.run(targets: sockets.map { ($0.name, $0.path) }, seconds: seconds, seed: seed, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
 struct AllCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "all", abstract: "conformance, integrity and hostile in one run.")
     @Option(help: "Backend socket.") var socket: String
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "conformance")
         Conformance.run(socket: socket, report: report)
+        report.suite = "integrity"
         Integrity.run(socket: socket, report: report, seed: 1, operations: 200)
+        report.suite = "hostile"
         Hostile.run(socket: socket, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
@@ -112,22 +135,20 @@ struct RestartCommand: ParsableCommand {
     @Option(help: "Kills per backend.") var kills: Int = 100
     @Option(help: "Requests kept in flight.") var depth: Int = 32
     @Option(help: "Random seed.") var seed: UInt64 = 11
-    @Option(help: "Also write one JSON object per kill to this file.") var json: String?
     func validate() throws {
         guard !sockets.isEmpty, sockets.count == commands.count else { throw ValidationError("give one --exec per --socket") }
         guard names.isEmpty || names.count == sockets.count else { throw ValidationError("give one --name per --socket, or none") }
         guard (1...10_000).contains(kills), (1...128).contains(depth) else { throw ValidationError("--kills 1-10000, --depth 1-128") }
     }
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "restart")
         let targets = sockets.indices.map { i in
             Restart.Target(name: names.isEmpty ? String(commands[i].split(separator: " ").first ?? "backend").split(separator: "/").last.map(String.init) ?? "backend" : names[i],
                            socket: sockets[i], command: commands[i])
         }
-        let out = try json.map { try FileDescriptor.open($0, [.writeOnly, .create, .truncate], mode: 0o644) }
-        defer { out?.close() }
-        _ = Restart.run(targets: targets, kills: kills, seed: seed, depth: depth, report: report, json: out)
-        try finish(report)
+        _ = Restart.run(targets: targets, kills: kills, seed: seed, depth: depth, report: report)
+        try reports.finish(report)
     }
 }
 
@@ -146,20 +167,22 @@ struct NetIntegrityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "integrity", abstract: "Flooding, no echo, unicast frames of 60-1514 bytes intact and in order both ways.")
     @OptionGroup var ports: NetPorts
     @Option(help: "Frames each way.") var frames: Int = 2000
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "net integrity")
         NetModes.integrity(a: ports.a, b: ports.b, frames: max(1, frames), report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
 struct NetHostileCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "hostile", abstract: "Malformed transmit chains: each completed, none forwarded, the switch carries on.")
     @OptionGroup var ports: NetPorts
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "net hostile")
         NetModes.hostile(a: ports.a, b: ports.b, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
@@ -186,10 +209,11 @@ struct NetBenchCommand: ParsableCommand {
         guard sizes.allSatisfy({ (60...1514).contains($0) }) else { throw ValidationError("frame sizes must be 60-1514 bytes") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
     }
+    @OptionGroup var reports: ReportFiles
     func run() throws {
-        let report = Report()
+        let report = Report(suite: "net bench")
         _ = NetModes.bench(targets: pairs.map { ($0.name, $0.a, $0.b) }, sizes: sizes, seconds: seconds, report: report)
-        try finish(report)
+        try reports.finish(report)
     }
 }
 
