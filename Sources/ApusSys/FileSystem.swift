@@ -123,6 +123,11 @@ public enum FileSystem {
         guard Glibc.unlink(path) == 0 else { throw Errno.current }
     }
 
+    /// Makes a symbolic link at `path` pointing to `target`.
+    public static func symlink(target: String, at path: String) throws(Errno) {
+        guard Glibc.symlink(target, path) == 0 else { throw Errno.current }
+    }
+
     /// Makes a new directory `prefix` + six random characters in `parent`,
     /// mode 0700 (mkdtemp); returns its path.
     public static func makeTemporaryDirectory(in parent: String, prefix: String) throws(Errno) -> String {

@@ -64,17 +64,8 @@ public final class BlockClient: @unchecked Sendable {
         try harness.memory.fill(Self.canary, at: GuestAddress(VhostHarness.bufferStart), count: Int(alloc.next - VhostHarness.bufferStart))
     }
 
-    public func le64(_ b: [UInt8], _ o: Int) -> UInt64 {
-        guard o + 8 <= b.count else { return 0 }
-        var v: UInt64 = 0
-        for i in 0..<8 { v |= UInt64(b[o + i]) << (8 * UInt64(i)) }
-        return v
-    }
-
-    public func le32(_ b: [UInt8], _ o: Int) -> UInt32 {
-        guard o + 4 <= b.count else { return 0 }
-        return UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24
-    }
+    public func le64(_ b: [UInt8], _ o: Int) -> UInt64 { VhostTest.le64(b, o) }
+    public func le32(_ b: [UInt8], _ o: Int) -> UInt32 { VhostTest.le32(b, o) }
 
     public var queue: HarnessQueue { harness.queues[0] }
 

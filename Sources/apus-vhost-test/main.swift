@@ -1,7 +1,8 @@
 // apus-vhost-test: the backend test harness. A vhost-user frontend that
 // plays the guest with real shared memory and drives any vhost-user-blk
 // backend (apus-blkback, qemu-storage-daemon --export type=vhost-user-blk),
-// or two ports of any vhost-user-net switch (`net`: apus-netback).
+// two ports of any vhost-user-net switch (`net`: apus-netback), or any
+// vhost-user-fs backend (`fs`: virtiofsd).
 import ApusSys
 import ArgumentParser
 import VhostTest
@@ -9,9 +10,9 @@ import VhostTest
 struct VhostTestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apus-vhost-test",
-        abstract: "Test and benchmark any vhost-user-blk backend, or vhost-user-net switch ports (net).",
+        abstract: "Test and benchmark any vhost-user-blk backend, vhost-user-net switch ports (net), or vhost-user-fs backend (fs).",
         subcommands: [ConformanceCommand.self, IntegrityCommand.self, HostileCommand.self, BenchCommand.self, AllCommand.self, RestartCommand.self,
-                      NetCommand.self])
+                      NetCommand.self, FsCommand.self])
 }
 
 struct Target: ExpressibleByArgument {
@@ -148,6 +149,34 @@ struct RestartCommand: ParsableCommand {
                            socket: sockets[i], command: commands[i])
         }
         _ = Restart.run(targets: targets, kills: kills, seed: seed, depth: depth, report: report)
+        try reports.finish(report)
+    }
+}
+
+struct FsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fs",
+        abstract: "A vhost-user-fs backend (virtiofsd) driven as a guest's virtiofs driver: conformance, a file tree, hostile FUSE requests.",
+        discussion: """
+        FUSE over the backend's request queue, as Linux's virtiofs driver sends it: FUSE_INIT, then a \
+        tree of files written, fsynced and read back, checked byte for byte in the host directory the \
+        backend serves (--source) and the other way round, renamed and removed; then malformed and \
+        hostile requests (unknown opcodes, names with no NUL or with a slash, '..', a symlink to /, \
+        node IDs and handles never handed out, lengths that lie), each followed by a check that the \
+        backend still answers. The requests a backend may not survive go last.
+        """)
+    @Option(help: "Backend socket.") var socket: String
+    @Option(help: "The host directory the backend serves (to check what the guest side wrote).") var source: String
+    @Option(help: "Files in the tree.") var files: Int = 48
+    @Option(help: "Random seed.") var seed: UInt64 = 5
+    @OptionGroup var reports: ReportFiles
+    func validate() throws {
+        guard (1...10_000).contains(files) else { throw ValidationError("--files 1-10000") }
+    }
+    func run() throws {
+        let report = Report(suite: "fs")
+        FsModes.run(socket: socket, source: source, seed: seed, files: files, report: report)
+        report.summary("fs")
         try reports.finish(report)
     }
 }
