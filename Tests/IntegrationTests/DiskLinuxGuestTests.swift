@@ -35,6 +35,49 @@ struct DiskLinuxGuestTests {
         ] + extra)
     }
 
+    /// A host directory shared through virtiofsd (vhost-user-fs) on
+    /// apus-hv's virtio-fs device: the guest mounts the tag, reads what the
+    /// host put there, writes a tree the host then finds byte for byte, and
+    /// the host's later change shows in the guest.
+    @Test(.enabled(if: fileExists(FsHarnessTests.virtiofsd) && getuid() == 0, "needs virtiofsd and root"))
+    func aHostDirectorySharedThroughVirtiofsd() throws {
+        let dir = try TemporaryDirectory()
+        let shared = dir.path + "/shared"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: false)
+        let fromHost = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        try Data(fromHost).write(to: URL(fileURLWithPath: shared + "/from-host"))
+        let socket = dir.path + "/fs.sock"
+        let fsd = try ChildProcess(FsHarnessTests.virtiofsd, ["--socket-path=\(socket)", "-o", "source=\(shared)", "-o", "cache=auto"])
+        #expect(waitForPath(socket), "virtiofsd did not listen: \(fsd.output)")
+        let cmdline = "console=ttyS0 reboot=acpi panic=-1 pci=off quiet apus.run64=" + Data("""
+            mount -t virtiofs shared /mnt && echo MOUNTED && grep virtiofs /proc/mounts && \
+            sha256sum /mnt/from-host && mkdir -p /mnt/g/sub && \
+            dd if=/dev/urandom of=/mnt/g/sub/data bs=64k count=32 2>/dev/null && echo hello > /mnt/g/hello && \
+            sync && (cd /mnt/g && sha256sum sub/data hello) && \
+            while [ ! -e /mnt/host-done ]; do sleep 0.2; done && cat /mnt/host-done && \
+            rm /mnt/g/hello && umount /mnt && echo FS-GUEST-OK
+            """.utf8).base64EncodedString()
+        let vm = try bootedGuest { try ChildProcess(product("apus-hv"), [
+            "--kernel", guestDirectory + "/vmlinuz", "--initrd", guestDirectory + "/initramfs.cpio.gz",
+            "--memory", "256", "--vcpus", "1", "--fs", "vhost-user:\(socket),tag=shared", "--cmdline", cmdline,
+        ]) }
+        #expect(vm.waitFor("MOUNTED", timeout: 120), "\(vm.output)")
+        // The guest's files appear on the host; then the host answers.
+        #expect(vm.waitFor("  hello", timeout: 120), "\(vm.output)")
+        let data = (try? Data(contentsOf: URL(fileURLWithPath: shared + "/g/sub/data"))) ?? Data()
+        let hello = (try? String(contentsOfFile: shared + "/g/hello", encoding: .utf8)) ?? ""
+        #expect(data.count == (64 << 10) * 32 && hello == "hello\n", "\(data.count) bytes, hello \(hello)")
+        let sums = try runProcess("/usr/bin/sha256sum", [shared + "/g/sub/data", shared + "/from-host"])
+        for line in sums.output.split(separator: "\n") {
+            let hash = String(line.prefix(64))
+            #expect(vm.output.contains(hash), "guest and host disagree on \(line): \(vm.output)")
+        }
+        try "host-saw-it\n".write(toFile: shared + "/host-done", atomically: true, encoding: .utf8)
+        #expect(vm.waitForExit(timeout: 120) == 0, "\(vm.output)")
+        #expect(vm.output.contains("host-saw-it") && vm.output.contains("FS-GUEST-OK"), "\(vm.output)")
+        #expect(!fileExists(shared + "/g/hello"), "the guest's rm did not reach the host")
+    }
+
     @Test func ext4MadeByTheGuestSurvivesASecondBoot() throws {
         let dir = try TemporaryDirectory()
         let image = try makeImage(dir)

@@ -30,9 +30,26 @@ import Testing
         (["--kernel", "k", "--serial", "file:"], "--serial must be stdio, pty, file:PATH, unix:PATH or none (got \"file:\")"),
         (["--kernel", "k", "--vcpus", "300"], "--vcpus must be between 1 and 254 (got 300)"),
         (["--initrd", "i"], "missing --kernel PATH"),
+        (["--kernel", "k", "--fs", "vhost-user:/s"], "--fs needs tag=TAG (the name the guest mounts)"),
+        (["--kernel", "k", "--fs", "/s,tag=t"], "--fs must be vhost-user:SOCKET,tag=TAG (got \"/s,tag=t\")"),
+        (["--kernel", "k", "--fs", "vhost-user:/s,tag=t,cache=always"], "--fs option \"cache=always\" (expected tag=TAG)"),
+        (["--kernel", "k", "--fs", "vhost-user:/s,tag=" + String(repeating: "x", count: 37)],
+         "a virtio-fs tag must be 1-36 bytes with no NUL (got \"" + String(repeating: "x", count: 37) + "\")"),
+        (["--kernel", "k", "--fs", "vhost-user:/a,tag=t", "--fs", "vhost-user:/b,tag=t"], "--fs tag \"t\" is used twice"),
     ])
     func usageErrors(args: [String], message: String) {
         #expect(throws: HypervisorOptions.UsageError(message: message)) { try HypervisorOptions.parse(args) }
+    }
+
+    @Test func sharedDirectories() throws {
+        guard case .run(let c) = try HypervisorOptions.parse(["--kernel", "k", "--fs", "vhost-user:/run/fs.sock,tag=shared",
+                                                               "--fs=vhost-user:/run/b.sock,tag=" + String(repeating: "é", count: 18)]) else {
+            Issue.record("not run")
+            return
+        }
+        #expect(c.filesystems == [FsConfig(socket: "/run/fs.sock", tag: "shared"), FsConfig(socket: "/run/b.sock", tag: String(repeating: "é", count: 18))])
+        // Guest RAM must be shared with virtiofsd.
+        #expect(c.needsSharedMemory)
     }
 
     @Test func serialModes() throws {

@@ -19,7 +19,8 @@ public enum HypervisorOptions {
     public static let usage = """
     USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N] [--max-vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
-                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]... [--status-file PATH] [--no-seccomp]
+                   [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]...
+                   [--fs vhost-user:SOCKET,tag=TAG]... [--status-file PATH] [--no-seccomp]
                [--jail-user UID:GID [--jail-dir DIR]...]
 
     Run one Apus domain (a Linux guest) under KVM.
@@ -40,6 +41,9 @@ public enum HypervisorOptions {
                         a virtio-blk disk served by a vhost-user backend (repeatable; vda, vdb, ...)
       --net vhost-user:SOCKET[,mac=MAC]
                         a virtio-net interface served by a vhost-user backend (repeatable)
+      --fs vhost-user:SOCKET,tag=TAG
+                        a shared directory served by a vhost-user-fs backend (virtiofsd); the guest
+                        mounts it with mount -t virtiofs TAG DIR (repeatable)
       --no-seccomp      run without the seccomp filters (debugging only; apusd never passes it)
       --jail-user UID:GID
                         once set up, drop root for UID:GID (no capabilities) in an empty root
@@ -74,6 +78,7 @@ public enum HypervisorOptions {
         var seccomp = true
         var disks: [String] = []
         var nets: [NetConfig] = []
+        var filesystems: [FsConfig] = []
         var statusFile: String?
         var jailUser: String?
         var jailDirectories: [String] = []
@@ -132,6 +137,13 @@ public enum HypervisorOptions {
                 } catch {
                     throw UsageError(message: error.description)
                 }
+            case "--fs":
+                let text = try value(flag, inline: inline)
+                do {
+                    filesystems.append(try FsConfig(parsing: text))
+                } catch {
+                    throw UsageError(message: error.description)
+                }
             default:
                 throw UsageError(message: arg.hasPrefix("-") ? "unknown option \(arg)" : "unexpected argument \"\(arg)\"")
             }
@@ -142,6 +154,7 @@ public enum HypervisorOptions {
                                    vcpus: vcpus, serial: serial, controlSocket: control, startPaused: paused)
         config.disks = disks
         config.nets = nets
+        config.filesystems = filesystems
         config.statusFile = statusFile
         config.maxVCPUs = maxVCPUs
         config.seccomp = seccomp

@@ -71,6 +71,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         var virtio: [VirtioMMIOTransport] = []
         var declarations: [VirtioMMIODeclaration] = []
         let wanted: [(VhostUserDevice.Kind, String)] = config.disks.map { (.block, $0) } + config.nets.map { (.network(mac: $0.mac), $0.socket) }
+            + config.filesystems.map { (.filesystem(tag: $0.tag), $0.socket) }
         for (i, (kind, socket)) in wanted.enumerated() {
             let gsi = VirtioSlots.gsis[i]
             let base = VirtioSlots.base(i)

@@ -1,6 +1,7 @@
 import Sandbox
 import ApusControl
 import ApusSys
+import VirtioSpec
 import GuestMemory
 
 /// Everything apus-hv needs to build and run one domain.
@@ -34,6 +35,8 @@ public struct MachineConfig: Sendable, Equatable {
     public var disks: [String] = []
     /// Network interfaces: vhost-user-net backend sockets and MACs.
     public var nets: [NetConfig] = []
+    /// Shared directories: vhost-user-fs backend sockets (virtiofsd) and the tags guests mount.
+    public var filesystems: [FsConfig] = []
     /// Where to record how the domain ended (JSON), for a supervisor that
     /// may not be this process's parent (apusd after a restart).
     public var statusFile: String?
@@ -45,7 +48,7 @@ public struct MachineConfig: Sendable, Equatable {
         return needsSharedMemory ? .sharedMemfd : .anonymous
     }
     /// Whether any device's backend lives in another process.
-    public var needsSharedMemory: Bool { !disks.isEmpty || !nets.isEmpty }
+    public var needsSharedMemory: Bool { !disks.isEmpty || !nets.isEmpty || !filesystems.isEmpty }
 
     public init(kernel: String, initrd: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
                 memoryMiB: Int = 256, vcpus: Int = 1, serial: SerialMode = .stdio,
@@ -77,9 +80,12 @@ public struct MachineConfig: Sendable, Equatable {
         if let m = maxVCPUs {
             guard m >= vcpus, m <= Self.maxVCPUs else { throw .invalidConfig("--max-vcpus must be between --vcpus (\(vcpus)) and \(Self.maxVCPUs) (got \(m))") }
         }
-        guard disks.count + nets.count <= VirtioSlots.gsis.count else {
-            throw .invalidConfig("at most \(VirtioSlots.gsis.count) virtio devices (got \(disks.count + nets.count))")
+        let devices = disks.count + nets.count + filesystems.count
+        guard devices <= VirtioSlots.gsis.count else {
+            throw .invalidConfig("at most \(VirtioSlots.gsis.count) virtio devices (got \(devices))")
         }
+        var tags = Set<String>()
+        for f in filesystems where !tags.insert(f.tag).inserted { throw .invalidConfig("--fs tag \"\(f.tag)\" is used twice") }
     }
 }
 
@@ -219,6 +225,36 @@ public struct NetConfig: Equatable, Sendable {
             out.append(b)
         }
         return out
+    }
+}
+
+/// A shared directory: its vhost-user-fs backend socket and the tag the guest mounts.
+public struct FsConfig: Equatable, Sendable {
+    public var socket: String
+    public var tag: String
+    public init(socket: String, tag: String) { self.socket = socket; self.tag = tag }
+
+    /// Parses `vhost-user:SOCKET,tag=TAG`.
+    public init(parsing s: String) throws(MachineError) {
+        guard s.hasPrefix("vhost-user:") else { throw .invalidConfig("--fs must be vhost-user:SOCKET,tag=TAG (got \"\(s)\")") }
+        let parts = s.dropFirst("vhost-user:".count).split(separator: ",", omittingEmptySubsequences: false)
+        guard let path = parts.first, !path.isEmpty else { throw .invalidConfig("--fs needs a socket path") }
+        var tag: String?
+        for option in parts.dropFirst() {
+            guard option.hasPrefix("tag=") else { throw .invalidConfig("--fs option \"\(option)\" (expected tag=TAG)") }
+            tag = String(option.dropFirst(4))
+        }
+        guard let tag else { throw .invalidConfig("--fs needs tag=TAG (the name the guest mounts)") }
+        try FsConfig.validate(tag: tag)
+        self.socket = String(path)
+        self.tag = tag
+    }
+
+    /// A tag fills at most the 36 bytes of virtio-fs's configuration, with no NUL.
+    public static func validate(tag: String) throws(MachineError) {
+        guard !tag.isEmpty, tag.utf8.count <= VirtioFs.tagLength, !tag.utf8.contains(0) else {
+            throw .invalidConfig("a virtio-fs tag must be 1-\(VirtioFs.tagLength) bytes with no NUL (got \"\(tag)\")")
+        }
     }
 }
 

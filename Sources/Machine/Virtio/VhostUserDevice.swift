@@ -16,8 +16,23 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     public enum Kind: Sendable, Equatable {
         case block
         case network(mac: [UInt8]?)
-        var deviceID: UInt32 { if case .block = self { return VirtioBlock.deviceID }; return VirtioNet.deviceID }
-        var name: String { if case .block = self { return "disk" }; return "net" }
+        /// virtio-fs: apus-hv provides the configuration (the tag the guest
+        /// mounts), as QEMU's vhost-user-fs does; virtiofsd keeps none.
+        case filesystem(tag: String)
+        var deviceID: UInt32 {
+            switch self {
+            case .block: return VirtioBlock.deviceID
+            case .network: return VirtioNet.deviceID
+            case .filesystem: return VirtioFs.deviceID
+            }
+        }
+        var name: String {
+            switch self {
+            case .block: return "disk"
+            case .network: return "net"
+            case .filesystem: return "fs"
+            }
+        }
     }
 
     public let kind: Kind
@@ -56,8 +71,15 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     /// INDIRECT_DESC, and the device-type bits 0-23.
     static let passthroughFeatures: UInt64 = (1 << 32) | (1 << 29) | (1 << 28) | 0x00FF_FFFF
     static let wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multiQueue, .inflightSharedMemory]
-    /// Config space sizes read from the backend.
-    static func configSize(_ kind: Kind) -> Int { kind == .block ? VirtioBlock.configSize : VirtioNet.configSize }
+    /// Config space sizes read from the backend (none for virtio-fs, whose
+    /// configuration apus-hv writes itself).
+    static func configSize(_ kind: Kind) -> Int {
+        switch kind {
+        case .block: return VirtioBlock.configSize
+        case .network: return VirtioNet.configSize
+        case .filesystem: return 0
+        }
+    }
 
     /// Connects to the backend (retrying for `timeoutSeconds`) and learns its features.
     public init(kind: Kind, socketPath: String, memory: GuestMemory, call: EventFD, kicksFor count: (Int) throws -> [EventFD],
@@ -70,6 +92,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         let handshake = try Self.handshake(frontend, kind: kind)
         var queues = 1
         if case .network = kind { queues = 2 }
+        if case .filesystem = kind { queues = VirtioFs.firstRequestQueue + 1 } // high priority, one request queue
         if case .block = kind, handshake.protocolFeatures.contains(.multiQueue) {
             queues = max(1, min(Int(try frontend.getQueueNum()), 16))
         }
@@ -116,13 +139,21 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             try f.setProtocolFeatures(protocolFeatures)
         }
         var config: [UInt8] = []
-        if protocolFeatures.contains(.config) {
+        if protocolFeatures.contains(.config), configSize(kind) > 0 {
             config = try f.getConfig(offset: 0, size: configSize(kind))
         }
         return Handshake(features: features, protocolFeatures: protocolFeatures, config: config)
     }
 
     public func configBytes() -> [UInt8] {
+        if case .filesystem(let tag) = kind {
+            // tag[36], NUL-padded; le32 num_request_queues.
+            var c = Array(tag.utf8.prefix(VirtioFs.tagLength))
+            c += [UInt8](repeating: 0, count: VirtioFs.tagLength - c.count)
+            let requestQueues = UInt32(queueCount - VirtioFs.firstRequestQueue)
+            for i in 0..<4 { c.append(UInt8(truncatingIfNeeded: requestQueues >> (8 * UInt32(i)))) }
+            return c
+        }
         var c = state.withLock { $0.config }
         if case .network(let mac?) = kind {
             if c.count < 8 { c += [UInt8](repeating: 0, count: 8 - c.count) }
