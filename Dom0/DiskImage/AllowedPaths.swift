@@ -17,6 +17,8 @@ public struct AllowedPaths: Sendable, Equatable {
         case file
         /// A regular file or a block device (disk images).
         case image
+        /// A directory (one shared with the guest through virtiofs).
+        case directory
     }
 
     /// The directories, as given (for messages and child processes' flags).
@@ -48,9 +50,14 @@ public struct AllowedPaths: Sendable, Equatable {
             return .failure(Refusal("\(what) '\(path)'\(via) is outside the directories apusd allows (allowed_paths in apusd.conf: \(directories.joined(separator: ", ")))"))
         }
         switch (status.kind, kind) {
-        case (.file, _), (.blockDevice, .image): return .success(real)
+        case (.file, .file), (.file, .image), (.blockDevice, .image), (.directory, .directory): return .success(real)
         default:
-            return .failure(Refusal("\(what) '\(path)' is not a \(kind == .file ? "regular file" : "regular file or block device")"))
+            let wanted = switch kind {
+            case .file: "regular file"
+            case .image: "regular file or block device"
+            case .directory: "directory"
+            }
+            return .failure(Refusal("\(what) '\(path)' is not a \(wanted)"))
         }
     }
 

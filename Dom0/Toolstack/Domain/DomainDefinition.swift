@@ -73,6 +73,38 @@ public struct InterfaceDefinition: Equatable, Sendable {
     }
 }
 
+/// A host directory shared with the guest (`<filesystem type='mount'>`
+/// with `<driver type='virtiofs'/>`): virtiofsd serves it in Dom0 and the
+/// guest mounts it by its tag (`mount -t virtiofs TAG DIR`).
+public struct FilesystemDefinition: Equatable, Sendable {
+    /// `<source dir=...>`: the host directory.
+    public var source: String
+    /// `<target dir=...>`: the tag the guest mounts (at most 36 bytes).
+    public var tag: String
+    /// `<binary path=...>`: which virtiofsd (nil: the one Dom0 has).
+    public var binary: String?
+    /// `<binary><cache mode=...>`: virtiofsd's cache mode (auto, always, none).
+    public var cache: String?
+    /// `<binary xattr='on'>`, `<lock posix='on' flock='on'>`.
+    public var xattr = false
+    public var posixLock = false
+    public var flock = false
+    /// `<driver queue=...>`: kept for the XML (apus-hv's queues hold 256).
+    public var queue: Int?
+    /// Children kept as written (`<driver queue='1024'/>`'s element, `<alias>`).
+    public var kept: [XMLElement] = []
+
+    public init(source: String, tag: String) {
+        self.source = source
+        self.tag = tag
+    }
+
+    /// The virtiofsd binaries Apus runs: Debian's (QEMU's C daemon in
+    /// qemu-system-common, or the Rust one from the virtiofsd package).
+    /// Nothing else runs as root on a client's say-so.
+    public static let knownBinaries = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
+}
+
 /// Elements Apus keeps without acting on them, because they change nothing
 /// the guest sees (`<features><acpi/>`, `<clock offset='utc'>`,
 /// `<memballoon model='none'>`...): shown again by `virsh dumpxml`.
@@ -119,6 +151,8 @@ public struct DomainDefinition: Equatable, Sendable {
     public var onCrash = LifecycleAction.destroy
     public var disks: [DiskDefinition] = []
     public var interfaces: [InterfaceDefinition] = []
+    /// Shared directories (virtiofs), in the order the guest sees them.
+    public var filesystems: [FilesystemDefinition] = []
     /// `<memtune>`, `<cputune>`, `<blkiotune>`: the domain cgroup's limits.
     public var tuning = DomainTuning()
     /// A serial console on COM1 (pty), which apusd logs and `virsh console` attaches to.
@@ -139,7 +173,7 @@ public struct DomainDefinition: Equatable, Sendable {
 
     /// Limits Apus enforces (those of apus-hv).
     public static let maxVCPUs = 254
-    /// virtio-mmio devices (disks and interfaces together): one interrupt line each.
+    /// virtio-mmio devices (disks, interfaces and filesystems together): one interrupt line each.
     public static let maxDevices = 17
     public static let minMemoryKiB: UInt64 = 16 << 10
     public static let maxMemoryKiB: UInt64 = 1 << 30

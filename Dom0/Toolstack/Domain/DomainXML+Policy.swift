@@ -115,6 +115,16 @@ extension DomainXML {
                     throw refuse("<pm><\(p.name) enabled='\(p.attribute("enabled") ?? "")'> (no S3/S4)")
                 }
                 kept.afterLifecycle.append(e.normalized)
+            case "memoryBacking":
+                // Guest RAM is a shared memfd whenever a vhost-user backend
+                // maps it (what virtiofs asks for), private otherwise.
+                for c in e.elements() {
+                    switch (c.name, c.attribute("type") ?? c.attribute("mode") ?? "") {
+                    case ("source", "memfd"), ("access", "shared"): break
+                    default: throw refuse("<memoryBacking><\(c.name)\(c.attributes.first.map { " \($0.name)='\($0.value)'" } ?? "")>")
+                    }
+                }
+                kept.beforeLifecycle.append(e.normalized)
             case "seclabel":
                 guard e.attribute("type") == "none" else { throw refuse("<seclabel type='\(e.attribute("type") ?? "dynamic")'> (no security driver)") }
                 kept.afterDevices.append(e.normalized)
@@ -133,7 +143,7 @@ extension DomainXML {
             }
         }
         if let devices = root.element("devices") {
-            for e in devices.elements() where !["disk", "interface", "serial", "console"].contains(e.name) && schemaElements.contains(e.name) {
+            for e in devices.elements() where !["disk", "interface", "filesystem", "serial", "console"].contains(e.name) && schemaElements.contains(e.name) {
                 switch e.name {
                 case "emulator":
                     kept.devices.insert(e.normalized, at: 0)

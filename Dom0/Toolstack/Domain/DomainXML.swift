@@ -110,6 +110,7 @@ public enum DomainXML {
         if let devices = root.element("devices") {
             for disk in devices.elements("disk") { d.disks.append(try parseDisk(disk)) }
             for iface in devices.elements("interface") { d.interfaces.append(try parseInterface(iface, index: d.interfaces.count, uuid: d.uuid)) }
+            for fs in devices.elements("filesystem") { d.filesystems.append(try parseFilesystem(fs)) }
             d.console = !devices.elements("serial").isEmpty || !devices.elements("console").isEmpty
             for e in devices.elements("serial") + devices.elements("console") {
                 if let t = e.attribute("type"), t != "pty" { throw .unsupported("serial/console type '\(t)' is not supported (pty only)") }
@@ -122,8 +123,12 @@ public enum DomainXML {
         } else {
             d.console = false
         }
-        guard d.disks.count + d.interfaces.count <= DomainDefinition.maxDevices else {
-            throw .unsupported("a domain has at most \(DomainDefinition.maxDevices) disks and interfaces together")
+        guard d.disks.count + d.interfaces.count + d.filesystems.count <= DomainDefinition.maxDevices else {
+            throw .unsupported("a domain has at most \(DomainDefinition.maxDevices) disks, interfaces and filesystems together")
+        }
+        var tags = Set<String>()
+        for fs in d.filesystems where !tags.insert(fs.tag).inserted {
+            throw .xml("filesystem target '\(fs.tag)' is used more than once")
         }
         var targets = Set<String>()
         for disk in d.disks where !targets.insert(disk.target).inserted {
@@ -154,6 +159,8 @@ public enum DomainXML {
         }
         switch e.name {
         case "disk": return .disk(try parseDisk(e))
+        case "filesystem":
+            throw .unsupported("attaching or detaching a <filesystem> is not supported by Apus: add it to the domain's definition (virsh edit) and start the domain again")
         case "interface":
             return .interface(try parseInterface(e, index: 0, uuid: uuid), macGiven: e.element("mac")?.attribute("address") != nil)
         default:
@@ -196,6 +203,67 @@ public enum DomainXML {
         guard let text = root.childText(name) else { return fallback }
         guard let a = LifecycleAction(rawValue: text) else { throw .xml("invalid \(name) value: '\(text)'") }
         return a
+    }
+
+    /// `<filesystem type='mount' accessmode='passthrough'>` with
+    /// `<driver type='virtiofs'/>`, a `<source dir>` and a `<target dir>`
+    /// (the tag); virtiofsd's options from `<binary>`.
+    static func parseFilesystem(_ e: XMLElement) throws(ToolstackError) -> FilesystemDefinition {
+        let type = e.attribute("type") ?? "mount"
+        guard type == "mount" else { throw refuse("<filesystem type='\(type)'> (a host directory, type='mount', only)") }
+        let access = e.attribute("accessmode") ?? "passthrough"
+        guard access == "passthrough" else { throw refuse("<filesystem accessmode='\(access)'> (virtiofsd passes the guest's owners through)") }
+        let driver = e.element("driver")
+        guard let kind = driver?.attribute("type"), kind == "virtiofs" else {
+            throw refuse("<filesystem> with driver '\(driver?.attribute("type") ?? "path")' (9p: Apus shares directories with virtiofs, <driver type='virtiofs'/>)")
+        }
+        guard let source = e.element("source")?.attribute("dir"), !source.isEmpty else { throw .xml("missing source information for filesystem device") }
+        guard let tag = e.element("target")?.attribute("dir"), !tag.isEmpty else { throw .xml("missing target information for filesystem device") }
+        guard tag.utf8.count <= 36 else { throw .xml("filesystem target '\(tag)' is longer than virtio-fs's 36 bytes") }
+        guard !tag.contains(","), tag.unicodeScalars.allSatisfy({ $0.value >= 0x20 }) else {
+            throw .xml("filesystem target '\(tag)' may not contain commas or control characters")
+        }
+        guard e.element("readonly") == nil else { throw refuse("a read-only virtiofs filesystem (virtiofsd shares read-write)") }
+        var fs = FilesystemDefinition(source: source, tag: tag)
+        if let b = e.element("binary") {
+            if let path = b.attribute("path") {
+                guard FilesystemDefinition.knownBinaries.contains(path) else {
+                    throw refuse("<binary path='\(path)'> (apusd runs virtiofsd as root: only \(FilesystemDefinition.knownBinaries.joined(separator: " or ")))")
+                }
+                fs.binary = path
+            }
+            fs.xattr = try onOff(b.attribute("xattr"), "<binary xattr>")
+            for c in b.elements() {
+                switch c.name {
+                case "cache":
+                    let mode = c.attribute("mode") ?? "auto"
+                    guard ["auto", "always", "none"].contains(mode) else { throw refuse("<cache mode='\(mode)'> (auto, always or none)") }
+                    fs.cache = mode
+                case "lock":
+                    fs.posixLock = try onOff(c.attribute("posix"), "<lock posix>")
+                    fs.flock = try onOff(c.attribute("flock"), "<lock flock>")
+                default:
+                    throw refuse("<filesystem><binary><\(c.name)>")
+                }
+            }
+        }
+        if let address = e.element("address"), let t = address.attribute("type"), t != "virtio-mmio" {
+            throw refuse("a filesystem on a \(t) bus (devices are virtio-mmio)")
+        }
+        fs.kept = try deviceChildren(e, modelled: ["driver", "binary", "source", "target", "alias", "address"]) { _ in false }
+        if let queue = driver?.attribute("queue") {
+            guard let n = Int(queue), n > 0, n <= 1024, n & (n - 1) == 0 else { throw .xml("filesystem queue size '\(queue)' must be a power of two up to 1024") }
+            fs.queue = n
+        }
+        return fs
+    }
+
+    static func onOff(_ value: String?, _ what: String) throws(ToolstackError) -> Bool {
+        switch value {
+        case nil, "off": return false
+        case "on": return true
+        case let v?: throw .xml("\(what) must be 'on' or 'off', not '\(v)'")
+        }
     }
 
     static func parseDisk(_ e: XMLElement) throws(ToolstackError) -> DiskDefinition {
@@ -423,6 +491,21 @@ public enum DomainXML {
             if live != nil { children.append(element("alias", [("name", "virtio-disk\(i)")])) }
             children.append(element("address", [("type", "virtio-mmio")]))
             device(element("disk", [("type", disk.type.rawValue), ("device", "disk")], children))
+        }
+        for (i, fs) in d.filesystems.enumerated() {
+            var children = [element("driver", [("type", "virtiofs")] + (fs.queue.map { [("queue", String($0))] } ?? []))]
+            var binaryAttrs: [(name: String, value: String)] = []
+            if let b = fs.binary { binaryAttrs.append(("path", b)) }
+            if fs.xattr { binaryAttrs.append(("xattr", "on")) }
+            var binaryChildren: [XMLElement] = []
+            if let c = fs.cache { binaryChildren.append(element("cache", [("mode", c)])) }
+            if fs.posixLock || fs.flock { binaryChildren.append(element("lock", [("posix", fs.posixLock ? "on" : "off"), ("flock", fs.flock ? "on" : "off")])) }
+            if !binaryAttrs.isEmpty || !binaryChildren.isEmpty { children.append(element("binary", binaryAttrs, binaryChildren)) }
+            children += [element("source", [("dir", fs.source)]), element("target", [("dir", fs.tag)])]
+            children += fs.kept
+            if live != nil { children.append(element("alias", [("name", "fs\(i)")])) }
+            children.append(element("address", [("type", "virtio-mmio")]))
+            device(element("filesystem", [("type", "mount"), ("accessmode", "passthrough")], children))
         }
         for (i, iface) in d.interfaces.enumerated() {
             var children = [element("mac", [("address", iface.mac)]),

@@ -44,8 +44,8 @@ extension DomainManager {
             updated.mac = c.interfaces[i].mac
             c.interfaces[i] = updated
         }
-        guard c.disks.count + c.interfaces.count <= DomainDefinition.maxDevices else {
-            throw .unsupported("a domain has at most \(DomainDefinition.maxDevices) disks and interfaces together")
+        guard c.disks.count + c.interfaces.count + c.filesystems.count <= DomainDefinition.maxDevices else {
+            throw .unsupported("a domain has at most \(DomainDefinition.maxDevices) disks, interfaces and filesystems together")
         }
         try store.save(c)
         d.config = c

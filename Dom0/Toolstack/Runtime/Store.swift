@@ -57,9 +57,10 @@ public struct DomainStore: Sendable {
 /// so a restarted apusd finds it again.
 public struct RuntimeRecord: Sendable, Equatable {
     public struct Backend: Sendable, Equatable {
-        public enum Kind: String, Sendable { case disk, net }
+        /// disk: apus-blkback; net: a port on apus-netback; fs: virtiofsd.
+        public enum Kind: String, Sendable { case disk, net, fs }
         public var kind: Kind
-        /// vda, vnet0.
+        /// vda, vnet0, a filesystem's tag.
         public var device: String
         public var pid: Int32
         public var socket: String

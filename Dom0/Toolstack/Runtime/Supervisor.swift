@@ -57,8 +57,12 @@ enum Supervisor {
             for (i, port) in ports.enumerated() {
                 record.backends.append(try await NetbackPorts.attach(port: port.name, switch: port.control, index: i, directory: dir, owner: user))
             }
+            for (i, fs) in def.filesystems.enumerated() {
+                record.backends.append(try startFilesystemBackend(fs, index: i, record: record, paths: paths, log: log))
+            }
             for b in record.backends {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
+                if b.kind == .fs { try handOver(b, to: user) }
             }
             let boot = try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
             record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log)
@@ -88,6 +92,38 @@ enum Supervisor {
         return .init(kind: .disk, device: disk.target, pid: pid, socket: socket, control: control, owned: true)
     }
 
+    /// Starts virtiofsd for one of the domain's shared directories. It runs
+    /// as root in its own sandbox (mount, PID and network namespaces with
+    /// the directory as its root, seccomp), as libvirt runs it: it must act
+    /// as each file's owner; it goes in the domain's cgroup. It serves one
+    /// connection and exits when apus-hv does, so each boot starts one.
+    static func startFilesystemBackend(_ fs: FilesystemDefinition, index: Int, record: RuntimeRecord, paths: ApusPaths,
+                                       log: FileDescriptor?) throws(ToolstackError) -> RuntimeRecord.Backend {
+        let socket = paths.runtimeDirectory(record.name) + "/fs-\(index).sock"
+        guard let binary = fs.binary ?? FilesystemDefinition.knownBinaries.first(where: FileSystem.isExecutable) else {
+            throw .unsupported("sharing a directory needs virtiofsd (\(FilesystemDefinition.knownBinaries.joined(separator: " or ")); Debian: qemu-system-common or virtiofsd)")
+        }
+        FileSystem.remove(socket)
+        var args = ["--socket-path=" + socket, "-o", "source=" + fs.source, "-o", "cache=" + (fs.cache ?? "auto"),
+                    // apusd bounds its descriptors (ProcessKind.limits); it must not raise them itself.
+                    "--rlimit-nofile=0"]
+        if fs.xattr { args += ["-o", "xattr"] }
+        if fs.posixLock { args += ["-o", "posix_lock"] }
+        if fs.flock { args += ["-o", "flock"] }
+        let pid = try spawn(binary, args, kind: .filesystemBackend, log: log, cgroup: record.cgroup)
+        return .init(kind: .fs, device: fs.tag, pid: pid, socket: socket, control: "", owned: true)
+    }
+
+    /// Gives a root backend's socket to the domain's uid, whose apus-hv connects to it.
+    static func handOver(_ backend: RuntimeRecord.Backend, to user: UInt32?) throws(ToolstackError) {
+        guard let user else { return }
+        do {
+            try FileSystem.setPermissions(backend.socket, mode: 0o600, owner: user, group: user)
+        } catch {
+            throw .failed("cannot give \(backend.device)'s socket to uid \(user): \(error)")
+        }
+    }
+
     /// `def` with its kernel, initrd and disk sources replaced by their
     /// canonical paths, each checked against `allowed` (disks with their
     /// whole backing chain), so the processes open exactly what was checked
@@ -109,6 +145,8 @@ enum Supervisor {
                 _ = try check(backing.path, "backing file of \(disk.target)", .image)
             }
         }
+        // A shared directory is the guest's to write: it must be one apusd allows.
+        for (i, fs) in def.filesystems.enumerated() { out.filesystems[i].source = try check(fs.source, "shared directory", .directory) }
         return out
     }
 
@@ -204,6 +242,9 @@ enum Supervisor {
         for (b, iface) in zip(record.backends.filter { $0.kind == .net }, def.interfaces) {
             args += ["--net", "vhost-user:\(b.socket),mac=\(iface.mac)"]
         }
+        for (b, fs) in zip(record.backends.filter { $0.kind == .fs }, def.filesystems) {
+            args += ["--fs", "vhost-user:\(b.socket),tag=\(fs.tag)"]
+        }
         return try spawn(paths.binary("apus-hv"), args, kind: .hypervisor, log: log, jail: record.jail(showing: [paths.runtimeDirectory(record.name)]),
                          cgroup: record.cgroup)
     }
@@ -241,7 +282,18 @@ enum Supervisor {
         let log = try? FileDescriptor.open(paths.logs + "/" + definition.name + ".hypervisor.log", .log, mode: 0o600)
         defer { log?.close() }
         record.paused = false
-        let boot = try await bootFiles(try confine(definition, to: allowed), directory: paths.runtimeDirectory(definition.name), paths: paths,
+        // virtiofsd served the old apus-hv's one connection and has ended: a new one per boot.
+        let confined = try confine(definition, to: allowed)
+        for (i, b) in record.backends.enumerated() where b.kind == .fs {
+            if isRunning(b.pid) { ProcessControl.signal(b.pid, SIGKILL) }
+            _ = ProcessControl.reapChildren()
+            guard let fs = confined.filesystems.first(where: { $0.tag == b.device }) else { continue }
+            record.backends[i] = try startFilesystemBackend(fs, index: record.backends[..<i].filter { $0.kind == .fs }.count, record: record, paths: paths, log: log)
+            try await waitFor(record.backends[i].socket, pid: record.backends[i].pid, what: "fs backend for \(b.device)",
+                              log: paths.logs + "/" + definition.name + ".hypervisor.log")
+            try handOver(record.backends[i], to: record.user)
+        }
+        let boot = try await bootFiles(confined, directory: paths.runtimeDirectory(definition.name), paths: paths,
                                        allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
         record.hypervisorPid = try startHypervisor(record, definition: boot, paused: false, paths: paths, log: log)
         try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + definition.name + ".hypervisor.log")
@@ -257,17 +309,20 @@ enum Supervisor {
     /// guest's disk claims.
     enum ProcessKind {
         case hypervisor, diskBackend, switchBackend, bootLoader
+        /// virtiofsd: never jailed by apusd (it sandboxes itself).
+        case filesystemBackend
         /// The namespaces of its own a jailed process of this kind gets.
         var namespaces: ProcessControl.Namespaces {
             switch self {
             case .hypervisor, .diskBackend, .bootLoader: [.pid, .ipc, .mount, .network, .uts]
             case .switchBackend: [.pid, .ipc, .mount, .uts]
+            case .filesystemBackend: []
             }
         }
         var limits: ProcessControl.Limits {
             switch self {
             case .hypervisor, .diskBackend: ProcessControl.Limits(openFiles: 4096)
-            case .switchBackend: ProcessControl.Limits(openFiles: 65536)
+            case .switchBackend, .filesystemBackend: ProcessControl.Limits(openFiles: 65536)
             case .bootLoader: ProcessControl.Limits(openFiles: 256, fileBytes: 1 << 30)
             }
         }
