@@ -19,6 +19,16 @@ struct ApusdLinuxGuestTests {
         let image = d.rootPath + "/disk.img"
         let mkfs = try runProcess("/sbin/mkfs.ext4", ["-q", "-F", image, "32M"])
         #expect(mkfs.status == 0, "\(mkfs.output)")
+        // A host directory shared through virtiofsd (when Dom0 has it, as root).
+        let shared = d.rootPath + "/shared"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+        try "from-the-host\n".write(toFile: shared + "/hello", atomically: true, encoding: .utf8)
+        let sharing = fileExists(FsHarnessTests.virtiofsd) && getuid() == 0
+        let filesystem = sharing ? """
+            <filesystem type='mount' accessmode='passthrough'>
+              <driver type='virtiofs'/><source dir='\(shared)'/><target dir='hostshare'/>
+            </filesystem>
+            """ : ""
         let xml = """
             <domain type='kvm'>
               <name>linux</name>
@@ -39,6 +49,7 @@ struct ApusdLinuxGuestTests {
                 <interface type='bridge'>
                   <mac address='52:54:00:00:05:01'/><source bridge='apus0'/><model type='virtio'/><target dev='vnet0'/>
                 </interface>
+                \(filesystem)
                 <console type='pty'/>
               </devices>
             </domain>
@@ -87,6 +98,14 @@ struct ApusdLinuxGuestTests {
         session.send("cat /sys/class/net/eth0/address && ip addr add 10.0.5.2/24 dev eth0 && ip link set eth0 up && i=0; until ping -c 1 -W 1 10.0.5.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || break; done; ping -c 3 10.0.5.1 && echo PING-$((6 * 7))-DONE\r")
         #expect(session.waitFor("PING-42-DONE", timeout: 180), "\(session.output)")
         #expect(session.output.contains("52:54:00:00:05:01") && session.output.contains("3 packets received"), "\(session.output)")
+        // The shared directory: the guest mounts its tag, reads the host's
+        // file and writes one the host then reads.
+        if sharing {
+            session.send("mkdir -p /srv && mount -t virtiofs hostshare /srv && cat /srv/hello && echo from-the-guest > /srv/back && umount /srv && echo FS-$((6 * 7))-DONE\r")
+            #expect(session.waitFor("FS-42-DONE", timeout: 120), "\(session.output)")
+            #expect(session.output.contains("from-the-host"), "\(session.output)")
+            #expect((try? String(contentsOfFile: shared + "/back", encoding: .utf8)) == "from-the-guest\n")
+        }
         // <vcpu current='2'>3</vcpu>: two online, three possible.
         session.send("echo CPUS-$(cat /sys/devices/system/cpu/online)-$(cat /sys/devices/system/cpu/possible)-DONE\r")
         #expect(session.waitFor("CPUS-0-1-0-2-DONE", timeout: 60), "\(session.output)")
