@@ -5,7 +5,8 @@ import Synchronization
 import Virtqueue
 import VhostUser
 
-/// A vhost-user-blk device: features, config space and one worker thread per queue.
+/// A vhost-user-blk device: features, config space, and for each queue a
+/// ``BlockQueue`` served by a ``VringWorker`` thread of its own.
 public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     // SAFETY (Sendable): `workers` is only touched on the session thread;
     // the image and stats are thread-safe.
@@ -14,9 +15,9 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     public let queueCount: Int
     public let maxQueueSize: UInt16 = 1024
     let useURing: Bool
-    /// Adaptive polling window of each queue worker (0 disables polling).
+    /// Adaptive polling window of each queue's worker (0 disables polling).
     public var pollNanoseconds: UInt64 = 20_000
-    private var workers: [Int: QueueWorker] = [:]
+    private var workers: [Int: (worker: VringWorker, vring: Vring)] = [:]
     private let acked = Mutex<UInt64>(0)
 
     public init(image: BlockImage, queues: Int, useURing: Bool = true) {
@@ -72,11 +73,14 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     public func featuresAcknowledged(_ features: UInt64) { acked.withLock { $0 = features } }
 
     public func startQueue(_ index: Int, queue: SplitQueue, kick: EventFD, call: QueueCall) {
+        let handler = BlockQueue(index: index, memory: queue.memory, queueSize: queue.size, image: image, stats: stats,
+                                 limits: limits, useURing: useURing)
+        let vring = Vring(index: index, queue: queue, kick: kick, call: call, handler: handler)
         do {
-            let w = try QueueWorker(index: index, queue: queue, kick: kick, call: call, image: image, stats: stats,
-                                    limits: limits, useURing: useURing, pollNanoseconds: pollNanoseconds)
-            try w.start()
-            workers[index] = w
+            let worker = try VringWorker(name: "blk-q\(index)", pollNanoseconds: pollNanoseconds)
+            worker.add(vring)
+            try worker.start()
+            workers[index] = (worker, vring)
         } catch {
             ErrorLog.shared.warn("cannot start queue \(index): \(error)")
         }
@@ -84,10 +88,12 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
 
     public func stopQueue(_ index: Int) -> UInt16 {
         guard let w = workers.removeValue(forKey: index) else { return 0 }
-        return w.stop()
+        let base = w.worker.remove(w.vring)
+        w.worker.stop()
+        return base
     }
 
     public func sessionEnded() {
-        for (i, w) in workers { _ = w.stop(); workers[i] = nil }
+        for i in Array(workers.keys) { _ = stopQueue(i) }
     }
 }

@@ -28,7 +28,13 @@ public final class NetPort: VhostUserDeviceBackend, @unchecked Sendable {
         return f
     }
 
-    public var protocolFeatures: VhostUserProtocolFeatures { [.replyAck, .config] }
+    /// INFLIGHT_SHMFD for the transmit queue: a frame taken and not
+    /// completed when apus-netback died is sent by the one started next.
+    /// (The receive queue gives buffers back when a frame does not fit, so
+    /// it resumes at the used index instead, where nothing is lost.)
+    public var protocolFeatures: VhostUserProtocolFeatures { [.replyAck, .config, .inflightSharedMemory] }
+
+    public func tracksInflight(_ index: Int) -> Bool { index == VirtioNet.transmitQueue }
     public var queueCount: Int { 2 }
     public var maxQueueSize: UInt16 { 1024 }
 

@@ -26,12 +26,15 @@ public final class NetClient: @unchecked Sendable {
     static let txArea = VhostHarness.bufferStart + (16 << 20)
     static let txSlotSize: UInt64 = 1 << 16
 
-    public init(socket: String, mac: [UInt8], queueSize: UInt16 = 256, bufferSize: UInt64 = 1536) throws {
+    /// `inflight`: ask for INFLIGHT_SHMFD, as apus-hv does.
+    public init(socket: String, mac: [UInt8], queueSize: UInt16 = 256, bufferSize: UInt64 = 1536, inflight: Bool = false) throws {
         harness = try VhostHarness(socketPath: socket, queueSize: queueSize)
+        if inflight { harness.wanted.insert(.inflightSharedMemory) }
         self.mac = mac
         self.bufferSize = bufferSize
-        try harness.negotiate(deviceFeatures: VirtioNet.featureMergeableRxBuffers | VirtioNet.featureStatus)
+        try harness.negotiate(deviceFeatures: Self.deviceFeatures)
         mergeable = harness.ackedFeatures & VirtioNet.featureMergeableRxBuffers != 0
+        try harness.shareInflight(queues: 2)
         try harness.shareMemory()
         try harness.startQueues(2)
         rx = harness.queues[0]
@@ -39,6 +42,9 @@ public final class NetClient: @unchecked Sendable {
         freeTxSlots = (0..<UInt64(min(Int(queueSize), 256))).map { Self.txArea + $0 * Self.txSlotSize }
         try postReceiveBuffers()
     }
+
+    /// The virtio-net features this driver handles.
+    public static let deviceFeatures = VirtioNet.featureMergeableRxBuffers | VirtioNet.featureStatus
 
     var eventIndex: Bool { harness.ackedFeatures & Virtq.featureEventIndex != 0 }
 

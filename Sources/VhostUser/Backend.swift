@@ -26,6 +26,14 @@ public protocol VhostUserDeviceBackend: AnyObject, Sendable {
     func stopQueue(_ index: Int) -> UInt16
     /// The session ended (frontend gone or reset): drop per-session state.
     func sessionEnded()
+    /// Whether queue `index` records its chains in the inflight region when
+    /// INFLIGHT_SHMFD is negotiated (a queue that gives taken chains back,
+    /// as a NIC's receive queue does, cannot).
+    func tracksInflight(_ index: Int) -> Bool
+}
+
+extension VhostUserDeviceBackend {
+    public func tracksInflight(_ index: Int) -> Bool { true }
 }
 
 /// The call (interrupt) descriptor of a queue. The frontend may replace it
@@ -384,7 +392,7 @@ public final class VhostUserBackendSession: @unchecked Sendable {
         } catch {
             throw .protocolViolation("ring \(i): \(error)")
         }
-        if let inflight, ackedProtocol.contains(.inflightSharedMemory) {
+        if let inflight, ackedProtocol.contains(.inflightSharedMemory), device.tracksInflight(i) {
             guard let region = InflightQueue(region: inflight.memory, index: i, queueSize: inflight.queueSize) else {
                 throw .protocolViolation("ring \(i) has no place in the inflight region")
             }

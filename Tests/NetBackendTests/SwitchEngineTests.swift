@@ -20,14 +20,14 @@ import TestSupport
         let ports: PortSet
         let a: NetClient
         let b: NetClient
-        init(macA: [UInt8], macB: [UInt8]) throws {
+        init(macA: [UInt8], macB: [UInt8], inflightA: Bool = false) throws {
             dir = try TemporaryDirectory(prefix: "netback")
             engine = try SwitchEngine()
             try engine.start()
             ports = PortSet(engine: engine)
             try ports.add("a", socket: dir.path + "/a.sock")
             try ports.add("b", socket: dir.path + "/b.sock")
-            a = try NetClient(socket: dir.path + "/a.sock", mac: macA)
+            a = try NetClient(socket: dir.path + "/a.sock", mac: macA, inflight: inflightA)
             b = try NetClient(socket: dir.path + "/b.sock", mac: macB)
         }
         deinit {
@@ -132,5 +132,51 @@ import TestSupport
         let f = r.a.frame(to: broadcast, size: 64, seed: 4)
         try r.a.send([f])
         #expect(try collect(c, 1) == [f])
+    }
+
+    /// INFLIGHT_SHMFD as apus-hv negotiates it: the transmit queue is
+    /// recorded in the region, the receive queue (which gives buffers back
+    /// when a frame does not fit) is not; after the session ends with a
+    /// frame the switch took and never completed, a new session resubmits
+    /// it from the region, exactly once, and both queues resume at the used
+    /// index with no reset.
+    @Test func theTransmitQueueIsTrackedAndAFrameTakenBeforeARestartIsSentOnce() throws {
+        let r = try Rig(macA: macA, macB: macB, inflightA: true)
+        let region = try #require(r.a.harness.inflight?.memory)
+        let stride = InflightLayout.stride(queueSize: r.a.tx.driver.size)
+        // The spec's QueueRegionSplit header: version @8, used_idx @14.
+        func version(_ q: UInt64) throws -> UInt16 { try region.read(UInt16.self, at: GuestAddress(q * stride + 8)) }
+        func usedIndex(_ q: UInt64) throws -> UInt16 { try region.read(UInt16.self, at: GuestAddress(q * stride + 14)) }
+        try r.b.send([r.b.frame(to: broadcast, size: 60, seed: 0)]) // b is learned
+        #expect(try collect(r.a, 1).count == 1)
+        let first = r.a.frame(to: macB, size: 200, seed: 1)
+        try r.a.send([first, first])
+        #expect(try collect(r.b, 2) == [first, first])
+        #expect(try r.a.waitTransmitted())
+        #expect(try version(1) == InflightLayout.version && usedIndex(1) == 2, "transmit completions are recorded")
+        #expect(r.a.harness.inflightHeads(queue: 1) == [])
+        #expect(try version(0) == 0, "the receive queue is not tracked")
+
+        // The session ends; the guest queues a frame, and the region says
+        // the switch had taken it (a netback killed before completing it).
+        r.a.harness.frontend.close()
+        Clock.sleep(nanoseconds: 200_000_000)
+        let lost = r.a.frame(to: macB, size: 300, seed: 2)
+        try r.a.send([lost])
+        let tx = r.a.tx.driver
+        let entry = GuestAddress(tx.availRing.raw + 4 + 2 * UInt64((tx.availIndex &- 1) % tx.size))
+        let head = UInt16(littleEndian: try r.a.harness.memory.read(UInt16.self, at: entry))
+        let record = try #require(InflightQueue(region: region, index: 1, queueSize: tx.size))
+        record.taken(head)
+        #expect(r.a.harness.inflightHeads(queue: 1) == [head])
+
+        try r.a.harness.resumeAfterRestart(deviceFeatures: NetClient.deviceFeatures)
+        #expect(try collect(r.b, 2) == [lost], "resubmitted once: not lost, not doubled")
+        #expect(try r.a.waitTransmitted())
+        #expect(r.a.harness.inflightHeads(queue: 1) == [])
+        // Receive resumes too: a frame from b reaches a.
+        let back = r.b.frame(to: macA, size: 90, seed: 3)
+        try r.b.send([back])
+        #expect(try collect(r.a, 1) == [back])
     }
 }

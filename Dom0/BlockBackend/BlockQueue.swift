@@ -5,23 +5,16 @@ import IOURing
 import Virtqueue
 import VhostUser
 
-/// Serves one virtqueue on its own thread: waits for kicks, turns chains
-/// into I/O on the image, and completes them through the used ring,
-/// signalling the call descriptor only when the driver wants it (EVENT_IDX).
-final class QueueWorker: @unchecked Sendable {
-    // SAFETY (Sendable): all state is confined to the worker thread, except
-    // `stopEvent` (an eventfd) which other threads only signal.
+/// virtio-blk's request handling for one queue, driven by the vhost-user
+/// layer's ``VringWorker``: turns chains into I/O on the image through an
+/// engine (io_uring, or synchronous), and completes each when its I/O has.
+final class BlockQueue: VringHandler {
     let index: Int
-    let queue: SplitQueue
-    let kick: EventFD
-    let call: QueueCall
     let image: BlockImage
     let stats: BlockStats
     let limits: BlockRequest.Limits
-    let stopEvent: EventFD
-    private var thread: OSThread?
     private let engine: BlockIOEngine
-    private var memory: GuestMemory { queue.memory }
+    private let memory: GuestMemory
 
     /// A request with I/O on the engine: one transfer per extent of the
     /// image it touches (one for raw; a qcow2 request spanning clusters may
@@ -51,26 +44,17 @@ final class QueueWorker: @unchecked Sendable {
     private var nextRequestID: UInt64 = 0
     /// Which request an engine slot's transfer belongs to.
     private var slotOwner: [Int: UInt64] = [:]
-    /// How long to keep polling the avail ring and completions before
-    /// sleeping (adaptive polling, as QEMU's iothreads do): at low queue
-    /// depth the next request usually arrives within it, saving two wakeups.
-    let pollNanoseconds: UInt64
     private var freeSlots: [Int]
-    private var broken = false
     private let log = ErrorLog()
 
-    init(index: Int, queue: SplitQueue, kick: EventFD, call: QueueCall, image: BlockImage, stats: BlockStats,
-         limits: BlockRequest.Limits, useURing: Bool, pollNanoseconds: UInt64 = 20_000) throws(SystemCallError) {
-        self.pollNanoseconds = pollNanoseconds
+    init(index: Int, memory: GuestMemory, queueSize: UInt16, image: BlockImage, stats: BlockStats,
+         limits: BlockRequest.Limits, useURing: Bool) {
         self.index = index
-        self.queue = queue
-        self.kick = kick
-        self.call = call
+        self.memory = memory
         self.image = image
         self.stats = stats
         self.limits = limits
-        stopEvent = try EventFD()
-        let depth = Int(queue.size)
+        let depth = Int(queueSize)
         var engine: BlockIOEngine = SyncEngine(depth: depth)
         if useURing {
             do {
@@ -83,113 +67,36 @@ final class QueueWorker: @unchecked Sendable {
         freeSlots = Array((0..<engine.depth).reversed())
     }
 
-    func start() throws(SystemCallError) {
-        let t = OSThread(name: "blk-q\(index)") { [self] in self.run() }
-        try t.start()
-        thread = t
-    }
+    // MARK: VringHandler
 
-    /// Stops after every in-flight request completed; returns where to resume.
-    func stop() -> UInt16 {
-        stopEvent.signal()
-        thread?.join()
-        thread = nil
-        return queue.lastAvailIndex
-    }
+    var canTake: Bool { !freeSlots.isEmpty }
+    var inFlight: Int { pending.count }
+    var completionEvent: EventFD? { engine.completionEvent }
+    var hasCompletions: Bool { engine.hasCompletions }
 
-    private func run() {
-        let epoll: Epoll
-        do {
-            epoll = try Epoll()
-            try epoll.add(kick.fd, events: .readable, token: 1)
-            try epoll.add(stopEvent.fd, events: .readable, token: 3)
-            if let c = engine.completionEvent { try epoll.add(c.fd, events: .readable, token: 2) }
-        } catch {
-            log.warn("queue \(index): cannot set up: \(error)")
-            return
+    /// Takes and starts chains while engine slots are free.
+    func serve(_ vring: Vring) -> Bool {
+        var submitted = false
+        while !freeSlots.isEmpty, let chain = vring.next() {
+            if start(chain, vring) { submitted = true }
         }
-        var stopping = false
-        // Chains may already be waiting (a restarted queue).
-        processAvailable()
-        while !(stopping && pending.isEmpty) {
-            if !stopping && pollNanoseconds > 0 && poll() { continue }
-            guard let ready = try? epoll.wait(maxEvents: 8, timeoutMilliseconds: stopping ? 100 : -1) else { break }
-            for r in ready {
-                switch r.token {
-                case 1:
-                    kick.drain()
-                    if !stopping { processAvailable() }
-                case 2:
-                    completeFinished()
-                case 3:
-                    stopEvent.drain()
-                    stopping = true
-                default:
-                    break
-                }
+        if submitted {
+            do {
+                try engine.submit()
+            } catch {
+                log.warn("queue \(index): submit failed: \(error)")
             }
-            if engine.completionEvent == nil { completeFinished() }
         }
-    }
-
-    /// Spins briefly for new chains or completions; true if there was work.
-    private func poll() -> Bool {
-        guard !broken else { return false }
-        let deadline = Clock.monotonicNanoseconds() + pollNanoseconds
-        repeat {
-            if engine.hasCompletions {
-                completeFinished()
-                return true
-            }
-            if !freeSlots.isEmpty, let n = try? queue.pendingCount(), n > 0 {
-                processAvailable()
-                return true
-            }
-        } while Clock.monotonicNanoseconds() < deadline
         return false
     }
 
-    /// Pops and starts every available chain while there are free slots.
-    private func processAvailable() {
-        guard !broken else { return }
-        while true {
-            var submitted = false
-            while !freeSlots.isEmpty {
-                let chain: DescriptorChain
-                do {
-                    guard let c = try queue.pop() else { break }
-                    chain = c
-                } catch {
-                    stats.malformedChains.add(1, ordering: .relaxed)
-                    log.warn("queue \(index): \(error.error)")
-                    if let head = error.head {
-                        // Give the chain back with nothing written.
-                        try? queue.addUsed(head: head, length: 0)
-                        continue
-                    }
-                    if case .headOutOfRange = error.error { continue } // consumed; nothing to give back
-                    // The ring itself is corrupt: stop serving it until reset.
-                    broken = true
-                    break
-                }
-                if start(chain) { submitted = true }
-            }
-            if submitted {
-                do {
-                    try engine.submit()
-                } catch {
-                    log.warn("queue \(index): submit failed: \(error)")
-                }
-            }
-            completeFinished()
-            // EVENT_IDX: re-arm notifications, and poll again if the driver
-            // raced us with more chains.
-            guard !broken, !freeSlots.isEmpty, (try? queue.setNotifications(enabled: true)) == true else { break }
-        }
+    func malformed(_ vring: Vring, _ error: SplitQueue.PopError) {
+        stats.malformedChains.add(1, ordering: .relaxed)
+        log.warn("queue \(index): \(error.error)")
     }
 
     /// Starts one request; returns true if I/O was queued on the engine.
-    private func start(_ chain: DescriptorChain) -> Bool {
+    private func start(_ chain: DescriptorChain, _ vring: Vring) -> Bool {
         let request: BlockRequest
         do {
             // The capacity is read per request: a resize takes effect at once.
@@ -199,18 +106,18 @@ final class QueueWorker: @unchecked Sendable {
         } catch {
             stats.malformedChains.add(1, ordering: .relaxed)
             log.warn("queue \(index): \(error.reason)")
-            try? queue.addUsed(head: error.head, length: 0)
+            vring.complete(head: error.head, length: 0)
             return false
         }
         let now = Clock.monotonicNanoseconds()
         switch request.operation {
         case .read(let sector, let segs):
-            return submit(request, kind: .read, write: false, segments: segs, offset: sector * VirtioBlock.sectorSize, start: now)
+            return submit(request, vring, kind: .read, write: false, segments: segs, offset: sector * VirtioBlock.sectorSize, start: now)
         case .write(let sector, let segs):
-            return submit(request, kind: .write, write: true, segments: segs, offset: sector * VirtioBlock.sectorSize, start: now)
+            return submit(request, vring, kind: .write, write: true, segments: segs, offset: sector * VirtioBlock.sectorSize, start: now)
         case .flush:
             if image.readOnly {
-                finish(request, status: VirtioBlock.statusOK, written: 0)
+                finish(request, vring, status: VirtioBlock.statusOK, written: 0)
                 return false
             }
             if image.disk.hasMetadata {
@@ -224,7 +131,7 @@ final class QueueWorker: @unchecked Sendable {
                 }
                 count(.flush, bytes: 0, ok: status == VirtioBlock.statusOK, elapsed: Clock.monotonicNanoseconds() - now)
                 writeStatus(request.status, status)
-                try? queue.addUsed(head: request.head, length: 1)
+                vring.complete(head: request.head, length: 1)
                 return false
             }
             guard let slot = freeSlots.popLast() else { return false }
@@ -237,7 +144,7 @@ final class QueueWorker: @unchecked Sendable {
                 return true
             } catch {
                 freeSlots.append(slot)
-                finish(request, status: VirtioBlock.statusIOError, written: 0)
+                finish(request, vring, status: VirtioBlock.statusIOError, written: 0)
                 return false
             }
         case .getID(let segs):
@@ -245,7 +152,7 @@ final class QueueWorker: @unchecked Sendable {
             id += [UInt8](repeating: 0, count: max(0, VirtioBlock.idLength - id.count))
             let written = (try? ChainIO.write(memory, segs.map { DescriptorBuffer(address: $0.address, length: $0.length, isWriteOnly: true) },
                                               bytes: Array(id.prefix(Int(BlockRequest.total(segs)))))) ?? 0
-            finish(request, status: VirtioBlock.statusOK, written: UInt32(written))
+            finish(request, vring, status: VirtioBlock.statusOK, written: UInt32(written))
         case .discard(let ranges), .writeZeroes(let ranges):
             let isDiscard: Bool
             if case .discard = request.operation { isDiscard = true } else { isDiscard = false }
@@ -268,18 +175,18 @@ final class QueueWorker: @unchecked Sendable {
                     status = VirtioBlock.statusIOError
                 }
             }
-            finish(request, status: status, written: 0)
+            finish(request, vring, status: status, written: 0)
         case .unsupported:
             stats.unsupported.add(1, ordering: .relaxed)
-            finish(request, status: VirtioBlock.statusUnsupported, written: 0)
+            finish(request, vring, status: VirtioBlock.statusUnsupported, written: 0)
         case .invalid(let why):
             log.warn("queue \(index): request refused: \(why)")
-            finish(request, status: VirtioBlock.statusIOError, written: 0)
+            finish(request, vring, status: VirtioBlock.statusIOError, written: 0)
         }
         return false
     }
 
-    private func submit(_ request: BlockRequest, kind: Pending.Kind, write: Bool, segments: [IOSegment], offset: UInt64, start: UInt64) -> Bool {
+    private func submit(_ request: BlockRequest, _ vring: Vring, kind: Pending.Kind, write: Bool, segments: [IOSegment], offset: UInt64, start: UInt64) -> Bool {
         let bytes = BlockRequest.total(segments)
         // O_DIRECT needs sector-aligned memory; requests whose guest buffers
         // are not go through the buffered descriptor.
@@ -316,21 +223,21 @@ final class QueueWorker: @unchecked Sendable {
             }
         } catch {
             log.warn("queue \(index): \(write ? "write" : "read") at \(offset): \(error)")
-            finish(request, status: VirtioBlock.statusIOError, written: 0)
+            finish(request, vring, status: VirtioBlock.statusIOError, written: 0)
             return false
         }
         let usedLength = write ? 1 : UInt32(bytes) + 1
         if transfers.isEmpty {
             // All of it zeroes, decompressed bytes, or new clusters the format wrote.
             count(kind, bytes: bytes, ok: true, elapsed: Clock.monotonicNanoseconds() - start)
-            finish(request, status: VirtioBlock.statusOK, written: usedLength - 1)
+            finish(request, vring, status: VirtioBlock.statusOK, written: usedLength - 1)
             return false
         }
         guard freeSlots.count >= transfers.count else {
             // Not enough engine slots for every extent: do it here and now.
             let ok = transfers.allSatisfy { t in Self.transferNow(write: write, memory: memory, fd: t.fd, offset: t.offset, segments: t.segments) }
             count(kind, bytes: bytes, ok: ok, elapsed: Clock.monotonicNanoseconds() - start)
-            finish(request, status: ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, written: ok ? usedLength - 1 : 0)
+            finish(request, vring, status: ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, written: ok ? usedLength - 1 : 0)
             return false
         }
         nextRequestID &+= 1
@@ -355,7 +262,7 @@ final class QueueWorker: @unchecked Sendable {
                         single: transfers.count == 1 && fileBytes == bytes)
         if failed { p.error = -Errno.ioError.rawValue }
         if queued == 0 {
-            finish(request, status: VirtioBlock.statusIOError, written: 0)
+            finish(request, vring, status: VirtioBlock.statusIOError, written: 0)
             return false
         }
         pending[key] = p
@@ -425,13 +332,10 @@ final class QueueWorker: @unchecked Sendable {
         if !ok { stats.errors.add(1, ordering: .relaxed) }
     }
 
-    /// Completes finished I/O and tells the driver.
-    private func completeFinished() {
+    /// Completes finished I/O (the worker publishes and signals).
+    func reap(_ vring: Vring) {
         let done = engine.reap()
-        guard !done.isEmpty else {
-            publishAndNotify()
-            return
-        }
+        guard !done.isEmpty else { return }
         var resubmitted = false
         for c in done {
             let slot = Int(c.tag)
@@ -464,12 +368,9 @@ final class QueueWorker: @unchecked Sendable {
             }
             count(p.kind, bytes: p.bytes, ok: status == VirtioBlock.statusOK, elapsed: elapsed)
             writeStatus(p.status, status)
-            try? queue.addUsed(head: p.head, length: status == VirtioBlock.statusOK ? p.usedLength : 1)
+            vring.complete(head: p.head, length: status == VirtioBlock.statusOK ? p.usedLength : 1)
         }
         if resubmitted { try? engine.submit() }
-        publishAndNotify()
-        // Slots freed: more chains may be waiting.
-        if !freeSlots.isEmpty, !broken, (try? queue.pendingCount()) ?? 0 > 0 { processAvailable() }
     }
 
     /// Queues a single-transfer request again through the buffered
@@ -500,22 +401,13 @@ final class QueueWorker: @unchecked Sendable {
         return true
     }
 
-    private func finish(_ request: BlockRequest, status: UInt8, written: UInt32) {
+    private func finish(_ request: BlockRequest, _ vring: Vring, status: UInt8, written: UInt32) {
         if status == VirtioBlock.statusIOError { stats.errors.add(1, ordering: .relaxed) }
         writeStatus(request.status, status)
-        try? queue.addUsed(head: request.head, length: written + 1)
+        vring.complete(head: request.head, length: written + 1)
     }
 
     private func writeStatus(_ address: GuestAddress, _ status: UInt8) {
         try? memory.write(status, at: address)
-    }
-
-    private func publishAndNotify() {
-        do {
-            try queue.publishUsed()
-            if try queue.needsNotification() { call.signal() }
-        } catch {
-            log.warn("queue \(index): used ring: \(error)")
-        }
     }
 }
