@@ -2,6 +2,7 @@ import Testing
 import ApusControl
 import Foundation
 import TestSupport
+import VhostTest
 
 /// `apus-vhost-test net` against a running apus-netback: two ports driven
 /// as two guests over real vhost-user sessions. No KVM needed.
@@ -28,6 +29,25 @@ struct NetBackendHarnessTests {
         // The hostile chains were counted as receive errors on port a.
         let stats = try control(dir.path + "/ctl", SwitchControl.portStats("a"))
         #expect(mode != "hostile" || stats.rxErrors == 7, "\(stats)")
+    }
+
+    /// A frontend that asks for INFLIGHT_SHMFD, as apus-hv does, gets the
+    /// region from apus-netback as it runs under its seccomp filter (the
+    /// memfd it makes and seals), and frames flow; the transmit queue's
+    /// completions are recorded there.
+    @Test func aFrontendThatAsksForTheInflightRegionGetsItUnderTheFilter() throws {
+        let dir = try TemporaryDirectory()
+        let backend = try netback(dir)
+        let a = try NetClient(socket: dir.path + "/a.sock", mac: [0x52, 0x54, 0, 0, 0, 0x0a], inflight: true)
+        let b = try NetClient(socket: dir.path + "/b.sock", mac: [0x52, 0x54, 0, 0, 0, 0x0b])
+        defer { a.close(); b.close() }
+        #expect(a.harness.inflight != nil)
+        let frame = a.frame(to: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], size: 100, seed: 1)
+        try a.send([frame])
+        #expect(try b.receive(timeoutMilliseconds: 2000) == [frame])
+        #expect(try a.waitTransmitted())
+        #expect(a.harness.inflightHeads(queue: 1) == [])
+        #expect(backend.isRunning, "apus-netback died: \(backend.output)")
     }
 
     @Test func benchPrintsATableRowPerFrameSize() throws {
