@@ -167,6 +167,20 @@ struct ApusdLinuxGuestTests {
         _ = try d.ok("inject-nmi", "linux")
         session.send("i=0; until dmesg | grep -q 'NMI received' || [ $i -gt 50 ]; do sleep 0.2; i=$((i+1)); done; dmesg | grep -q 'NMI received' && echo NMI-$((6 * 7))-SEEN\r")
         #expect(session.waitFor("NMI-42-SEEN", timeout: 60), "\(session.output)")
+        // Dom0's switch killed (SIGKILL): apusd starts it again and gives the
+        // port back; apus-hv reconnects and, with the transmit queue's
+        // inflight region, resumes the NIC where it was (no reset the guest
+        // would have to notice). Its uplink TAP is made anew in the host's
+        // namespace, so the test moves it back.
+        let switchPattern = "apus-netback.*" + d.rootPath
+        let oldSwitch = try #require(processIDs(matching: switchPattern).first)
+        kill(oldSwitch, SIGKILL)
+        let switchDeadline = Date().addingTimeInterval(60)
+        while Date() < switchDeadline, (try? runProcess(ipTool ?? "/sbin/ip", ["link", "show", tap]))?.status != 0 { Thread.sleep(forTimeInterval: 0.1) }
+        try namespace.adopt(tap, address: "10.0.5.1/24")
+        session.send("i=0; until ping -c 1 -W 1 10.0.5.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || break; done; ping -c 3 10.0.5.1 && echo REPING-$((6 * 7))-DONE\r")
+        #expect(session.waitFor("REPING-42-DONE", timeout: 180), "\(session.output)\n\(hvLog)")
+        #expect(processIDs(matching: switchPattern).allSatisfy { $0 != oldSwitch })
         session.send("\u{1d}")
         #expect(session.waitForExit(timeout: 20) == 0, "Ctrl-] ends virsh console")
         // The live statistics of a real guest (its vCPU threads, its disk).
