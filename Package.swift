@@ -39,6 +39,7 @@ let package = Package(
         // stats and exit reasons, and the non-blocking client apusd uses.
         .target(name: "ApusControl", dependencies: ["ApusSys"], path: "Sources/ApusControl"),
         .target(name: "Virtqueue", dependencies: ["GuestMemory"], path: "Sources/Virtqueue"),
+        .target(name: "SaveState", dependencies: ["ApusSys", "GuestMemory", "CZlib"], path: "Sources/SaveState"),
         // The virtio device types' constants (blk, net), shared by apus-hv, the backends and the harness.
         .target(name: "VirtioSpec", path: "Sources/VirtioSpec"),
         .target(name: "VirtioDriver", dependencies: ["GuestMemory", "Virtqueue"], path: "Sources/VirtioDriver"),
@@ -114,10 +115,11 @@ let package = Package(
         .executableTarget(name: "apus-bench", dependencies: ["LibvirtClient"], path: "Deploy/Bench"),
 
         // MARK: fuzz targets (Deploy/fuzz builds them with -sanitize=fuzzer)
-        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage", "BootLoader", "VirtioSpec"], path: "Tests/Fuzz/FuzzTargets"),
+        .target(name: "FuzzTargets", dependencies: ["ApusSys", "GuestMemory", "Virtqueue", "VhostUser", "BlockBackend", "DiskImage", "BootLoader", "VirtioSpec", "SaveState"], path: "Tests/Fuzz/FuzzTargets"),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-virtqueue"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-vhost-user"),
         .executableTarget(name: "fuzz-qcow2", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-qcow2"),
+        .executableTarget(name: "fuzz-state-file", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-state-file"),
         .executableTarget(name: "fuzz-boot-loader", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/fuzz-boot-loader"),
         .target(name: "ToolstackFuzz", dependencies: ["ApusSys", "Toolstack", "LibvirtRPC"], path: "Tests/Fuzz/ToolstackFuzz"),
         .executableTarget(name: "fuzz-libvirt-rpc", dependencies: ["FuzzTargets", "ToolstackFuzz"], path: "Tests/Fuzz/fuzz-libvirt-rpc"),
@@ -131,6 +133,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
+        .testTarget(name: "SaveStateTests", dependencies: ["SaveState", "GuestMemory"], path: "Tests/SaveStateTests"),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "ApusSys", "TestSupport"], path: "Tests/DiskImageTests"),

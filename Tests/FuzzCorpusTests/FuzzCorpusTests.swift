@@ -40,6 +40,13 @@ import ToolstackFuzz
         for input in corpus { DomainXMLFuzz.run(input) }
     }
 
+    @Test func stateFileCorpus() throws {
+        let corpus = try inputs("fuzz-state-file")
+        #expect(!corpus.isEmpty)
+        // The seeds are real files: read through to the end, RAM applied.
+        #expect(corpus.map { StateFileFuzz.run($0) }.sorted() == [1, 3]) // (the unknown optional section skipped)
+    }
+
     @Test func randomInputsDoNotTrap() {
         var state: UInt64 = 0x1234_5678
         for _ in 0..<300 {
@@ -51,6 +58,7 @@ import ToolstackFuzz
             VirtqueueFuzz.run(bytes)
             VhostUserFuzz.run(bytes)
             DomainXMLFuzz.run(bytes)
+            StateFileFuzz.run(Array("APUSSTAT".utf8) + [1, 0, 0, 0, 0, 0, 0, 0] + bytes)
         }
     }
 }
