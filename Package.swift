@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "CApusKVM", path: "Sources/CApusKVM"),
         .target(name: "ApusSys", dependencies: ["CApusSys"], path: "Sources/ApusSys"),
         .target(name: "GuestMemory", dependencies: ["ApusSys", "CApusSys"], path: "Sources/GuestMemory"),
-        .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM"], path: "Sources/KVM"),
+        .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM", "SaveState"], path: "Sources/KVM"),
         // Confinement of every domain process: seccomp filters (libseccomp-dev).
         .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "Sandbox", dependencies: ["ApusSys", "CSeccomp", "CApusSys"], path: "Sources/Sandbox"),
@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"], path: "Tests/SandboxTests"),
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/KVMTests"),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport", "SaveState"], path: "Tests/KVMTests"),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
         .testTarget(name: "SaveStateTests", dependencies: ["SaveState", "GuestMemory"], path: "Tests/SaveStateTests"),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),

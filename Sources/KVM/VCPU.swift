@@ -266,6 +266,15 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_MSRS; throws unless every entry was accepted.
     public func setMSRs(_ entries: [MSREntry]) throws(KVMError) {
+        let n = try setMSRsAccepted(entries)
+        guard n == entries.count else {
+            let bad = entries[n].index
+            throw .ioctl("KVM_SET_MSRS (MSR 0x\(String(bad, radix: 16)) rejected)", .invalidArgument)
+        }
+    }
+
+    /// KVM_SET_MSRS: how many entries, in order, KVM accepted (it stops at the first it refuses).
+    func setMSRsAccepted(_ entries: [MSREntry]) throws(KVMError) -> Int {
         let bytes = MemoryLayout<kvm_msrs>.size + entries.count * MemoryLayout<kvm_msr_entry>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
         defer { raw.deallocate() }
@@ -281,10 +290,7 @@ public final class VCPU: @unchecked Sendable {
         }
         let n = apus_ioctl_ptr(fd.rawValue, APUS_KVM_SET_MSRS, raw)
         guard n >= 0 else { throw .ioctl("KVM_SET_MSRS", Errno.current) }
-        guard Int(n) == entries.count else {
-            let bad = entries[Int(n)].index
-            throw .ioctl("KVM_SET_MSRS (MSR 0x\(String(bad, radix: 16)) rejected)", .invalidArgument)
-        }
+        return min(Int(n), entries.count)
     }
 
     /// KVM_GET_MSRS for the given indices.

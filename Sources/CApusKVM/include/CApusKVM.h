@@ -42,6 +42,14 @@ static const unsigned long APUS_KVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long APUS_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 static const unsigned long APUS_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long APUS_KVM_NMI = KVM_NMI;
+static const unsigned long APUS_KVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long APUS_KVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long APUS_KVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long APUS_KVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long APUS_KVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long APUS_KVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long APUS_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long APUS_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 
 static const int APUS_KVM_CAP_IRQCHIP = KVM_CAP_IRQCHIP;
 static const int APUS_KVM_CAP_IOEVENTFD = KVM_CAP_IOEVENTFD;
