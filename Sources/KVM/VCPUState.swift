@@ -59,24 +59,28 @@ public struct VCPUState: Equatable, Sendable {
     }
 }
 
-extension VCPU {
-    /// A KVM structure read with `request`, as bytes.
-    private func get<T>(_ request: UInt, _ name: String, _: T.Type) throws(KVMError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: MemoryLayout<T>.size)
-        // SAFETY: the buffer is exactly sizeof(T), the structure the ioctl fills.
-        let r = out.withUnsafeMutableBytes { apus_ioctl_ptr(fd.rawValue, request, $0.baseAddress) }
-        guard r == 0 else { throw .ioctl(name, Errno.current) }
-        return out
-    }
+/// A KVM structure read with `request` on `fd`, as bytes.
+func kvmGet<T>(_ fd: FileDescriptor, _ request: UInt, _ name: String, _: T.Type, prepare: (inout [UInt8]) -> Void = { _ in }) throws(KVMError) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: MemoryLayout<T>.size)
+    prepare(&out)
+    // SAFETY: the buffer is exactly sizeof(T), the structure the ioctl fills.
+    let r = out.withUnsafeMutableBytes { apus_ioctl_ptr(fd.rawValue, request, $0.baseAddress) }
+    guard r == 0 else { throw .ioctl(name, Errno.current) }
+    return out
+}
 
-    /// A KVM structure written with `request` from bytes of its exact size.
-    private func set<T>(_ request: UInt, _ name: String, _: T.Type, _ bytes: [UInt8]) throws(KVMError) {
-        guard bytes.count == MemoryLayout<T>.size else { throw .ioctl("\(name) (\(bytes.count) bytes for a \(MemoryLayout<T>.size)-byte structure)", .invalidArgument) }
-        var copy = bytes
-        // SAFETY: the buffer is exactly sizeof(T) (checked above); KVM reads it.
-        let r = copy.withUnsafeMutableBytes { apus_ioctl_ptr(fd.rawValue, request, $0.baseAddress) }
-        guard r == 0 else { throw .ioctl(name, Errno.current) }
-    }
+/// A KVM structure written with `request` on `fd` from bytes of its exact size.
+func kvmSet<T>(_ fd: FileDescriptor, _ request: UInt, _ name: String, _: T.Type, _ bytes: [UInt8]) throws(KVMError) {
+    guard bytes.count == MemoryLayout<T>.size else { throw .ioctl("\(name) (\(bytes.count) bytes for a \(MemoryLayout<T>.size)-byte structure)", .invalidArgument) }
+    var copy = bytes
+    // SAFETY: the buffer is exactly sizeof(T) (checked above); KVM reads it.
+    let r = copy.withUnsafeMutableBytes { apus_ioctl_ptr(fd.rawValue, request, $0.baseAddress) }
+    guard r == 0 else { throw .ioctl(name, Errno.current) }
+}
+
+extension VCPU {
+    private func get<T>(_ request: UInt, _ name: String, _ type: T.Type) throws(KVMError) -> [UInt8] { try kvmGet(fd, request, name, type) }
+    private func set<T>(_ request: UInt, _ name: String, _ type: T.Type, _ bytes: [UInt8]) throws(KVMError) { try kvmSet(fd, request, name, type, bytes) }
 
     /// Reads this vCPU's whole state (the vCPU must not be running).
     /// `msrIndices` is KVM_GET_MSR_INDEX_LIST; MSRs this vCPU refuses are left out.

@@ -4,6 +4,7 @@ import Synchronization
 import GuestMemory
 import SaveState
 @testable import KVM
+import Machine
 
 /// Counts a guest's port writes and stops its vCPU after a number of them.
 final class CountingHandler: VCPUExitHandler {
@@ -71,6 +72,36 @@ struct SaveRestoreTests {
         #expect(r.rbx == 1010 && r.r12 == (1...1010).reduce(0, +))
         #expect(try memoryB.read(UInt64.self, at: GuestAddress(0x200000)) == 1010)
         withExtendedLifetime((vmA, vmB, memoryA)) {}
+    }
+
+    func machineWithIRQChip() throws -> VirtualMachine {
+        let vm = try KVMSystem().createVM()
+        try vm.setTSSAddress(Layout.tss)
+        try vm.createIRQChip()
+        try vm.createPIT()
+        return vm
+    }
+
+    @Test func theInterruptControllersPITAndClockComeBackInANewVM() throws {
+        let a = try machineWithIRQChip()
+        try a.setIRQLine(4, level: true) // the serial line raised: the PIC's and IOAPIC's state change
+        let saved = try a.saveState(irqchip: true, pit: true)
+        #expect(saved.irqchips.count == 3 && !saved.pit.isEmpty)
+        let decoded = try VMState.decode(saved.encoded())
+        #expect(decoded == saved)
+
+        let b = try machineWithIRQChip()
+        #expect(try b.saveState(irqchip: true, pit: true).irqchips != saved.irqchips, "a fresh machine's controllers differ")
+        try b.restoreState(decoded)
+        let back = try b.saveState(irqchip: true, pit: true)
+        #expect(back.irqchips == saved.irqchips)
+        #expect(back.clockNanoseconds >= saved.clockNanoseconds && back.clockNanoseconds - saved.clockNanoseconds < 1_000_000_000,
+                "the clock resumes at the saved value, not at the new machine's")
+        // Damaged sections are refused by name, not applied.
+        var wrongChip = saved
+        wrongChip.irqchips.swapAt(0, 2)
+        #expect(throws: StateFileError.self) { _ = try VMState.decode(wrongChip.encoded()) }
+        #expect(throws: StateFileError.self) { _ = try VMState.decode([3, 0, 0, 0]) }
     }
 
     @Test func aVCPUSectionOfTheWrongShapeIsRefused() throws {
