@@ -341,6 +341,9 @@ public final class VringWorker: @unchecked Sendable {
                 v.id = id
                 v.worker = self
                 v.wanted = true
+                // Completed before it joined (a switch delivering into a new
+                // receive ring): publish those with this turn's.
+                if v.dirty { dirty.append(v) }
                 do {
                     try epoll.add(v.kick.fd, events: .readable, token: id << 2 | Self.kickKind)
                     if let c = v.handler.completionEvent { try epoll.add(c.fd, events: .readable, token: id << 2 | Self.completionKind) }

@@ -83,7 +83,9 @@ struct NetLinuxGuestTests {
     func aQEMUGuestAndAnApusGuestShareTheSwitch() throws {
         let dir = try TemporaryDirectory()
         let (switchProcess, control) = try netback(dir, ports: ["q", "h"])
-        let script = "ip addr add 10.0.2.1/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + reach("10.0.2.2") + " && echo QEMU-REACHED-APUS"
+        // Each guest stays up a while after its own pings: the other may
+        // still be pinging it (a guest that powered off drops the last reply).
+        let script = "ip addr add 10.0.2.1/24 dev eth0 && ip link set eth0 up && echo NET-UP && " + reach("10.0.2.2") + " && echo QEMU-REACHED-APUS && sleep 5"
         // In the box (or on a KVM host) QEMU uses KVM; its device path is the same either way.
         let qemu = try ChildProcess("/usr/bin/qemu-system-x86_64", [
             "-M", "q35", "-accel", kvmBootsLinux ? "kvm" : "tcg", "-cpu", kvmBootsLinux ? "host" : "max", "-m", "384", "-smp", "1",
@@ -98,7 +100,7 @@ struct NetLinuxGuestTests {
             "-append", "console=ttyS0 quiet panic=-1 apus.run64=" + Data(script.utf8).base64EncodedString(),
         ], stdinFromPipe: false)
         let apus = try guest(dir.path + "/h.sock", mac: "52:54:00:00:02:02", address: "10.0.2.2",
-                             run: reach("10.0.2.1") + " && echo APUS-REACHED-QEMU")
+                             run: reach("10.0.2.1") + " && echo APUS-REACHED-QEMU && sleep 5")
         #expect(qemu.waitForExit(timeout: timeout) == 0, "\(qemu.output)")
         #expect(apus.waitForExit(timeout: timeout) == 0, "\(apus.output)")
         // Under KVM QEMU gives each queue its own MSI-X vector (an irqfd

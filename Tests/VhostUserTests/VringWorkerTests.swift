@@ -171,4 +171,21 @@ import VirtioDriver
         #expect(try r.eventually { try r.driver.usedIndex() == 40 })
         #expect(r.handler.lock.withLock { r.handler.turns } >= 10)
     }
+
+    /// A ring another ring's handler completed chains on before the worker
+    /// took it (netback delivering into a receive ring just started) gets
+    /// those published when it joins.
+    @Test func chainsCompletedBeforeTheRingJoinedArePublished() throws {
+        let r = try Rig()
+        try r.post(1)
+        let chain = try #require(r.vring.next())
+        r.vring.complete(head: chain.head, length: 3)
+        #expect(try r.driver.usedIndex() == 0)
+        let worker = try VringWorker(name: "test-vring")
+        try worker.start()
+        defer { worker.stop() }
+        worker.add(r.vring)
+        #expect(try r.eventually { try r.driver.usedIndex() == 1 })
+        #expect(try r.driver.popUsed()?.length == 3)
+    }
 }
