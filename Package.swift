@@ -56,7 +56,7 @@ let package = Package(
             path: "Sources/apus-vhost-test"),
 
         // MARK: the hypervisor
-        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser", "Sandbox", "VirtioSpec"], path: "Sources/Machine"),
+        .target(name: "Machine", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "KVM", "VhostUser", "Sandbox", "VirtioSpec", "SaveState"], path: "Sources/Machine"),
         // Fully static: no shared Swift runtime, libc or libstdc++ pages in the
         // hypervisor's resident set (the <5 MiB non-guest memory target).
         .executableTarget(
@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(name: "ApusSysTests", dependencies: ["ApusSys", "TestSupport"], path: "Tests/ApusSysTests"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "ApusSys"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Machine", "GuestMemory", "ApusSys", "TestSupport", "SaveState"], path: "Tests/KVMTests"),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport"], path: "Tests/MachineTests"),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "GuestMemory", "ApusSys", "TestSupport", "SaveState"], path: "Tests/MachineTests"),
         .testTarget(name: "SaveStateTests", dependencies: ["SaveState", "GuestMemory"], path: "Tests/SaveStateTests"),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue", "VirtioDriver", "GuestMemory"], path: "Tests/VirtqueueTests"),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtqueue", "VirtioDriver", "GuestMemory", "ApusSys"], path: "Tests/VhostUserTests"),

@@ -15,7 +15,7 @@ public final class ACPIPowerManagement: PortIODevice {
         var control: UInt16 = 1 // SCI_EN: always in ACPI mode (SMI_CMD is 0)
         var sciLevel = false
     }
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let sci: any InterruptLine
     private weak let platform: (any PlatformControl)?
 

@@ -13,7 +13,7 @@ public final class CMOS: PortIODevice {
         var index: Int = 0
         var ram = [UInt8](repeating: 0, count: 128)
     }
-    private let state: Mutex<State>
+    let state: Mutex<State>
     private let now: @Sendable () -> Int64
 
     /// An RTC reading time from `now` (seconds since the epoch; host UTC by default).

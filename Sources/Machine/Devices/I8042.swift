@@ -23,17 +23,25 @@ public final class I8042: PortIODevice {
     // Keyboard replies.
     static let ack: UInt8 = 0xFA, selfTestPassed: UInt8 = 0xAA
 
+    /// The most output bytes held for the guest.
+    static let maxOutput = 256
+
     enum Pending { case none, ctr, outputPort, keyboardBuffer, auxBuffer, auxWrite, keyboardArgument(UInt8) }
 
     struct State {
         var ctr: UInt8 = 0x05 // keyboard interrupt on, system flag; no translation until the guest asks
-        var output: [UInt8] = []
+        /// Bytes for the guest to read at 0x60. Bounded: a guest that
+        /// issues commands and never reads loses the newest bytes, as a real
+        /// controller's one-byte buffer would, instead of growing this.
+        var output: [UInt8] = [] {
+            didSet { if output.count > I8042.maxOutput { output.removeLast(output.count - I8042.maxOutput) } }
+        }
         var lastWasCommand = false
         var pending: Pending = .none
         var scancodeSet: UInt8 = 2
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let irq: any InterruptLine
     private weak let platform: (any PlatformControl)?
 

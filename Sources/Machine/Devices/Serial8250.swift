@@ -61,7 +61,7 @@ public final class Serial8250: PortIODevice {
         }
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let irq: any InterruptLine
     private let output: any SerialOutput
     /// Bytes transmitted by the guest (for stats).
