@@ -27,7 +27,7 @@ let package = Package(
         // MARK: low level (the only modules allowed raw pointers and ioctls)
         .target(name: "CApusSys", path: "Sources/CApusSys"),
         .target(name: "CApusKVM", path: "Sources/CApusKVM"),
-        .target(name: "ApusSys", dependencies: ["CApusSys"], path: "Sources/ApusSys"),
+        .target(name: "ApusSys", dependencies: ["CApusSys", "CZlib"], path: "Sources/ApusSys"),
         .target(name: "GuestMemory", dependencies: ["ApusSys", "CApusSys"], path: "Sources/GuestMemory"),
         .target(name: "KVM", dependencies: ["ApusSys", "GuestMemory", "CApusKVM", "SaveState"], path: "Sources/KVM"),
         // Confinement of every domain process: seccomp filters (libseccomp-dev).
@@ -39,7 +39,7 @@ let package = Package(
         // stats and exit reasons, and the non-blocking client apusd uses.
         .target(name: "ApusControl", dependencies: ["ApusSys"], path: "Sources/ApusControl"),
         .target(name: "Virtqueue", dependencies: ["GuestMemory"], path: "Sources/Virtqueue"),
-        .target(name: "SaveState", dependencies: ["ApusSys", "GuestMemory", "CZlib"], path: "Sources/SaveState"),
+        .target(name: "SaveState", dependencies: ["ApusSys", "GuestMemory"], path: "Sources/SaveState"),
         // The virtio device types' constants (blk, net), shared by apus-hv, the backends and the harness.
         .target(name: "VirtioSpec", path: "Sources/VirtioSpec"),
         .target(name: "VirtioDriver", dependencies: ["GuestMemory", "Virtqueue"], path: "Sources/VirtioDriver"),
@@ -71,7 +71,7 @@ let package = Package(
         // block backend, the boot loader and the storage volumes.
         .target(name: "DiskImage", dependencies: ["ApusSys", "CZlib"], path: "Dom0/DiskImage"),
         // The Dom0 boot loader (pygrub's role): partitions, ext4, grub.cfg.
-        .target(name: "BootLoader", dependencies: ["DiskImage"], path: "Dom0/BootLoader"),
+        .target(name: "BootLoader", dependencies: ["ApusSys", "DiskImage"], path: "Dom0/BootLoader"),
         .executableTarget(name: "apus-bootloader", dependencies: ["BootLoader", "DiskImage", "ApusControl", "ApusSys", "Sandbox"], path: "Dom0/apus-bootloader"),
         .target(name: "BlockBackend", dependencies: ["ApusSys", "ApusControl", "GuestMemory", "Virtqueue", "VhostUser", "IOURing", "DiskImage", "VirtioSpec"], path: "Dom0/BlockBackend"),
         .executableTarget(

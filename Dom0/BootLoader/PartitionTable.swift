@@ -1,3 +1,4 @@
+import ApusSys
 import DiskImage
 
 /// Errors of the boot loader: all of them about the guest's image, never
@@ -89,13 +90,13 @@ public enum PartitionTable {
         guard (92...Int(sector)).contains(headerSize) else { return nil }
         var copy = Array(h[0..<headerSize])
         for i in 16..<20 { copy[i] = 0 }
-        guard Zlib.crc32(copy) == le32(h, 16) else { return nil }
+        guard CRC32.checksum(copy) == le32(h, 16) else { return nil }
         let entriesLBA = le64(h, 72), count = Int(le32(h, 80)), entrySize = Int(le32(h, 84))
         guard count <= 1024, entrySize >= 128, entrySize <= 4096, entrySize % 8 == 0 else { return nil }
         let bytes = count * entrySize
         guard entriesLBA < size / sector, entriesLBA * sector + UInt64(bytes) <= size else { return nil }
         let table = try readBytes(disk, entriesLBA * sector, bytes)
-        guard Zlib.crc32(table) == le32(h, 88) else { return nil }
+        guard CRC32.checksum(table) == le32(h, 88) else { return nil }
         var out: [Partition] = []
         for i in 0..<count where out.count < maximumPartitions {
             let o = i * entrySize

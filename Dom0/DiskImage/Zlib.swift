@@ -14,10 +14,4 @@ public enum Zlib {
         }
         return produced == size ? out : nil
     }
-
-    /// CRC-32 (IEEE, as GPT's header and partition array checksums use).
-    public static func crc32(_ bytes: [UInt8]) -> UInt32 {
-        // SAFETY: zlib reads exactly `count` bytes of the live array.
-        UInt32(bytes.withUnsafeBufferPointer { CZlib.crc32(0, $0.baseAddress, UInt32($0.count)) })
-    }
 }

@@ -214,6 +214,20 @@ public final class GuestMemory: @unchecked Sendable {
         out.append(contentsOf: UnsafeRawBufferPointer(start: p, count: count))
     }
 
+    /// Whether `count` bytes at `address` are all zero, read in place.
+    public func isZero(at address: GuestAddress, count: Int) throws(GuestMemoryError) -> Bool {
+        guard count > 0 else { return true }
+        let p = try checkedPointer(address, count)
+        // SAFETY: the range was bounds-checked; loads stay inside it (whole
+        // 8-byte words, then the tail byte by byte).
+        let raw = UnsafeRawBufferPointer(start: p, count: count)
+        var acc: UInt64 = 0
+        let words = count / 8
+        for i in 0..<words { acc |= raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
+        for i in (words * 8)..<count { acc |= UInt64(raw[i]) }
+        return acc == 0
+    }
+
     /// Copies bytes into guest memory.
     public func write(bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
         let count = bytes.count

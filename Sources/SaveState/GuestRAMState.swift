@@ -26,16 +26,18 @@ public enum GuestRAMState {
                             sectionBytes: Int = 16 << 20) throws(StateFileError) -> Counts {
         var counts = Counts()
         var payload: [UInt8] = []
-        var run: (start: UInt64, data: [UInt8])?
+        var runStart: UInt64?
+        var runData: [UInt8] = []
         let limit = max(pageSize + 12, min(sectionBytes, Int(StateFormat.maxSectionLength)))
         func endRun() {
-            guard let r = run else { return }
+            guard let start = runStart else { return }
             var f = FieldWriter()
-            f.u64(r.start)
-            f.u32(UInt32(r.data.count / pageSize))
+            f.u64(start)
+            f.u32(UInt32(runData.count / pageSize))
             payload += f.output
-            payload += r.data
-            run = nil
+            payload += runData
+            runStart = nil
+            runData.removeAll(keepingCapacity: true)
         }
         func endSection() throws(StateFileError) {
             endRun()
@@ -44,29 +46,27 @@ public enum GuestRAMState {
             counts.sections += 1
             payload.removeAll(keepingCapacity: true)
         }
-        var page: [UInt8] = []
-        page.reserveCapacity(pageSize)
         for region in memory.regions {
             guard region.start.raw % UInt64(pageSize) == 0, region.size % UInt64(pageSize) == 0 else {
                 throw .malformed("RAM region at \(region.start) of \(region.size) bytes is not page-aligned")
             }
             var address = region.start.raw
             while address < region.end {
-                page.removeAll(keepingCapacity: true)
+                let page = GuestAddress(address)
+                // Tested in place: only pages that are not zero are copied.
                 do {
-                    try memory.appendBytes(at: GuestAddress(address), count: pageSize, to: &page)
+                    if try memory.isZero(at: page, count: pageSize) {
+                        endRun()
+                        counts.zeroPagesSkipped += 1
+                    } else {
+                        if runStart == nil { runStart = address }
+                        try memory.appendBytes(at: page, count: pageSize, to: &runData)
+                        counts.pagesWritten += 1
+                    }
                 } catch {
-                    throw .io("cannot read guest RAM at \(GuestAddress(address)): \(error)")
+                    throw .io("cannot read guest RAM at \(page): \(error)")
                 }
-                if isZero(page) {
-                    endRun()
-                    counts.zeroPagesSkipped += 1
-                } else {
-                    if run == nil { run = (address, []) }
-                    run?.data += page
-                    counts.pagesWritten += 1
-                    if payload.count + (run?.data.count ?? 0) + 12 + pageSize > limit { try endSection() }
-                }
+                if payload.count + runData.count + 12 + pageSize > limit { try endSection() }
                 address += UInt64(pageSize)
             }
             endRun()
@@ -103,17 +103,5 @@ public enum GuestRAMState {
             pages += UInt64(count)
         }
         return pages
-    }
-
-    static func isZero(_ page: [UInt8]) -> Bool {
-        var acc: UInt64 = 0
-        page.withUnsafeBytes { raw in
-            // SAFETY: the buffer is the live array; loads stay inside it
-            // (8-byte steps over a whole number of words, then the tail).
-            let words = raw.count / 8
-            for i in 0..<words { acc |= raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
-            for i in (words * 8)..<raw.count { acc |= UInt64(raw[i]) }
-        }
-        return acc == 0
     }
 }

@@ -1,4 +1,4 @@
-import CZlib
+import ApusSys
 
 /// Apus's saved-state file (`virsh save`, managed save, snapshots' memory):
 /// versioned and self-describing, read back by a process that trusts
@@ -31,12 +31,8 @@ public enum StateFormat {
     /// Section flag: a reader that does not know the tag may skip it.
     public static let optionalFlag: UInt16 = 1
 
-    /// CRC-32 (IEEE), continued from `crc` (zlib's, which Debian builds with
-    /// its vectorised folding).
-    public static func crc32(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 {
-        // SAFETY: zlib reads exactly `count` bytes of the live array.
-        UInt32(truncatingIfNeeded: bytes.withUnsafeBufferPointer { CZlib.crc32(UInt(crc), $0.baseAddress, UInt32($0.count)) })
-    }
+    /// The sections' checksum (CRC-32, IEEE).
+    public static func crc32(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 { CRC32.checksum(bytes, continuing: crc) }
 }
 
 /// A section's kind: four ASCII bytes, read as a little-endian u32.

@@ -55,6 +55,17 @@ import ApusSys
         #expect(m.isValid(GuestAddress(0x100000), length: 0x10000))
     }
 
+    @Test func zeroTestReadsInPlaceAndChecksBounds() throws {
+        let m = try twoRegions()
+        #expect(try m.isZero(at: GuestAddress(0), count: 0x1000))
+        // A single non-zero byte in the tail (past the last whole word) counts.
+        try m.write(bytes: [7], at: GuestAddress(0x1002))
+        #expect(try !m.isZero(at: GuestAddress(0x1000), count: 3))
+        #expect(try m.isZero(at: GuestAddress(0x1000), count: 2))
+        #expect(try !m.isZero(at: GuestAddress(0x1000), count: 0x1000))
+        #expect(throws: GuestMemoryError.self) { try m.isZero(at: GuestAddress(0xF000), count: 0x2000) }
+    }
+
     @Test func rejectsOverlappingRegions() throws {
         #expect(throws: GuestMemoryError.self) {
             try GuestMemory(ranges: [(GuestAddress(0), 0x2000), (GuestAddress(0x1000), 0x2000)])
