@@ -30,8 +30,13 @@ public enum HypervisorControl {
         /// Virtio device `index`'s backend will not come back (apusd gave up
         /// restarting it): the device reports DEVICE_NEEDS_RESET.
         case backendFailed(device: Int)
+        /// The whole machine into a state file at `path` (a path apus-hv
+        /// can write, inside its jail): vCPUs paused, every vhost-user ring
+        /// stopped once its backend completed what it took, then the file.
+        /// Afterwards the machine stays paused, or exits (``SaveThen``).
+        case save(path: String, then: SaveThen)
 
-        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE, backend-failed DEVICE"
+        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE, backend-failed DEVICE, save PATH [paused|quit]"
 
         /// How many keys a send-key may press at once (libvirt's limit).
         public static let maxKeys = 16
@@ -49,6 +54,12 @@ public enum HypervisorControl {
             case ("inject-nmi", 1): self = .injectNMI
             case ("config-changed", 2): self = .configChanged(device: try words.controlNumber(1, "DEVICE"))
             case ("backend-failed", 2): self = .backendFailed(device: try words.controlNumber(1, "DEVICE"))
+            case ("save", 2...3):
+                guard words[1].hasPrefix("/"), !words[1].utf8.contains(0) else { throw .badRequest("save: PATH must be absolute") }
+                guard let then = SaveThen(rawValue: words.count == 3 ? words[2] : "paused") else {
+                    throw .badRequest("save: after the save the machine stays 'paused' or 'quit's (got '\(words[2])')")
+                }
+                self = .save(path: words[1], then: then)
             case ("send-key", 3...):
                 guard words.count - 2 <= Self.maxKeys else { throw .badRequest("send-key: at most \(Self.maxKeys) keys") }
                 let hold: UInt32 = try words.controlNumber(1, "HOLD_MS")
@@ -80,9 +91,38 @@ public enum HypervisorControl {
             case .injectNMI: return ["inject-nmi"]
             case .configChanged(let d): return ["config-changed", String(d)]
             case .backendFailed(let d): return ["backend-failed", String(d)]
+            case .save(let path, let then): return ["save", path, then.rawValue]
             case .sendKey(let hold, let codes):
                 return ["send-key", String(hold)] + codes.map { "0x" + String($0, radix: 16) }
             }
+        }
+    }
+
+    /// What a machine does once saved: stays paused (a snapshot; resume
+    /// goes on) or exits with the "stopped" status (`virsh save`).
+    public enum SaveThen: String, Sendable { case paused, quit }
+
+    /// The reply to `save`: the file written and how long it took.
+    public struct Saved: ControlReply, Equatable {
+        public var bytes: UInt64
+        public var pagesWritten: UInt64
+        public var zeroPagesSkipped: UInt64
+        public var nanoseconds: UInt64
+
+        public init(bytes: UInt64, pagesWritten: UInt64, zeroPagesSkipped: UInt64, nanoseconds: UInt64) {
+            self.bytes = bytes; self.pagesWritten = pagesWritten; self.zeroPagesSkipped = zeroPagesSkipped; self.nanoseconds = nanoseconds
+        }
+
+        public init(fields f: JSONFields) throws(ControlError) {
+            bytes = try f.count("bytes")
+            pagesWritten = try f.count("pages_written")
+            zeroPagesSkipped = try f.count("zero_pages_skipped")
+            nanoseconds = try f.count("ns")
+        }
+
+        public var fields: [(String, JSONValue)] {
+            [("bytes", .integer(Int64(clamping: bytes))), ("pages_written", .integer(Int64(clamping: pagesWritten))),
+             ("zero_pages_skipped", .integer(Int64(clamping: zeroPagesSkipped))), ("ns", .integer(Int64(clamping: nanoseconds)))]
         }
     }
 
@@ -190,6 +230,7 @@ public enum HypervisorControl {
 
     public static let status = ControlCall<Status>(Command.status)
     public static let stats = ControlCall<Stats>(Command.stats)
+    public static func save(_ path: String, then: SaveThen) -> ControlCall<Saved> { ControlCall(Command.save(path: path, then: then)) }
     /// A command acknowledged with a plain `{"ok":true}`.
     public static func command(_ c: Command) -> ControlCall<Acknowledged> { ControlCall(c) }
 }

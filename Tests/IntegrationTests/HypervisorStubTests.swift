@@ -99,6 +99,89 @@ struct HypervisorStubTests {
         #expect(vm.waitForExit() == 0)
     }
 
+    /// A machine saved with the control command goes on in a new apus-hv
+    /// (`--restore`) where it stopped: the half-typed console line in guest
+    /// RAM, the UART's and the PIC's state (its input interrupt still
+    /// works) and the ACPI power button's enable bit all come back.
+    @Test func savedToAFileAndRestoredInANewProcessItGoesOnWhereItStopped() throws {
+        let dir = try TemporaryDirectory()
+        let control = dir.path + "/control.sock", state = dir.path + "/vm.state"
+        let vm = try boot(["--vcpus", "2", "--control", control])
+        #expect(vm.waitFor("stub> ", timeout: 20))
+        vm.send("hel")
+        #expect(vm.waitFor("stub> hel"), "\(vm.output)")
+        let saved = try TestSupport.control(control, HypervisorControl.save(state, then: .quit), timeout: 60)
+        #expect(vm.waitForExit() == 5, "\(vm.output)")
+        #expect(saved.bytes == (try FileManager.default.attributesOfItem(atPath: state)[.size] as? UInt64) && saved.pagesWritten > 0 && saved.pagesWritten < 512,
+                "64 MiB of RAM, little of it used by the stub: \(saved)")
+        #expect(saved.zeroPagesSkipped + saved.pagesWritten >= 63 * 256)
+
+        let control2 = dir.path + "/control2.sock"
+        let restored = try ChildProcess(hv, ["--restore", state, "--memory", "64", "--vcpus", "2", "--control", control2])
+        #expect(waitForPath(control2))
+        restored.send("p\r")
+        #expect(restored.waitFor("stub: commands: poweroff reboot crash help", timeout: 20), "\(restored.output)")
+        #expect(!restored.output.contains("Apus stub kernel"), "the restored guest does not boot again")
+        _ = try controlCommand(control2, "power-button")
+        #expect(restored.waitForExit() == 0, "\(restored.output)")
+        #expect(restored.output.contains("stub: powering off (power button)"), "\(restored.output)")
+
+        // A second restore of the same file is the same machine again.
+        let again = try ChildProcess(hv, ["--restore", state, "--memory", "64", "--vcpus", "2", "--paused", "--control", control2])
+        #expect(waitForPath(control2))
+        #expect(try TestSupport.control(control2, HypervisorControl.status).state == .paused)
+        _ = try controlCommand(control2, "resume")
+        again.send("lo\r")
+        #expect(again.waitFor("stub: unknown command: hello", timeout: 20), "\(again.output)")
+        again.send("poweroff\r")
+        #expect(again.waitForExit() == 0)
+    }
+
+    @Test func savedWithoutQuittingItStaysPausedThenGoesOn() throws {
+        let dir = try TemporaryDirectory()
+        let control = dir.path + "/control.sock", state = dir.path + "/vm.state"
+        let vm = try boot(["--control", control])
+        #expect(vm.waitFor("stub> ", timeout: 20))
+        _ = try TestSupport.control(control, HypervisorControl.save(state, then: .paused), timeout: 60)
+        #expect(try TestSupport.control(control, HypervisorControl.status).state == .paused)
+        #expect(try controlCommand(control, "save relative/path").contains("PATH must be absolute"))
+        #expect(try controlCommand(control, "save /nonexistent/dir/x.state").contains("cannot save to /nonexistent/dir/x.state"))
+        #expect(try TestSupport.control(control, HypervisorControl.status).state == .paused, "a failed save keeps the run state")
+        _ = try controlCommand(control, "resume")
+        vm.send("help\r")
+        #expect(vm.waitFor("stub: commands"), "\(vm.output)")
+        vm.send("poweroff\r")
+        #expect(vm.waitForExit() == 0)
+    }
+
+    /// A state file for another machine, or a damaged one, is refused with
+    /// one clear line before anything runs.
+    @Test func restoringAMismatchedOrDamagedFileIsAClearError() throws {
+        let dir = try TemporaryDirectory()
+        let control = dir.path + "/control.sock", state = dir.path + "/vm.state"
+        let vm = try boot(["--control", control])
+        #expect(vm.waitFor("stub> ", timeout: 20))
+        _ = try TestSupport.control(control, HypervisorControl.save(state, then: .quit), timeout: 60)
+        #expect(vm.waitForExit() == 5)
+        func restore(_ file: String, _ extra: [String]) throws -> (Int32?, String) {
+            let p = try ChildProcess(hv, ["--restore", file] + extra, stdinFromPipe: false)
+            return (p.waitForExit(timeout: 30), p.output)
+        }
+        let (s1, o1) = try restore(state, ["--memory", "128"])
+        #expect(s1 == 1 && o1.contains("the saved machine had 64 MiB of RAM; this one has 128 MiB"), "\(o1)")
+        let (s2, o2) = try restore(state, ["--memory", "64", "--vcpus", "2"])
+        #expect(s2 == 1 && o2.contains("had 1 vCPUs; this one has 2"), "\(o2)")
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: state)))
+        bytes[bytes.count / 2] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: dir.path + "/bad.state"))
+        let (s3, o3) = try restore(dir.path + "/bad.state", ["--memory", "64"])
+        #expect(s3 == 1 && o3.contains("fails its checksum"), "\(o3)")
+        let (s4, o4) = try restore("/etc/hostname", ["--memory", "64"])
+        #expect(s4 == 1 && o4.contains("not an Apus saved-state file"), "\(o4)")
+        let (s5, o5) = try restore(state, ["--memory", "64", "--kernel", stub])
+        #expect(s5 == 2 && o5.contains("--restore takes the kernel from the state file"), "\(o5)")
+    }
+
     @Test func serialToFile() throws {
         let dir = try TemporaryDirectory()
         let log = dir.path + "/console.log"

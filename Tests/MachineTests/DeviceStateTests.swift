@@ -8,7 +8,7 @@ import SaveState
 @Suite struct DeviceStateTests {
     func roundTrip<D: SavableDevice>(_ from: D, _ to: D) throws {
         let section = from.stateSection()
-        let (name, payload) = try D.split(section)
+        let (name, payload) = try section.deviceParts()
         #expect(name == from.stateName)
         try to.restoreState(payload)
         #expect(to.saveState() == from.saveState())

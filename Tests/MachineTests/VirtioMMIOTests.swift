@@ -2,6 +2,7 @@ import Testing
 import Synchronization
 import ApusSys
 import GuestMemory
+import SaveState
 @testable import Machine
 
 /// A device model double for the transport.
@@ -20,6 +21,12 @@ final class FakeVirtioDevice: VirtioDeviceModel, @unchecked Sendable {
         return activateResult
     }
     func reset() { resets.add(1, ordering: .relaxed) }
+    let resumes = Mutex<[VirtioResume]>([])
+    func quiesce() throws -> [UInt16] { [7, 0] }
+    func resume(features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]) -> Bool {
+        resumes.withLock { $0.append(VirtioResume(features: features, queues: queues, bases: bases)) }
+        return activateResult
+    }
 }
 
 @Suite struct VirtioMMIOTests {
@@ -148,5 +155,49 @@ final class FakeVirtioDevice: VirtioDeviceModel, @unchecked Sendable {
         #expect(page.load32(at: Int(VirtioMMIORegister.interruptStatus)) == 1)
         transport.clearNeedsReset()
         #expect(page.load32(at: Int(VirtioMMIORegister.status)) == 0xF)
+    }
+
+    @Test func savedRegistersComeBackInANewTransportAndTheDeviceResumesAtItsBases() throws {
+        negotiate()
+        setUpQueue(0)
+        setUpQueue(1, size: 32)
+        w(VirtioMMIORegister.status, 0xF)
+        transport.signalConfigChange()
+        let saved = transport.saveState(bases: try device.quiesce())
+
+        let other = FakeVirtioDevice()
+        let restored = VirtioMMIOTransport(device: other, interrupt: RecordingIRQ(), kicks: kicks)
+        let resume = try restored.restoreState(saved)
+        #expect(resume == VirtioResume(features: (1 << 32) | (1 << 29), queues: transport.queueConfigs, bases: [7, 0]))
+        #expect(other.activations.withLock { $0.isEmpty }, "a restored device resumes; it is not activated afresh")
+        #expect(restored.status == 0xF && restored.driverFeatures == transport.driverFeatures)
+        #expect(restored.mmioRead(offset: VirtioMMIORegister.configGeneration, size: 4) == 1)
+        #expect(restored.saveState(bases: [7, 0]) == saved)
+
+        // A device the driver never started resumes nothing.
+        let idle = VirtioMMIOTransport(device: FakeVirtioDevice(), interrupt: RecordingIRQ(), kicks: kicks)
+        #expect(try VirtioMMIOTransport(device: FakeVirtioDevice(), interrupt: RecordingIRQ(), kicks: kicks)
+            .restoreState(idle.saveState(bases: [])) == nil)
+    }
+
+    @Test func savedRegistersTheTransportNeverHoldsAreRefused() throws {
+        negotiate()
+        setUpQueue(0)
+        w(VirtioMMIORegister.status, 0xF)
+        let saved = transport.saveState(bases: [3, 0])
+        func damaged(_ at: Int, _ value: UInt8) -> [UInt8] { var b = saved; b[at] = value; return b }
+        let fresh = { VirtioMMIOTransport(device: FakeVirtioDevice(), interrupt: RecordingIRQ(), kicks: self.kicks) }
+        #expect(throws: StateFileError.self, "another device type") { try fresh().restoreState(damaged(0, 1)) }
+        #expect(throws: StateFileError.self, "other offered features") { try fresh().restoreState(damaged(4, 0xFF)) }
+        #expect(throws: StateFileError.self, "a status bit no one sets") { try fresh().restoreState(damaged(32, 0x30)) }
+        #expect(throws: StateFileError.self, "a queue count the device lacks") { try fresh().restoreState(damaged(44, 3)) }
+        #expect(throws: StateFileError.self, "a queue size that is not a power of two") { try fresh().restoreState(damaged(46, 63)) }
+        #expect(throws: StateFileError.self, "truncated") { try fresh().restoreState(Array(saved.dropLast())) }
+        #expect(throws: StateFileError.self, "features the device never offered") {
+            var b = saved
+            b[23] = 0x80 // driver features bit 63
+            return try fresh().restoreState(b)
+        }
+        #expect(try fresh().restoreState(saved) != nil)
     }
 }

@@ -15,16 +15,22 @@ public protocol SavableDevice: AnyObject {
 
 extension SavableDevice {
     /// The device's section: its name, then its state.
-    public func stateSection() -> StateSection {
+    public func stateSection() -> StateSection { StateSection(device: stateName, payload: saveState()) }
+}
+
+extension StateSection {
+    /// A device's section (``SectionTag/device``): its name, then its state.
+    public init(device name: String, payload: [UInt8]) {
         var f = FieldWriter()
-        f.blob(Array(stateName.utf8))
-        f.bytes(saveState())
-        return StateSection(tag: .device, payload: f.output)
+        f.blob(Array(name.utf8))
+        f.bytes(payload)
+        self.init(tag: .device, payload: f.output)
     }
 
-    /// Splits a device section into (name, state).
-    public static func split(_ section: StateSection) throws(StateFileError) -> (name: String, payload: [UInt8]) {
-        var r = FieldReader(section.payload)
+    /// A device section's name and state.
+    public func deviceParts() throws(StateFileError) -> (name: String, payload: [UInt8]) {
+        guard tag == .device else { throw .malformed("section \(tag) is not a device's") }
+        var r = FieldReader(payload)
         let name = try r.blob()
         guard name.count <= 64 else { throw .malformed("a device name of \(name.count) bytes") }
         return (String(decoding: name, as: UTF8.self), try r.bytes(r.remaining))

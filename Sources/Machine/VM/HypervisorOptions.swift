@@ -17,7 +17,7 @@ public enum HypervisorOptions {
     }
 
     public static let usage = """
-    USAGE: apus-hv --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MiB] [--vcpus N] [--max-vcpus N]
+    USAGE: apus-hv (--kernel PATH [--initrd PATH] [--cmdline STR] | --restore FILE) [--memory MiB] [--vcpus N] [--max-vcpus N]
                    [--serial stdio|pty|file:PATH|unix:PATH|none] [--control PATH] [--paused]
                    [--disk vhost-user:SOCKET]... [--net vhost-user:SOCKET[,mac=MAC]]...
                    [--fs vhost-user:SOCKET,tag=TAG]... [--status-file PATH] [--no-seccomp]
@@ -35,6 +35,8 @@ public enum HypervisorOptions {
       --serial MODE     COM1: stdio, pty, file:PATH, unix:PATH or none (default: stdio)
       --control PATH    control socket (pause, resume, power-button, ctrl-alt-del, stats, ...)
       --paused          create the vCPUs paused; resume through the control socket
+      --restore FILE    go on from a state file written by the control command `save FILE` instead
+                        of booting; --memory, --vcpus and the devices must match the saved machine's
       --status-file PATH
                         write how the domain ended there as JSON ({"status":0,"reason":"poweroff",...})
       --disk vhost-user:SOCKET
@@ -82,6 +84,7 @@ public enum HypervisorOptions {
         var statusFile: String?
         var jailUser: String?
         var jailDirectories: [String] = []
+        var restore: String?
 
         var i = 0
         func value(_ flag: String, inline: String?) throws(UsageError) -> String {
@@ -120,6 +123,7 @@ public enum HypervisorOptions {
                 }
             case "--control": control = try value(flag, inline: inline)
             case "--paused": paused = true
+            case "--restore": restore = try value(flag, inline: inline)
             case "--no-seccomp": seccomp = false
             case "--status-file": statusFile = try value(flag, inline: inline)
             case "--jail-user": jailUser = try value(flag, inline: inline)
@@ -149,7 +153,8 @@ public enum HypervisorOptions {
             }
             i += 1
         }
-        guard let kernel else { throw UsageError(message: "missing --kernel PATH") }
+        if restore != nil, kernel != nil || initrd != nil { throw UsageError(message: "--restore takes the kernel from the state file: drop --kernel and --initrd") }
+        guard let kernel = kernel ?? (restore == nil ? nil : "") else { throw UsageError(message: "missing --kernel PATH (or --restore FILE)") }
         var config = MachineConfig(kernel: kernel, initrd: initrd, commandLine: cmdline, memoryMiB: memory,
                                    vcpus: vcpus, serial: serial, controlSocket: control, startPaused: paused)
         config.disks = disks
@@ -158,6 +163,7 @@ public enum HypervisorOptions {
         config.statusFile = statusFile
         config.maxVCPUs = maxVCPUs
         config.seccomp = seccomp
+        config.restoreFrom = restore
         if let jailUser {
             do {
                 config.jail = try Jail(owner: jailUser, visible: jailDirectories)

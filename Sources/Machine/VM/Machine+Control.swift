@@ -48,6 +48,8 @@ extension Machine {
                 throw .refused("no virtio device \(index)")
             }
             device.backendFailed()
+        case .save(let path, let then):
+            return try save(to: path, then: then)
         }
         return Acknowledged()
     }

@@ -32,6 +32,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     let serial: Serial8250
     let i8042: I8042
     let pm: ACPIPowerManagement
+    let cmos: CMOS
     let console: SerialConsole
     let control: RunControl
     /// virtio-mmio devices, in guest order.
@@ -110,22 +111,26 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
         virtioDevices = virtio
 
         // ACPI tables, then the kernel (its boot_params point at the RSDP).
-        let acpi = ACPITables(vcpuCount: config.vcpus, possibleVCPUs: config.possibleVCPUs, virtioDevices: declarations).build()
-        do {
-            try memory.write(bytes: acpi.bytes, at: GuestAddress(acpi.address))
-        } catch {
-            throw .system("cannot write ACPI tables: \(error)")
-        }
-        let entry: BootEntry
-        do throws(BootError) {
-            let kernelFile = try DiskBootFile(path: config.kernel, what: "kernel")
-            let image = try BzImage(file: kernelFile)
-            let initrd = try config.initrd.map { (p) throws(BootError) in try DiskBootFile(path: p, what: "initrd") }
-            entry = try LinuxLoader.load(kernel: image, kernelFile: kernelFile, initrd: initrd,
-                                         commandLine: config.commandLine, rsdp: acpi.rsdp,
-                                         memory: memory, memoryBytes: memoryBytes)
-        } catch {
-            throw .boot(error)
+        // A restored machine's RAM (tables, kernel and all) and registers
+        // come from its state file instead, over RAM that is still all zero.
+        var entry: BootEntry? = nil
+        if config.restoreFrom == nil {
+            let acpi = ACPITables(vcpuCount: config.vcpus, possibleVCPUs: config.possibleVCPUs, virtioDevices: declarations).build()
+            do {
+                try memory.write(bytes: acpi.bytes, at: GuestAddress(acpi.address))
+            } catch {
+                throw .system("cannot write ACPI tables: \(error)")
+            }
+            do throws(BootError) {
+                let kernelFile = try DiskBootFile(path: config.kernel, what: "kernel")
+                let image = try BzImage(file: kernelFile)
+                let initrd = try config.initrd.map { (p) throws(BootError) in try DiskBootFile(path: p, what: "initrd") }
+                entry = try LinuxLoader.load(kernel: image, kernelFile: kernelFile, initrd: initrd,
+                                             commandLine: config.commandLine, rsdp: acpi.rsdp,
+                                             memory: memory, memoryBytes: memoryBytes)
+            } catch {
+                throw .boot(error)
+            }
         }
 
         // Platform devices.
@@ -139,7 +144,8 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             try bus.insert(serial, base: 0x3F8, length: 8)
             try bus.insert(i8042, base: 0x60, length: 1)
             try bus.insert(I8042Status(i8042), base: 0x64, length: 1)
-            try bus.insert(CMOS(), base: 0x70, length: 2)
+            cmos = CMOS()
+            try bus.insert(cmos, base: 0x70, length: 2)
             try bus.insert(pm, base: ACPIPlatform.pm1aEventBlock, length: ACPIPowerManagement.portCount)
             try bus.insert(ResetControl(platform: control), base: 0xCF8, length: 8)
             try bus.insert(PVPanic { [control] why in control.requestExit(.crash(why)) }, base: PVPanic.port, length: 1)
@@ -167,7 +173,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
                 try vcpu.setMSRs(CPUSetup.msrs(supported: supportedMSRs))
                 try vcpu.setDefaultFPU()
                 try vcpu.setLAPIC(CPUSetup.lapic(try vcpu.lapic()))
-                if id == 0 {
+                if id == 0, let entry {
                     try vcpu.setSpecialRegisters(CPUSetup.bootSpecialRegisters(try vcpu.specialRegisters()))
                     try vcpu.setRegisters(CPUSetup.bootRegisters(entry))
                 }
@@ -178,6 +184,7 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
             throw .kvm("vCPU setup: \(error)")
         }
         vcpuThreadIDs = Array(repeating: 0, count: config.vcpus)
+        if let path = config.restoreFrom { try restore(from: path) }
     }
 
     // MARK: running

@@ -37,6 +37,10 @@ public struct MachineConfig: Sendable, Equatable {
     public var nets: [NetConfig] = []
     /// Shared directories: vhost-user-fs backend sockets (virtiofsd) and the tags guests mount.
     public var filesystems: [FsConfig] = []
+    /// A state file to restore instead of booting (`--restore`): the
+    /// machine must have the same vCPUs, memory and devices as the one
+    /// saved; its backends are new processes, started by apusd.
+    public var restoreFrom: String?
     /// Where to record how the domain ended (JSON), for a supervisor that
     /// may not be this process's parent (apusd after a restart).
     public var statusFile: String?

@@ -182,6 +182,32 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     // MARK: VirtioDeviceModel
 
     public func activate(features: UInt64, queues: [VirtioQueueConfig]) -> Bool {
+        start(features: features, queues: queues, bases: nil)
+    }
+
+    public func resume(features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]) -> Bool {
+        start(features: features, queues: queues, bases: bases)
+    }
+
+    /// Stops each started ring with GET_VRING_BASE, which a backend answers
+    /// only once every request it took from the ring is complete (a disk's
+    /// written through to its image). The device stays active: ``resume``
+    /// starts the rings again.
+    public func quiesce() throws -> [UInt16] {
+        try state.withLock { s in
+            guard let active = s.active else { return [] }
+            guard let frontend = s.frontend else {
+                throw MachineError.system("\(kind.name) backend \(socketPath) is not connected: its requests in flight cannot be completed")
+            }
+            var bases: [UInt16] = []
+            for (i, q) in active.queues.enumerated() {
+                bases.append(q.ready ? try frontend.getVringBase(UInt32(i)) : 0)
+            }
+            return bases
+        }
+    }
+
+    private func start(features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]?) -> Bool {
         state.withLock { s in
             guard let frontend = s.frontend else {
                 s.active = Active(features: features, queues: queues)
@@ -189,7 +215,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
                 return false
             }
             do {
-                try setUp(frontend, s: &s, features: features, queues: queues, bases: nil)
+                try setUp(frontend, s: &s, features: features, queues: queues, bases: bases)
                 s.active = Active(features: features, queues: queues)
                 return true
             } catch {

@@ -1,5 +1,6 @@
 import ApusSys
 import GuestMemory
+import SaveState
 import Synchronization
 
 /// virtio-mmio version 2 registers (virtio 1.2 §4.2.2).
@@ -81,6 +82,13 @@ public protocol VirtioDeviceModel: AnyObject, Sendable {
     /// raise used-buffer interrupts directly through the irqfd, so the
     /// transport cannot know when; the driver's vring_interrupt() checks the rings).
     var alwaysPendingInterrupts: UInt32 { get }
+    /// Stops every started ring for a save, once the backend has completed
+    /// what it took; returns the avail index each stopped at (0 for a queue
+    /// not started; empty if the device is not running).
+    func quiesce() throws -> [UInt16]
+    /// Starts the device with the driver's features and queues, each ring
+    /// at `bases` (after a save, or in a restored machine). False if it cannot.
+    func resume(features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]) -> Bool
 }
 
 /// The virtio-mmio transport: registers, feature and queue negotiation,
@@ -309,5 +317,101 @@ public final class VirtioMMIOTransport: MMIODevice, @unchecked Sendable {
             }
         }
         return false
+    }
+}
+
+// MARK: saved state
+
+/// What a restored transport hands its device: the driver had started it
+/// with these features and queues, and each ring stopped at its base.
+public struct VirtioResume: Equatable, Sendable {
+    public var features: UInt64
+    public var queues: [VirtioQueueConfig]
+    public var bases: [UInt16]
+}
+
+extension VirtioMMIOTransport {
+    /// Status bits a driver or device can set (virtio 1.2 §2.1).
+    static let knownStatus: UInt32 = VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.driverOK
+        | VirtioStatus.featuresOK | VirtioStatus.needsReset | VirtioStatus.failed
+
+    /// The transport's registers as the driver left them, the device's
+    /// identity, and where each ring stopped (`bases`, from ``VirtioDeviceModel/quiesce()``).
+    public func saveState(bases: [UInt16]) -> [UInt8] {
+        state.withLock { s in
+            var f = FieldWriter()
+            f.u32(device.deviceID)
+            f.u64(device.deviceFeatures)
+            f.u32(s.deviceFeaturesSel)
+            f.u32(s.driverFeaturesSel)
+            f.u64(s.driverFeatures)
+            f.u32(s.queueSel)
+            f.u32(s.status)
+            f.u32(s.interruptStatus)
+            f.u32(s.configGeneration)
+            f.u16(UInt16(truncatingIfNeeded: s.queues.count))
+            for (i, q) in s.queues.enumerated() {
+                f.u16(q.size)
+                f.u8(q.ready ? 1 : 0)
+                f.u64(q.descriptorTable)
+                f.u64(q.availRing)
+                f.u64(q.usedRing)
+                f.u16(i < bases.count ? bases[i] : 0)
+            }
+            return f.output
+        }
+    }
+
+    /// Puts saved registers back, after checking them against this device
+    /// (the same type, offering the same features, with as many queues)
+    /// and against what a driver could have set. Returns what the device
+    /// must resume if the driver had started it.
+    public func restoreState(_ payload: [UInt8]) throws(StateFileError) -> VirtioResume? {
+        var r = FieldReader(payload)
+        let id = try r.u32(), offered = try r.u64()
+        var s = State(queues: [])
+        s.deviceFeaturesSel = try r.u32()
+        s.driverFeaturesSel = try r.u32()
+        s.driverFeatures = try r.u64()
+        s.queueSel = try r.u32()
+        s.status = try r.u32()
+        s.interruptStatus = try r.u32()
+        s.configGeneration = try r.u32()
+        let count = Int(try r.u16())
+        guard id == device.deviceID else { throw .malformed("a virtio device of type \(id) saved where this machine has type \(device.deviceID)") }
+        guard offered == device.deviceFeatures else {
+            throw .malformed("the saved virtio device was offered features 0x\(String(offered, radix: 16)); its backend now offers 0x\(String(device.deviceFeatures, radix: 16))")
+        }
+        guard count == device.queueCount else { throw .malformed("\(count) saved queues for a device with \(device.queueCount)") }
+        var bases: [UInt16] = []
+        for i in 0..<count {
+            var q = VirtioQueueConfig()
+            q.size = try r.u16()
+            let ready = try r.u8()
+            q.descriptorTable = try r.u64()
+            q.availRing = try r.u64()
+            q.usedRing = try r.u64()
+            bases.append(try r.u16())
+            guard ready <= 1, q.size <= device.maxQueueSize, q.size & (q.size &- 1) == 0, ready == 0 || q.size > 0 else {
+                throw .malformed("queue \(i) of size \(q.size) (ready \(ready)), which the transport never accepts")
+            }
+            q.ready = ready == 1
+            s.queues.append(q)
+        }
+        try r.finish("a virtio-mmio transport")
+        guard s.status & ~Self.knownStatus == 0, s.interruptStatus & ~(VirtioInterrupt.usedBuffer | VirtioInterrupt.configChange) == 0 else {
+            throw .malformed("virtio status 0x\(String(s.status, radix: 16)) / interrupt 0x\(String(s.interruptStatus, radix: 16))")
+        }
+        let started = s.status & VirtioStatus.driverOK != 0 && s.status & VirtioStatus.needsReset == 0
+        if s.status & VirtioStatus.featuresOK != 0 {
+            guard s.driverFeatures & ~offered == 0 else { throw .malformed("the driver's features 0x\(String(s.driverFeatures, radix: 16)) were never offered") }
+        } else if started {
+            throw .malformed("a virtio device started without FEATURES_OK")
+        }
+        state.withLock { current in
+            current = s
+            refresh(current)
+        }
+        return started ? VirtioResume(features: s.driverFeatures, queues: s.queues, bases: bases) : nil
     }
 }
