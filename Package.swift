@@ -86,7 +86,7 @@ let package = Package(
             path: "Dom0/apus-netback"),
 
         // The toolstack: domain model, libvirt XML, supervision of domains.
-        .target(name: "Toolstack", dependencies: ["ApusSys", "ApusControl", "DiskImage", "Sandbox"], path: "Dom0/Toolstack"),
+        .target(name: "Toolstack", dependencies: ["ApusSys", "ApusControl", "DiskImage", "Sandbox", "SaveState"], path: "Dom0/Toolstack"),
         // libvirt's remote protocol (XDR, framing, procedures) on SwiftNIO.
         .target(name: "LibvirtRPC",
                 dependencies: ["Toolstack", "ApusSys", .product(name: "NIOCore", package: "swift-nio"),

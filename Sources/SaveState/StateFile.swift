@@ -66,6 +66,23 @@ public struct StateSection: Equatable, Sendable {
     }
 }
 
+extension StateSection {
+    /// The section's header as a file holds it (tag, version, flags,
+    /// length, the CRC-32 over header and payload); the payload follows it.
+    public func encodedHeader() throws(StateFileError) -> [UInt8] {
+        guard UInt64(payload.count) <= StateFormat.maxSectionLength else { throw .sectionTooLarge(tag, UInt64(payload.count)) }
+        var h = FieldWriter()
+        h.u32(tag.rawValue)
+        h.u16(version)
+        h.u16(optional ? StateFormat.optionalFlag : 0)
+        h.u64(UInt64(payload.count))
+        let crc = StateFormat.crc32(payload, continuing: StateFormat.crc32(h.output))
+        h.u32(crc)
+        h.u32(0)
+        return h.output
+    }
+}
+
 /// Writes a state file: the header, then sections, then ``finish()``.
 public final class StateWriter {
     private let sink: StateSink
@@ -96,16 +113,7 @@ public final class StateWriter {
     }
 
     private func emit(_ s: StateSection) throws(StateFileError) {
-        guard UInt64(s.payload.count) <= StateFormat.maxSectionLength else { throw .sectionTooLarge(s.tag, UInt64(s.payload.count)) }
-        var h = FieldWriter()
-        h.u32(s.tag.rawValue)
-        h.u16(s.version)
-        h.u16(s.optional ? StateFormat.optionalFlag : 0)
-        h.u64(UInt64(s.payload.count))
-        let crc = StateFormat.crc32(s.payload, continuing: StateFormat.crc32(h.output))
-        h.u32(crc)
-        h.u32(0)
-        try put(h.output)
+        try put(try s.encodedHeader())
         try put(s.payload)
     }
 

@@ -66,6 +66,8 @@ public struct SectionTag: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let backends = SectionTag("BKND")
     /// The domain's XML, for apusd (SAVE_IMAGE_GET_XML_DESC).
     public static let domainXML = SectionTag("DXML")
+    /// apusd's notes on a save image: the state a restore starts in.
+    public static let saveInfo = SectionTag("SAVI")
     /// The last section.
     public static let end = SectionTag("END")
 }

@@ -196,6 +196,41 @@ struct ApusdLinuxGuestTests {
         }
         #expect(ifCounter("rx_packets") >= 3 && ifCounter("tx_packets") >= 3 && ifCounter("rx_bytes") > 0, "\(ifstat)")
 
+        // virsh save, then restore with new backends (apus-blkback, the NIC's
+        // port, virtiofsd): the guest's writer, fsyncing a counter to its
+        // disk every 100 ms, goes on from where it was, with no I/O or
+        // filesystem error, its disk still read-write and its NIC up.
+        let writer = try ChildProcess("/usr/bin/script", ["-qfec", "/usr/bin/virsh -c '\(d.uri)' console linux", "/dev/null"])
+        #expect(writer.waitFor("Connected to domain 'linux'", timeout: 30), "\(writer.output)")
+        #expect(awaitPrompt(writer), "\(writer.output)")
+        writer.send("(i=0; while :; do i=$((i+1)); echo $i | dd of=/mnt/count conv=fsync 2>/dev/null; sleep 0.1; done) & sleep 3; echo COUNT-$(cat /mnt/count)-SEEN-$((6 * 7))\r")
+        #expect(writer.waitFor("-SEEN-42", timeout: 120), "\(writer.output)")
+        func number(_ text: String, _ prefix: String, _ suffix: String) -> Int {
+            guard let end = text.range(of: suffix, options: .backwards), let start = text.range(of: prefix, options: .backwards, range: text.startIndex..<end.lowerBound) else { return -1 }
+            return Int(text[start.upperBound..<end.lowerBound]) ?? -1
+        }
+        let countBefore = number(writer.output, "COUNT-", "-SEEN-42")
+        #expect(countBefore > 0, "\(writer.output)")
+        let saveImage = d.rootPath + "/linux.save"
+        #expect(try d.okVerbose("save", "linux", saveImage).contains("Domain 'linux' saved to"))
+        #expect(writer.waitForExit(timeout: 30) != nil, "the console session ends with the domain")
+        #expect(try d.ok("domstate", "--reason", "linux").contains("shut off (saved)"))
+        #expect(processIDs(matching: "apus-blkback.*" + d.rootPath + "/run/apus/domains/linux/").isEmpty)
+        #expect(try d.okVerbose("restore", saveImage).contains("Domain restored from"))
+        #expect(try d.ok("domstate", "--reason", "linux").contains("running (restored)"))
+        let resumed = try ChildProcess("/usr/bin/script", ["-qfec", "/usr/bin/virsh -c '\(d.uri)' console linux", "/dev/null"])
+        #expect(resumed.waitFor("Connected to domain 'linux'", timeout: 30), "\(resumed.output)")
+        #expect(awaitPrompt(resumed), "\(resumed.output)\n\(console())")
+        resumed.send("sleep 3; echo AFTER-$(cat /mnt/count)-SEEN-$((6 * 7)); dmesg | grep -c -i -E 'I/O error|EXT4-fs error' | sed 's/^/FSERRORS-/'; grep ' /mnt ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 | sed 's/^/MOUNTED-/'; ping -c 3 10.0.5.1 && echo RESTORED-$((6 * 7))-DONE\r")
+        #expect(resumed.waitFor("RESTORED-42-DONE", timeout: 180), "\(resumed.output)\n\(console())")
+        let countAfter = number(resumed.output, "AFTER-", "-SEEN-42")
+        #expect(countAfter > countBefore, "the writer goes on: \(countBefore) then \(countAfter)")
+        #expect(resumed.output.contains("FSERRORS-0") && resumed.output.contains("MOUNTED-rw"), "\(resumed.output)")
+        resumed.send("kill $(jobs -p) 2>/dev/null; echo STOPPED-$((6 * 7))\r")
+        _ = resumed.waitFor("STOPPED-42", timeout: 30)
+        resumed.send("\u{1d}")
+        _ = resumed.waitForExit(timeout: 20)
+
         // Graceful shutdown reaches the guest's ACPI power button.
         _ = try d.ok("shutdown", "linux")
         #expect(d.waitForState("linux", "shut off", timeout: 120), "\(console())")

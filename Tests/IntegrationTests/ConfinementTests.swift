@@ -125,7 +125,7 @@ struct ConfinementTests {
         // Dom0's switch serves both: root with CAP_DAC_OVERRIDE alone (it makes
         // each port's socket in its domain's directory), in the host's network
         // namespace (its uplink TAP) but not its mounts or processes.
-        let net = pids("apus-netback --control").first ?? 0
+        let net = pids("apus-netback --control " + d.rootPath).first ?? 0
         let n = status("/proc/\(net)")
         #expect(n["Uid"] == "0\t0\t0\t0" && n["CapEff"] == "0000000000000002" && n["CapPrm"] == "0000000000000002"
                 && n["CapBnd"] == "0000000000000002" && n["NoNewPrivs"] == "1", "apus-netback: \(n)")

@@ -172,10 +172,10 @@ final class ServerFixture: @unchecked Sendable {
         #expect(p.header.procedure == 999 && p.header.type == .reply)
         let (q, _) = try c.reply(try c.call(1, program: 0x1234))
         #expect(try c.errorOf(q).message == "Cannot find program 4660 version 1")
-        // save/restore are not implemented: NO_SUPPORT
-        var save = XDRWriter(); save.string("/tmp/x")
-        let (s, _) = try c.reply(try c.call(54, save))
-        #expect(try c.errorOf(s).code == 3)
+        // A restore from a file that is not a save image: a clear error.
+        var restore = XDRWriter(); restore.string("/etc/hostname")
+        let (s, _) = try c.reply(try c.call(54, restore))
+        #expect(try c.errorOf(s).message?.contains("not an Apus saved-state file") == true)
         await f.shutdown()
     }
 

@@ -1,7 +1,8 @@
 import Toolstack
 
 /// Starting and stopping domains: create, start, shutdown, reboot, reset,
-/// destroy, suspend, resume, and the save family (not yet supported).
+/// destroy, suspend, resume, and the save family (save, restore, managed
+/// save, save images).
 enum DomainLifecycleProcedures {
     static let all: [Procedure] = [
         .call(9, "virDomainCreate", .readWrite, DomainArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
@@ -10,7 +11,8 @@ enum DomainLifecycleProcedures {
         },
         .call(196, "virDomainCreateWithFlags", .readWrite, DomainFlagsArguments<DomainCreateFlags>.self, DomainResult.self,
               accepts: [.paused, .forceBoot]) { a, call throws(ToolstackError) in
-            DomainResult(try await call.manager.start(try await call.domain(a.dom).uuid, paused: a.flags.contains(.paused)))
+            DomainResult(try await call.manager.start(try await call.domain(a.dom).uuid, paused: a.flags.contains(.paused),
+                                                      forceBoot: a.flags.contains(.forceBoot)))
         },
         .call(10, "virDomainCreateXML", .readWrite, StringFlagsArguments<DomainCreateFlags>.self, DomainResult.self,
               accepts: [.paused, .validate]) { a, call throws(ToolstackError) in
@@ -75,29 +77,48 @@ enum DomainLifecycleProcedures {
             return IntResult(0)
         },
 
-        // MARK: saving (declared so clients get libvirt's "not supported")
-        .call(55, "virDomainSave", .readWrite, DomainStringArguments.self, XDRVoid.self) { _, _ throws(ToolstackError) in
-            throw .notSupported("virDomainSave")
+        // MARK: saving: the machine's state into a save image and back
+        .call(55, "virDomainSave", .readWrite, DomainStringArguments.self, XDRVoid.self) { a, call throws(ToolstackError) in
+            try await call.manager.save(try await call.domain(a.dom).uuid, to: a.string, xml: nil, startPaused: nil)
+            return XDRVoid()
         },
+        // The page cache is the kernel's business here: bypass-cache is accepted and has no effect.
         .call(232, "virDomainSaveFlags", .readWrite, DomainSaveArguments.self, XDRVoid.self,
-              accepts: [.bypassCache, .running, .paused]) { _, _ throws(ToolstackError) in
-            throw .notSupported("virDomainSaveFlags")
+              accepts: [.bypassCache, .running, .paused]) { a, call throws(ToolstackError) in
+            try await call.manager.save(try await call.domain(a.dom).uuid, to: a.to, xml: a.dxml, startPaused: try a.flags.startPaused())
+            return XDRVoid()
         },
-        .call(54, "virDomainRestore", .readWrite, StringArgument.self, XDRVoid.self) { _, _ throws(ToolstackError) in
-            throw .notSupported("virDomainRestore")
+        .call(54, "virDomainRestore", .readWrite, StringArgument.self, XDRVoid.self) { a, call throws(ToolstackError) in
+            _ = try await call.manager.restore(from: a.value, xml: nil, paused: nil)
+            return XDRVoid()
         },
         .call(233, "virDomainRestoreFlags", .readWrite, DomainRestoreArguments.self, XDRVoid.self,
-              accepts: [.bypassCache, .running, .paused]) { _, _ throws(ToolstackError) in
-            throw .notSupported("virDomainRestoreFlags")
+              accepts: [.bypassCache, .running, .paused]) { a, call throws(ToolstackError) in
+            _ = try await call.manager.restore(from: a.from, xml: a.dxml, paused: try a.flags.startPaused())
+            return XDRVoid()
         },
         .call(182, "virDomainManagedSave", .readWrite, DomainFlagsArguments<DomainSaveFlags>.self, XDRVoid.self,
-              accepts: [.bypassCache, .running, .paused]) { _, _ throws(ToolstackError) in
-            throw .notSupported("virDomainManagedSave")
+              accepts: [.bypassCache, .running, .paused]) { a, call throws(ToolstackError) in
+            try await call.manager.managedSave(try await call.domain(a.dom).uuid, startPaused: try a.flags.startPaused())
+            return XDRVoid()
         },
         .call(183, "virDomainHasManagedSaveImage", .readOnly, DomainFlagsArguments<NoFlags>.self, IntResult.self,
               accepts: []) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return IntResult(false)
+            IntResult(try await call.manager.hasManagedSave(try await call.domain(a.dom).uuid))
+        },
+        .call(184, "virDomainManagedSaveRemove", .readWrite, DomainFlagsArguments<NoFlags>.self, XDRVoid.self,
+              accepts: []) { a, call throws(ToolstackError) in
+            try await call.manager.removeManagedSave(try await call.domain(a.dom).uuid)
+            return XDRVoid()
+        },
+        .call(235, "virDomainSaveImageGetXMLDesc", .readOnly, StringFlagsArguments<SaveImageXMLFlags>.self, StringResult.self,
+              accepts: .secure, readOnlyDenies: .secure) { a, call throws(ToolstackError) in
+            StringResult(try await call.manager.saveImageXML(a.string))
+        },
+        .call(236, "virDomainSaveImageDefineXML", .readWrite, SaveImageDefineArguments.self, XDRVoid.self,
+              accepts: [.running, .paused]) { a, call throws(ToolstackError) in
+            try await call.manager.defineSaveImageXML(a.file, xml: a.dxml, startPaused: try a.flags.startPaused())
+            return XDRVoid()
         },
         .call(187, "virDomainSnapshotNum", .readOnly, DomainFlagsArguments<DomainSnapshotListFlags>.self, IntResult.self,
               accepts: .all) { a, call throws(ToolstackError) in
@@ -124,6 +145,22 @@ struct DomainRestoreArguments: FlaggedArguments, Equatable {
     var dxml: String?
     var flags = DomainSaveFlags()
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.string(&from); try c.optionalString(&dxml); try c.value(&flags) }
+}
+
+/// `remote_domain_save_image_define_xml_args`
+struct SaveImageDefineArguments: FlaggedArguments, Equatable {
+    var file = ""
+    var dxml = ""
+    var flags = DomainSaveFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.string(&file); try c.string(&dxml); try c.value(&flags) }
+}
+
+extension DomainSaveFlags {
+    /// What a restore does by default: RUNNING or PAUSED, not both (nil: as saved).
+    func startPaused() throws(ToolstackError) -> Bool? {
+        if contains(.running) && contains(.paused) { throw .invalidArgument("flags 'running' and 'paused' are mutually exclusive") }
+        return contains(.paused) ? true : contains(.running) ? false : nil
+    }
 }
 
 /// `remote_domain_send_key_args`

@@ -61,10 +61,10 @@ enum DomainListProcedures {
             try await call.manager.undefine(try await call.domain(a.dom).uuid)
             return XDRVoid()
         },
-        // Managed-save, snapshot and checkpoint metadata, nvram, tpm: Apus has none to remove.
+        // Snapshot and checkpoint metadata, nvram, tpm: Apus has none to remove.
         .call(231, "virDomainUndefineFlags", .readWrite, DomainFlagsArguments<DomainUndefineFlags>.self, XDRVoid.self,
               accepts: [.managedSave, .snapshotsMetadata, .nvram, .keepNVRAM, .checkpointsMetadata, .tpm, .keepTPM]) { a, call throws(ToolstackError) in
-            try await call.manager.undefine(try await call.domain(a.dom).uuid)
+            try await call.manager.undefine(try await call.domain(a.dom).uuid, removeManagedSave: a.flags.contains(.managedSave))
             return XDRVoid()
         },
 

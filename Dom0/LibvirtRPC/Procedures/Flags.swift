@@ -98,6 +98,13 @@ public struct DomainSnapshotListFlags: WireFlags {
 }
 
 /// virDomainSaveRestoreFlags.
+/// virDomainSaveImageXMLFlags.
+public struct SaveImageXMLFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let secure = Self(rawValue: 1)
+}
+
 public struct DomainSaveFlags: WireFlags {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }

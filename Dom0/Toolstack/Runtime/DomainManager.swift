@@ -19,6 +19,8 @@ public struct DomainInfo: Sendable, Equatable {
     public let maxVCPUs: Int
     public let title: String?
     public let description: String?
+    /// A `virsh managedsave` image waits for the next start.
+    public var hasManagedSave = false
     public var isActive: Bool { id >= 0 }
 }
 
@@ -38,7 +40,7 @@ public struct ListFilter: OptionSet, Sendable {
     /// Whether `d` passes: groups are AND-ed, bits within a group OR-ed.
     func admits(_ d: DomainInfo) -> Bool {
         guard admits(.active, .inactive, d.isActive), admits(.persistent, .transient, d.persistent),
-              admits(.autostart, .noAutostart, d.autostart), admits(.managedSave, .noManagedSave, false),
+              admits(.autostart, .noAutostart, d.autostart), admits(.managedSave, .noManagedSave, d.hasManagedSave),
               admits(.hasSnapshot, .noSnapshot, false), admits(.hasCheckpoint, .noCheckpoint, false) else { return false }
         let states = intersection([.running, .paused, .shutoff, .other])
         if !states.isEmpty {
@@ -192,10 +194,12 @@ public actor DomainManager {
 
     func info(_ d: Domain) -> DomainInfo {
         let def = d.live?.definition ?? d.config!
-        return DomainInfo(name: def.name, uuid: def.uuid, id: d.live?.id ?? -1, state: d.state, reason: d.reason,
-                          persistent: d.config != nil, autostart: d.autostart, maxMemoryKiB: def.memoryKiB,
-                          memoryKiB: def.currentMemoryKiB, vcpus: def.onlineVCPUs, maxVCPUs: def.vcpus,
-                          title: def.title, description: def.description)
+        var info = DomainInfo(name: def.name, uuid: def.uuid, id: d.live?.id ?? -1, state: d.state, reason: d.reason,
+                              persistent: d.config != nil, autostart: d.autostart, maxMemoryKiB: def.memoryKiB,
+                              memoryKiB: def.currentMemoryKiB, vcpus: def.onlineVCPUs, maxVCPUs: def.vcpus,
+                              title: def.title, description: def.description)
+        info.hasManagedSave = d.config != nil && FileSystem.exists(paths.managedSaveImage(def.name))
+        return info
     }
 
     /// Domain-0, the service domain, listed as Xen's toolstack lists dom0.
@@ -280,9 +284,16 @@ public actor DomainManager {
         return info(d)
     }
 
-    public func undefine(_ uuid: DomainUUID) throws(ToolstackError) {
+    /// `virsh undefine`; a managed-save image is removed with it only when
+    /// asked (`--managed-save`), as libvirt refuses otherwise.
+    public func undefine(_ uuid: DomainUUID, removeManagedSave: Bool = false) throws(ToolstackError) {
         var d = try domain(uuid)
         guard let config = d.config else { throw .invalidState("cannot undefine transient domain") }
+        let image = paths.managedSaveImage(config.name)
+        if FileSystem.exists(image) {
+            guard removeManagedSave else { throw .invalidState("Refusing to undefine while domain managed save image exists") }
+            FileSystem.remove(image)
+        }
         store.delete(config.name)
         emit(d, .lifecycle(event: LifecycleEvent.undefined, detail: 0))
         d.config = nil
@@ -374,10 +385,23 @@ public actor DomainManager {
         }
     }
 
-    /// `virsh start`.
-    public func start(_ uuid: DomainUUID, paused: Bool, definition: DomainDefinition? = nil) async throws(ToolstackError) -> DomainInfo {
+    /// `virsh start`: from the domain's managed-save image if it has one
+    /// (unless `forceBoot`, which discards it), else a boot. `restoreFrom`:
+    /// a save image to go on from (`virsh restore`), with `definition` its XML.
+    public func start(_ uuid: DomainUUID, paused: Bool, definition: DomainDefinition? = nil, forceBoot: Bool = false,
+                      restoreFrom: String? = nil) async throws(ToolstackError) -> DomainInfo {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
+        var definition = definition, restoreFrom = restoreFrom, managedImage: String? = nil
+        if restoreFrom == nil, definition == nil, let config = d.config, FileSystem.exists(paths.managedSaveImage(config.name)) {
+            managedImage = paths.managedSaveImage(config.name)
+            if !forceBoot {
+                definition = try DomainXML.parse(try await SaveImage.read(paths.managedSaveImage(config.name)).xml, strict: false)
+                restoreFrom = managedImage
+            }
+            d = try domain(uuid)
+            guard d.live == nil else { throw .invalidState("domain is already running") }
+        }
         guard let unresolved = definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
         let def = try await resolveVolumes(unresolved)
         d = try domain(uuid)
@@ -393,7 +417,8 @@ public actor DomainManager {
         placeholder.user = user
         d.live = Live(definition: def, id: id, record: placeholder, reservedPorts: names)
         d.state = paused ? .paused : .running
-        d.reason = paused ? StateReason.pausedStartingUp : StateReason.runningBooted
+        d.reason = paused ? (restoreFrom != nil ? StateReason.pausedSave : StateReason.pausedStartingUp)
+            : (restoreFrom != nil ? StateReason.runningRestored : StateReason.runningBooted)
         domains[uuid] = d
         let record: RuntimeRecord
         do {
@@ -405,7 +430,7 @@ public actor DomainManager {
             }
             record = try await Supervisor.launch(def, id: id, paused: paused, persistent: d.config != nil, ports: ports,
                                                  paths: paths, limits: limits, allowed: await allowedPaths(), user: user,
-                                                 cgroups: cgroupPlacement)
+                                                 cgroups: cgroupPlacement, restoreFrom: restoreFrom)
         } catch {
             if var again = domains[uuid] {
                 again.live = nil
@@ -427,8 +452,11 @@ public actor DomainManager {
         started.save(paths)
         watch(uuid, pid: record.hypervisorPid)
         watchBackends(uuid, started)
-        emit(now, .lifecycle(event: LifecycleEvent.started, detail: 0))
-        if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: 0)) }
+        let restored = restoreFrom != nil
+        emit(now, .lifecycle(event: LifecycleEvent.started, detail: restored ? LifecycleEvent.startedRestored : 0))
+        if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: restored ? LifecycleEvent.suspendedRestored : 0)) }
+        // A managed-save image is used once (or discarded by a forced boot).
+        if let managedImage { FileSystem.remove(managedImage) }
         return info(now)
     }
 

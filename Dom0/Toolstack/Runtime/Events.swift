@@ -6,8 +6,9 @@ public enum DomainState: Int32, Sendable {
 }
 
 public enum StateReason {
-    public static let runningBooted: Int32 = 1, runningUnpaused: Int32 = 5
-    public static let pausedUser: Int32 = 1, pausedStartingUp: Int32 = 11
+    public static let runningBooted: Int32 = 1, runningRestored: Int32 = 3, runningUnpaused: Int32 = 5
+    public static let pausedUser: Int32 = 1, pausedSave: Int32 = 3, pausedStartingUp: Int32 = 11
+    public static let shutoffSaved: Int32 = 5
     public static let shutoffUnknown: Int32 = 0, shutoffShutdown: Int32 = 1, shutoffDestroyed: Int32 = 2
     public static let shutoffCrashed: Int32 = 3, shutoffFailed: Int32 = 6, shutoffDaemon: Int32 = 8
     public static let crashedPanicked: Int32 = 1
@@ -17,6 +18,8 @@ public enum StateReason {
 public enum LifecycleEvent {
     public static let defined: Int32 = 0, undefined: Int32 = 1, started: Int32 = 2, suspended: Int32 = 3
     public static let resumed: Int32 = 4, stopped: Int32 = 5, shutdown: Int32 = 6, crashed: Int32 = 8
+    /// Details: started restored, suspended restored, stopped saved.
+    public static let startedRestored: Int32 = 2, suspendedRestored: Int32 = 4, stoppedSaved: Int32 = 4
 }
 
 /// A domain event as the RPC layer delivers it.

@@ -40,10 +40,13 @@ public struct ApusPaths: Sendable {
     public func runtimeRecord(_ name: String) -> String { runtime + "/domains/" + name + ".json" }
     public func consoleLog(_ name: String) -> String { logs + "/" + name + ".log" }
     public func binary(_ name: String) -> String { binaries + "/" + name }
+    /// Where `virsh managedsave` keeps a domain's saved state (libvirt: /var/lib/libvirt/qemu/save).
+    public var managedSaves: String { state + "/save" }
+    public func managedSaveImage(_ name: String) -> String { managedSaves + "/" + name + ".save" }
 
     /// Creates every directory.
     public func create() throws {
-        for d in [socketDirectory, definitions, autostart, runtime + "/domains", logs] {
+        for d in [socketDirectory, definitions, autostart, managedSaves, runtime + "/domains", logs] {
             try ProcessControlBridge.makeDirectories(d)
         }
     }

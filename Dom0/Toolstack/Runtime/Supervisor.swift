@@ -18,9 +18,11 @@ enum Supervisor {
     /// `allowed`: where its kernel, initrd, disks and backing files may be;
     /// `user`: the uid (and gid) its processes run as, jailed (nil: as root).
     /// `cgroups`: where its cgroup goes (nil: the host has no cgroup v2 apusd can use).
+    /// `restoreFrom`: a machine state file apus-hv goes on from instead of booting.
     static func launch(_ def: DomainDefinition, id: Int32, paused: Bool, persistent: Bool, ports: [(name: String, control: String)], paths: ApusPaths,
-                       limits: DaemonLimits, allowed: AllowedPaths, user: UInt32?, cgroups: CgroupPlacement?) async throws(ToolstackError) -> RuntimeRecord {
-        if def.kernel == nil && def.disks.isEmpty {
+                       limits: DaemonLimits, allowed: AllowedPaths, user: UInt32?, cgroups: CgroupPlacement?,
+                       restoreFrom: String? = nil) async throws(ToolstackError) -> RuntimeRecord {
+        if def.kernel == nil && def.disks.isEmpty && restoreFrom == nil {
             throw .unsupported("domain '\(def.name)' has no <kernel> and no disk to boot from")
         }
         let def = try confine(def, to: allowed)
@@ -64,8 +66,10 @@ enum Supervisor {
                 try await waitFor(b.socket, pid: b.pid, what: "\(b.kind) backend for \(b.device)", log: paths.logs + "/" + def.name + ".hypervisor.log")
                 if b.kind == .fs { try handOver(b, to: user) }
             }
-            let boot = try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
-            record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log)
+            // A restored machine's kernel is in its RAM: no boot loader.
+            let boot = restoreFrom != nil ? def
+                : try await bootFiles(def, directory: dir, paths: paths, allowed: allowed, log: log, jail: record.jail(showing: []), cgroup: record.cgroup)
+            record.hypervisorPid = try startHypervisor(record, definition: boot, paused: paused, paths: paths, log: log, restoreFrom: restoreFrom)
             try await waitFor(record.control, pid: record.hypervisorPid, what: "apus-hv", log: paths.logs + "/" + def.name + ".hypervisor.log")
             try await placeVCPUs(record, definition: def, paths: paths)
         } catch {
@@ -229,13 +233,20 @@ enum Supervisor {
         return booted
     }
 
-    static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?) throws(ToolstackError) -> Int32 {
+    /// `restoreFrom`: apus-hv reads the state file before it enters its jail.
+    static func startHypervisor(_ record: RuntimeRecord, definition def: DomainDefinition, paused: Bool, paths: ApusPaths, log: FileDescriptor?,
+                                restoreFrom: String? = nil) throws(ToolstackError) -> Int32 {
         FileSystem.remove(record.statusFile)
         FileSystem.remove(record.control)
-        var args = ["--kernel", def.kernel ?? "", "--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.onlineVCPUs),
+        var args = ["--memory", String((def.memoryKiB + 1023) / 1024), "--vcpus", String(def.onlineVCPUs),
                     "--serial", "unix:" + record.console, "--control", record.control, "--status-file", record.statusFile]
-        if let initrd = def.initrd { args += ["--initrd", initrd] }
-        if let cmdline = def.cmdline { args += ["--cmdline", cmdline] }
+        if let restoreFrom {
+            args += ["--restore", restoreFrom]
+        } else {
+            args += ["--kernel", def.kernel ?? ""]
+            if let initrd = def.initrd { args += ["--initrd", initrd] }
+            if let cmdline = def.cmdline { args += ["--cmdline", cmdline] }
+        }
         if def.onlineVCPUs < def.vcpus { args += ["--max-vcpus", String(def.vcpus)] }
         if paused { args.append("--paused") }
         for b in record.backends where b.kind == .disk { args += ["--disk", "vhost-user:" + b.socket] }
