@@ -8,6 +8,8 @@
  * commands (ended with Enter) exercise apus-hv's exit paths:
  *   poweroff  ACPI S5 soft-off          reboot  reset via 0xCF9
  *   crash     triple fault              help    list commands
+ *   fill      write a pattern over RAM above 16 MiB (a busy guest's memory,
+ *             for the save/restore benchmark)
  */
 #include <stdint.h>
 
@@ -118,12 +120,25 @@ static int streq(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* The end of RAM below 4 GiB (the identity map's reach), from the E820 map. */
+static uint64_t ram_top;
+
+static void fill_ram(void) {
+    uint64_t *p = (uint64_t *)(uintptr_t)(16ull << 20), *end = (uint64_t *)(uintptr_t)ram_top;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (; p < end; p++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; *p = x; }
+    puts_serial("stub: filled ");
+    put_dec(ram_top > (16ull << 20) ? (ram_top - (16ull << 20)) >> 20 : 0);
+    puts_serial(" MiB\n");
+}
+
 static void run_command(void) {
     line[line_len] = 0;
     if (streq(line, "poweroff")) power_off("command");
     else if (streq(line, "reboot")) reboot();
     else if (streq(line, "crash")) triple_fault();
-    else if (streq(line, "help")) puts_serial("stub: commands: poweroff reboot crash help\n");
+    else if (streq(line, "help")) puts_serial("stub: commands: poweroff reboot crash fill help\n");
+    else if (streq(line, "fill")) fill_ram();
     else if (line_len) { puts_serial("stub: unknown command: "); puts_serial(line); puts_serial("\n"); }
     line_len = 0;
     puts_serial("stub> ");
@@ -195,7 +210,11 @@ void stub_main(const uint8_t *boot_params) {
         const uint8_t *e = boot_params + 0x2d0 + i * 20;
         uint64_t size = *(const uint64_t *)(e + 8);
         uint32_t type = *(const uint32_t *)(e + 16);
-        if (type == 1) ram += size;
+        uint64_t base = *(const uint64_t *)e;
+        if (type == 1) {
+            ram += size;
+            if (base + size <= (4ull << 30) && base + size > ram_top) ram_top = base + size;
+        }
     }
     puts_serial("stub: RAM ");
     put_dec(ram >> 20);

@@ -66,7 +66,7 @@ struct LibvirtClientTests {
         while Date() < deadline, !String(decoding: shown, as: UTF8.self).contains("crash help") {
             shown += try console.receive()
         }
-        #expect(String(decoding: shown, as: UTF8.self).contains("stub: commands: poweroff reboot crash help"))
+        #expect(String(decoding: shown, as: UTF8.self).contains("stub: commands: poweroff reboot crash fill help"))
         try console.finish()
 
         try dom.suspend()
