@@ -94,10 +94,21 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
 
     /// Reads up to `count` bytes into a new array (shorter at end of file).
     public func read(upToCount count: Int) throws(Errno) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        let n = bytes.withUnsafeMutableBytes { b in Glibc.read(rawValue, b.baseAddress, b.count) }
-        guard n >= 0 else { throw Errno.current }
-        bytes.removeLast(count - n)
+        guard count > 0 else { return [] }
+        var failure: Errno?
+        let fd = rawValue
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            // SAFETY: read(2) writes at most `count` bytes into the buffer's
+            // `count` bytes of capacity; only the bytes it wrote are counted
+            // as initialized (none on failure).
+            do throws(Errno) {
+                initialized = try retryOnInterrupt { Glibc.read(fd, buffer.baseAddress, count) }
+            } catch {
+                failure = error
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
         return bytes
     }
 

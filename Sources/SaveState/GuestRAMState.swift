@@ -94,7 +94,7 @@ public enum GuestRAMState {
             guard memory.isValid(GuestAddress(start), length: length) else {
                 throw .malformed("a RAM run of \(count) pages at \(GuestAddress(start)) lies outside the machine's RAM")
             }
-            let data = try r.bytes(Int(length))
+            let data = try r.slice(Int(length))
             do {
                 try memory.write(bytes: data, at: GuestAddress(start))
             } catch {

@@ -37,7 +37,6 @@ public final class StateFileDescriptor: StateSink, StateSource {
     }
     public func read(_ count: Int) throws(StateFileError) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(count)
         while out.count < count {
             let chunk: [UInt8]
             do {
@@ -46,7 +45,8 @@ public final class StateFileDescriptor: StateSink, StateSource {
                 throw .io("cannot read the state file: \(error)")
             }
             if chunk.isEmpty { break }
-            out += chunk
+            // A file gives the whole section in one read: no second copy.
+            if out.isEmpty { out = chunk } else { out += chunk }
         }
         return out
     }
@@ -227,6 +227,8 @@ public struct FieldReader {
     public mutating func u32() throws(StateFileError) -> UInt32 { try int(UInt32.self) }
     public mutating func u64() throws(StateFileError) -> UInt64 { try int(UInt64.self) }
     public mutating func bytes(_ n: Int) throws(StateFileError) -> [UInt8] { Array(try take(n)) }
+    /// The next `n` bytes without copying them.
+    public mutating func slice(_ n: Int) throws(StateFileError) -> ArraySlice<UInt8> { try take(n) }
     public mutating func blob() throws(StateFileError) -> [UInt8] { try bytes(Int(try u32())) }
     /// The payload must be used up (a longer one is from another layout).
     public func finish(_ what: String) throws(StateFileError) {

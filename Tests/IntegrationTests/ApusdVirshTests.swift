@@ -114,6 +114,10 @@ struct ApusdVirshTests {
         let image = d.rootPath + "/sv.save"
         #expect(try d.okVerbose("save", "sv", image).contains("Domain 'sv' saved to \(image)"))
         #expect(try d.ok("domstate", "--reason", "sv").contains("shut off (saved)"))
+        let job = try d.ok("domjobinfo", "--completed", "--keep-completed", "sv")
+        #expect(job.contains("Completed") && job.contains("Save") && job.contains("Data processed:"), "\(job)")
+        #expect(try d.ok("domjobinfo", "--completed", "sv").contains("Save"), "kept once")
+        #expect(try d.ok("domjobinfo", "--completed", "sv").contains("None"), "then gone")
         #expect(try d.ok("save-image-dumpxml", image).contains("<name>sv</name>"))
         #expect(try d.okVerbose("restore", image).contains("Domain restored from \(image)"))
         #expect(try d.ok("domstate", "--reason", "sv").contains("running (restored)"))
@@ -125,8 +129,11 @@ struct ApusdVirshTests {
         #expect(try d.ok("dominfo", "sv").contains("Managed save:   yes"))
         #expect(virshRows(try d.ok("list", "--all", "--managed-save")).contains("- sv saved"))
         #expect(try d.virsh("undefine", "sv").output.contains("managed save image exists"))
+        #expect(try d.ok("managedsave-dumpxml", "sv").contains("<name>sv</name>"))
+        _ = try d.ok("managedsave-define", "sv", try d.file("sv-again.xml", try d.ok("managedsave-dumpxml", "sv")), "--paused")
         _ = try d.ok("start", "sv")
-        #expect(try d.ok("domstate", "--reason", "sv").contains("running (restored)"))
+        #expect(try d.ok("domstate", "--reason", "sv").contains("paused"), "managedsave-define --paused: the start goes on paused")
+        _ = try d.ok("resume", "sv")
         #expect(try d.ok("dominfo", "sv").contains("Managed save:   no"))
         #expect(try d.console("sv", [(1.5, "help\r"), (1.5, "\u{1d}")]).contains("stub: commands"))
 

@@ -63,7 +63,7 @@ struct LibvirtClientTests {
         try console.send(Array("help\r".utf8))
         var shown: [UInt8] = []
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !String(decoding: shown, as: UTF8.self).contains("crash help") {
+        while Date() < deadline, !String(decoding: shown, as: UTF8.self).contains("fill help") {
             shown += try console.receive()
         }
         #expect(String(decoding: shown, as: UTF8.self).contains("stub: commands: poweroff reboot crash fill help"))

@@ -111,6 +111,15 @@ enum DomainLifecycleProcedures {
             try await call.manager.removeManagedSave(try await call.domain(a.dom).uuid)
             return XDRVoid()
         },
+        .call(388, "virDomainManagedSaveGetXMLDesc", .readOnly, DomainFlagsArguments<SaveImageXMLFlags>.self, StringResult.self,
+              accepts: .secure, readOnlyDenies: .secure) { a, call throws(ToolstackError) in
+            StringResult(try await call.manager.managedSaveXML(try await call.domain(a.dom).uuid))
+        },
+        .call(389, "virDomainManagedSaveDefineXML", .readWrite, ManagedSaveDefineArguments.self, XDRVoid.self,
+              accepts: [.running, .paused]) { a, call throws(ToolstackError) in
+            try await call.manager.defineManagedSaveXML(try await call.domain(a.dom).uuid, xml: a.dxml, startPaused: try a.flags.startPaused())
+            return XDRVoid()
+        },
         .call(235, "virDomainSaveImageGetXMLDesc", .readOnly, StringFlagsArguments<SaveImageXMLFlags>.self, StringResult.self,
               accepts: .secure, readOnlyDenies: .secure) { a, call throws(ToolstackError) in
             StringResult(try await call.manager.saveImageXML(a.string))
@@ -153,6 +162,14 @@ struct SaveImageDefineArguments: FlaggedArguments, Equatable {
     var dxml = ""
     var flags = DomainSaveFlags()
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.string(&file); try c.string(&dxml); try c.value(&flags) }
+}
+
+/// `remote_domain_managed_save_define_xml_args`
+struct ManagedSaveDefineArguments: FlaggedArguments, Equatable {
+    var dom = RemoteDomain()
+    var dxml: String?
+    var flags = DomainSaveFlags()
+    mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.value(&dom); try c.optionalString(&dxml); try c.value(&flags) }
 }
 
 extension DomainSaveFlags {

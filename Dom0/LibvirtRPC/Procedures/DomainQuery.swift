@@ -66,14 +66,33 @@ enum DomainQueryProcedures {
             guard try await call.domain(a.dom).isActive else { throw .invalidState("domain is not running") }
             return ControlInfoResult()
         },
+        // Jobs are saves and restores; their progress is the state written so far.
         .call(163, "virDomainGetJobInfo", .readOnly, DomainArguments.self, JobInfoResult.self) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return JobInfoResult() // VIR_DOMAIN_JOB_NONE: Apus runs no background jobs yet
+            guard let job = try await call.manager.job(try await call.domain(a.dom).uuid, completed: false, keep: true) else { return JobInfoResult() }
+            var r = JobInfoResult()
+            r.type = JobInfoResult.unbounded
+            r.timeElapsed = job.elapsedNanoseconds / 1_000_000
+            r.dataTotal = job.memoryBytes
+            r.dataProcessed = job.processed
+            r.dataRemaining = job.memoryBytes > job.processed ? job.memoryBytes - job.processed : 0
+            r.memTotal = r.dataTotal; r.memProcessed = r.dataProcessed; r.memRemaining = r.dataRemaining
+            return r
         },
         .call(298, "virDomainGetJobStats", .readOnly, DomainFlagsArguments<DomainJobStatsFlags>.self, JobStatsResult.self,
               accepts: [.completed, .keepCompleted]) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return JobStatsResult()
+            let completed = a.flags.contains(.completed)
+            guard let job = try await call.manager.job(try await call.domain(a.dom).uuid, completed: completed,
+                                                       keep: a.flags.contains(.keepCompleted)) else { return JobStatsResult() }
+            var r = JobStatsResult()
+            r.type = completed ? JobInfoResult.completed : JobInfoResult.unbounded
+            let remaining = job.memoryBytes > job.processed ? job.memoryBytes - job.processed : 0
+            r.params = [TypedParameter("operation", .int(job.operation.rawValue)),
+                        TypedParameter("time_elapsed", .ullong(job.elapsedNanoseconds / 1_000_000)),
+                        TypedParameter("data_total", .ullong(job.memoryBytes)), TypedParameter("data_processed", .ullong(job.processed)),
+                        TypedParameter("data_remaining", .ullong(completed ? 0 : remaining)),
+                        TypedParameter("memory_total", .ullong(job.memoryBytes)), TypedParameter("memory_processed", .ullong(job.processed)),
+                        TypedParameter("memory_remaining", .ullong(completed ? 0 : remaining))]
+            return r
         },
         .call(337, "virDomainGetTime", .readWrite, DomainFlagsArguments<NoFlags>.self, TimeResult.self,
               accepts: []) { a, call throws(ToolstackError) in
@@ -263,6 +282,8 @@ struct ControlInfoResult: XDRCodable, Equatable {
 
 /// `remote_domain_get_job_info_ret`
 struct JobInfoResult: XDRCodable, Equatable {
+    /// virDomainJobType: NONE 0, BOUNDED 1, UNBOUNDED 2, COMPLETED 3.
+    static let unbounded: Int32 = 2, completed: Int32 = 3
     var type: Int32 = 0
     var timeElapsed: UInt64 = 0, timeRemaining: UInt64 = 0
     var dataTotal: UInt64 = 0, dataProcessed: UInt64 = 0, dataRemaining: UInt64 = 0

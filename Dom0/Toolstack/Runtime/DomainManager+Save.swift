@@ -1,10 +1,58 @@
 import ApusControl
 import ApusSys
 
+/// A save or restore in progress or just finished, as `virsh domjobinfo`
+/// shows it.
+public struct DomainJob: Sendable, Equatable {
+    /// virDomainJobOperation.
+    public enum Operation: Int32, Sendable { case save = 2, restore = 3 }
+    public var operation: Operation
+    /// When it began (monotonic nanoseconds).
+    public var started: UInt64
+    /// Guest RAM, the most a save writes of it.
+    public var memoryBytes: UInt64
+    /// Where the machine's state is being written (its size is the progress).
+    var stateFile: String?
+    /// Set once the job is over: how long it took and what it wrote.
+    public var finished: (nanoseconds: UInt64, bytes: UInt64)?
+
+    public static func == (a: DomainJob, b: DomainJob) -> Bool {
+        a.operation == b.operation && a.started == b.started && a.memoryBytes == b.memoryBytes && a.stateFile == b.stateFile
+            && a.finished?.nanoseconds == b.finished?.nanoseconds && a.finished?.bytes == b.finished?.bytes
+    }
+
+    /// Bytes of state written so far.
+    public var processed: UInt64 {
+        if let finished { return finished.bytes }
+        return stateFile.flatMap { FileSystem.size($0) }.map { UInt64(max(0, $0)) } ?? 0
+    }
+    public var elapsedNanoseconds: UInt64 { finished?.nanoseconds ?? (Clock.monotonicNanoseconds() - started) }
+}
+
 /// `virsh save`, `restore` and `managedsave`: a running domain's machine
 /// state into a save image (``SaveImage``) and back into a new apus-hv
 /// with new backends.
 extension DomainManager {
+    /// The domain's save or restore in progress, or (`completed`) the last
+    /// one to finish, which `keep` leaves for the next call.
+    public func job(_ uuid: DomainUUID, completed: Bool, keep: Bool) throws(ToolstackError) -> DomainJob? {
+        _ = try domain(uuid)
+        if !completed { return runningJobs[uuid] }
+        defer { if !keep { completedJobs[uuid] = nil } }
+        return completedJobs[uuid]
+    }
+
+    func beginJob(_ uuid: DomainUUID, _ operation: DomainJob.Operation, memoryBytes: UInt64, stateFile: String?) {
+        runningJobs[uuid] = DomainJob(operation: operation, started: Clock.monotonicNanoseconds(), memoryBytes: memoryBytes, stateFile: stateFile)
+    }
+
+    func endJob(_ uuid: DomainUUID, succeeded: Bool) {
+        guard var job = runningJobs.removeValue(forKey: uuid) else { return }
+        guard succeeded else { return }
+        job.finished = (Clock.monotonicNanoseconds() - job.started, job.processed)
+        completedJobs[uuid] = job
+    }
+
     /// How long apus-hv may take to write a machine's state.
     static let saveTimeoutMilliseconds: UInt64 = 30 * 60 * 1000
 
@@ -33,6 +81,10 @@ extension DomainManager {
         FileSystem.remove(machineState)
         defer { FileSystem.remove(machineState) }
         let wasPaused = d.state == .paused
+        guard runningJobs[uuid] == nil else { throw .invalidState("another job is running on domain '\(definition.name)'") }
+        beginJob(uuid, .save, memoryBytes: definition.memoryKiB * 1024, stateFile: machineState)
+        var saved = false
+        defer { endJob(uuid, succeeded: saved) }
         _ = try await hypervisor(uuid, HypervisorControl.save(machineState, then: .paused), timeoutMilliseconds: Self.saveTimeoutMilliseconds)
         do {
             try await SaveImage.write(from: machineState, xml: DomainXML.format(definition), paused: paused, to: path)
@@ -41,6 +93,8 @@ extension DomainManager {
             if !wasPaused { _ = try? await hypervisor(uuid, HypervisorControl.command(.resume)) }
             throw error
         }
+        runningJobs[uuid]?.stateFile = path
+        saved = true
         guard let now = domains[uuid]?.live, now.record.hypervisorPid == live.record.hypervisorPid, !now.destroying else {
             throw .failed("the domain stopped while it was being saved; \(path) holds its state")
         }
@@ -72,9 +126,14 @@ extension DomainManager {
         } else {
             domains[def.uuid] = Domain(config: nil)
         }
+        beginJob(def.uuid, .restore, memoryBytes: def.memoryKiB * 1024, stateFile: nil)
         do {
-            return try await start(def.uuid, paused: paused ?? image.paused, definition: def, restoreFrom: path)
+            let info = try await start(def.uuid, paused: paused ?? image.paused, definition: def, restoreFrom: path)
+            runningJobs[def.uuid]?.stateFile = path
+            endJob(def.uuid, succeeded: true)
+            return info
         } catch {
+            endJob(def.uuid, succeeded: false)
             if domains[def.uuid]?.live == nil && domains[def.uuid]?.config == nil { domains.removeValue(forKey: def.uuid) }
             throw error
         }
@@ -95,6 +154,30 @@ extension DomainManager {
     public func removeManagedSave(_ uuid: DomainUUID) throws(ToolstackError) {
         let d = try domain(uuid)
         FileSystem.remove(paths.managedSaveImage(d.name))
+    }
+
+    /// The managed-save image of `uuid`, which must have one.
+    func managedSaveImage(_ uuid: DomainUUID) throws(ToolstackError) -> String {
+        let d = try domain(uuid)
+        let path = paths.managedSaveImage(d.name)
+        guard d.config != nil, FileSystem.exists(path) else { throw .invalidArgument("domain '\(d.name)' has no managed save image") }
+        return path
+    }
+
+    /// `virsh managedsave-dumpxml`.
+    public func managedSaveXML(_ uuid: DomainUUID) async throws(ToolstackError) -> String {
+        try await SaveImage.read(try managedSaveImage(uuid)).xml
+    }
+
+    /// `virsh managedsave-define`: nil `xml` keeps the definition and changes only the state a start goes on in.
+    public func defineManagedSaveXML(_ uuid: DomainUUID, xml: String?, startPaused: Bool?) async throws(ToolstackError) {
+        let path = try managedSaveImage(uuid)
+        if let xml {
+            try await defineSaveImageXML(path, xml: xml, startPaused: startPaused)
+        } else {
+            let image = try await SaveImage.read(path)
+            try await SaveImage.write(from: path, xml: image.xml, paused: startPaused ?? image.paused, to: path)
+        }
     }
 
     /// `virsh save-image-dumpxml`.

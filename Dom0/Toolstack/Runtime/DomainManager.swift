@@ -114,6 +114,11 @@ public actor DomainManager {
     /// The virtual networks `<interface type='network'>` names (set by apusd).
     var networks: VirtualNetworks?
 
+    /// Saves and restores in progress (`virsh domjobinfo`), and the last
+    /// finished one of each domain (`domjobinfo --completed`).
+    var runningJobs: [DomainUUID: DomainJob] = [:]
+    var completedJobs: [DomainUUID: DomainJob] = [:]
+
     /// The storage pools volume disks resolve through (set by apusd).
     var storage: StoragePools?
 
@@ -392,12 +397,14 @@ public actor DomainManager {
                       restoreFrom: String? = nil) async throws(ToolstackError) -> DomainInfo {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
-        var definition = definition, restoreFrom = restoreFrom, managedImage: String? = nil
+        var definition = definition, restoreFrom = restoreFrom, managedImage: String? = nil, paused = paused
         if restoreFrom == nil, definition == nil, let config = d.config, FileSystem.exists(paths.managedSaveImage(config.name)) {
             managedImage = paths.managedSaveImage(config.name)
             if !forceBoot {
-                definition = try DomainXML.parse(try await SaveImage.read(paths.managedSaveImage(config.name)).xml, strict: false)
+                let image = try await SaveImage.read(paths.managedSaveImage(config.name))
+                definition = try DomainXML.parse(image.xml, strict: false)
                 restoreFrom = managedImage
+                paused = paused || image.paused
             }
             d = try domain(uuid)
             guard d.live == nil else { throw .invalidState("domain is already running") }

@@ -120,6 +120,7 @@ def main():
         ["inject-nmi", "extra"], ["blockresize", "test", "vda", "2G"], ["reboot", "extra"], ["reset", "extra"],
         ["shutdown", "extra"], ["destroy", "extra"], ["start", "--paused", "extra"], ["destroy", "extra"],
         ["save", "test", work + "/test.save"], ["restore", work + "/test.save"], ["managedsave", "test"],
+        ["managedsave-dumpxml", "test"], ["managedsave-define", "test", xml, "--paused"],
         ["managedsave-remove", "test"], ["start", "test"],
         ["start", "extra"], ["destroy", "--graceful", "extra"], ["save", "--bypass-cache", "test", work + "/test2.save"],
         ["save-image-dumpxml", work + "/test2.save"], ["save-image-define", work + "/test2.save", xml, "--running"],
