@@ -231,7 +231,14 @@ struct ApusdVirshTests {
         #expect(d.stop() == 0)
         // apusd is gone; the domain's apus-hv is not
         #expect(try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/survivor/control"]).output == pidBefore)
+        // What a save apusd did not see through leaves: apus-hv paused, a partial state file.
+        let run = d.rootPath + "/run/apus/domains/survivor"
+        _ = try TestSupport.control(run + "/control.sock", HypervisorControl.command(.pause))
+        try writeFile(run + "/save.state", Array("partial".utf8))
         try d.start()
+        #expect(try d.ok("domstate", "--reason", "survivor").contains("paused"), "the state apus-hv reports, not the record's")
+        #expect(!fileExists(run + "/save.state"))
+        _ = try d.ok("resume", "survivor")
         #expect(try d.ok("domstate", "--reason", "survivor").contains("running"))
         #expect(try d.ok("domid", "survivor").contains("1"))
         // autostart started the other one when apusd came up

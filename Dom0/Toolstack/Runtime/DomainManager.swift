@@ -182,6 +182,25 @@ public actor DomainManager {
         domains[uuid] = domain
         watch(uuid, pid: record.hypervisorPid)
         watchBackends(uuid, record)
+        await reconcileRunState(uuid, record)
+    }
+
+    /// apus-hv knows whether its vCPUs run: a save or pause this apusd's
+    /// predecessor did not see through (it exited meanwhile) left the record
+    /// behind. A save's partial machine state is removed; the domain is left
+    /// paused for the user to resume or save again.
+    func reconcileRunState(_ uuid: DomainUUID, _ record: RuntimeRecord) async {
+        FileSystem.remove(paths.runtimeDirectory(record.name) + "/save.state")
+        guard let status = try? await ControlClient.shared.call(record.control, HypervisorControl.status, timeoutMilliseconds: 2000),
+              var d = domains[uuid], var live = d.live, live.record.hypervisorPid == record.hypervisorPid else { return }
+        let paused = status.state == .paused
+        guard paused != live.record.paused else { return }
+        live.record.paused = paused
+        live.record.save(paths)
+        d.live = live
+        d.state = paused ? .paused : .running
+        d.reason = paused ? StateReason.pausedUser : StateReason.runningUnpaused
+        domains[uuid] = d
     }
 
     /// Starts every persistent domain marked autostart that is not running.
