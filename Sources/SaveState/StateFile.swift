@@ -83,6 +83,29 @@ extension StateSection {
     }
 }
 
+/// A section's header as a file holds it, parsed and checked (its reserved
+/// field zero, its length within the limit); the CRC is checked with the payload.
+public struct SectionHeader: Equatable, Sendable {
+    public let tag: SectionTag
+    public let version: UInt16
+    public let flags: UInt16
+    public let length: UInt64
+    public let crc: UInt32
+
+    /// Parses the ``StateFormat/sectionHeaderSize`` bytes of a header found at byte `offset`.
+    public init(parsing bytes: [UInt8], at offset: UInt64) throws(StateFileError) {
+        var r = FieldReader(bytes)
+        tag = SectionTag(rawValue: try r.u32())
+        version = try r.u16()
+        flags = try r.u16()
+        length = try r.u64()
+        crc = try r.u32()
+        guard try r.u32() == 0 else { throw .malformed("the section header at byte \(offset) has a reserved field that is not zero") }
+        try r.finish("a section header")
+        guard length <= StateFormat.maxSectionLength else { throw .sectionTooLarge(tag, length) }
+    }
+}
+
 /// Writes a state file: the header, then sections, then ``finish()``.
 public final class StateWriter {
     private let sink: StateSink
@@ -162,29 +185,23 @@ public final class StateReader {
             guard h.count == StateFormat.sectionHeaderSize else {
                 throw .truncated(h.isEmpty ? "no end section after byte \(at)" : "a section header at byte \(at)")
             }
-            var r = FieldReader(h)
-            let tag = SectionTag(rawValue: try r.u32())
-            let version = try r.u16()
-            let flags = try r.u16()
-            let length = try r.u64()
-            let crc = try r.u32()
-            guard try r.u32() == 0 else { throw .malformed("the section header at byte \(at) has a reserved field that is not zero") }
-            guard length <= StateFormat.maxSectionLength else { throw .sectionTooLarge(tag, length) }
+            let header = try SectionHeader(parsing: h, at: at)
+            let tag = header.tag, length = header.length
             let payload = try source.read(Int(length))
             guard payload.count == Int(length) else { throw .truncated("section \(tag) at byte \(at) (\(payload.count) of \(length) bytes)") }
             offset += UInt64(StateFormat.sectionHeaderSize) + length
-            guard StateFormat.crc32(payload, continuing: StateFormat.crc32(Array(h[0..<16]))) == crc else { throw .checksum(tag, offset: at) }
+            guard StateFormat.crc32(payload, continuing: StateFormat.crc32(Array(h[0..<16]))) == header.crc else { throw .checksum(tag, offset: at) }
             if tag == .end {
                 guard length == 0 else { throw .malformed("the end section has a payload") }
                 ended = true
                 return nil
             }
-            let optional = flags & StateFormat.optionalFlag != 0
+            let optional = header.flags & StateFormat.optionalFlag != 0
             guard known.contains(tag) else {
                 if optional { continue }
                 throw .unknownSection(tag, offset: at)
             }
-            return StateSection(tag: tag, version: version, optional: optional, payload: payload)
+            return StateSection(tag: tag, version: header.version, optional: optional, payload: payload)
         }
         return nil
     }

@@ -3,7 +3,7 @@ import ApusSys
 
 /// A save or restore in progress or just finished, as `virsh domjobinfo`
 /// shows it.
-public struct DomainJob: Sendable, Equatable {
+public struct DomainJob: Sendable {
     /// virDomainJobOperation.
     public enum Operation: Int32, Sendable { case save = 2, restore = 3 }
     public var operation: Operation
@@ -15,11 +15,6 @@ public struct DomainJob: Sendable, Equatable {
     var stateFile: String?
     /// Set once the job is over: how long it took and what it wrote.
     public var finished: (nanoseconds: UInt64, bytes: UInt64)?
-
-    public static func == (a: DomainJob, b: DomainJob) -> Bool {
-        a.operation == b.operation && a.started == b.started && a.memoryBytes == b.memoryBytes && a.stateFile == b.stateFile
-            && a.finished?.nanoseconds == b.finished?.nanoseconds && a.finished?.bytes == b.finished?.bytes
-    }
 
     /// Bytes of state written so far.
     public var processed: UInt64 {

@@ -81,27 +81,25 @@ public enum SaveImage {
                             StateSection(tag: .saveInfo, optional: true, payload: [paused ? 1 : 0])] {
                 front += try section.encodedHeader() + section.payload
             }
-            try put(output, front)
+            try output.writeAll(front)
             // Apus's own sections of an image being rewritten are dropped;
             // the machine's first section and everything after it are copied.
+            var offset = UInt64(StateFormat.headerSize)
             while true {
                 let h = try state.read(StateFormat.sectionHeaderSize)
-                guard h.count == StateFormat.sectionHeaderSize else { throw StateFileError.truncated("a section header") }
-                var fields = FieldReader(h)
-                let tag = SectionTag(rawValue: try fields.u32())
-                _ = try fields.u32()
-                let length = try fields.u64()
-                guard length <= StateFormat.maxSectionLength else { throw StateFileError.sectionTooLarge(tag, length) }
-                guard tag == .domainXML || tag == .saveInfo else {
-                    try put(output, h)
+                guard h.count == StateFormat.sectionHeaderSize else { throw StateFileError.truncated("a section header at byte \(offset)") }
+                let section = try SectionHeader(parsing: h, at: offset)
+                guard section.tag == .domainXML || section.tag == .saveInfo else {
+                    try output.writeAll(h)
                     break
                 }
-                guard try state.read(Int(length)).count == Int(length) else { throw StateFileError.truncated("section \(tag)") }
+                guard try state.read(Int(section.length)).count == Int(section.length) else { throw StateFileError.truncated("section \(section.tag)") }
+                offset += UInt64(StateFormat.sectionHeaderSize) + section.length
             }
             while true {
                 let bytes = try state.read(chunk)
                 if bytes.isEmpty { break }
-                try put(output, bytes)
+                try output.writeAll(bytes)
             }
             try output.dataSync()
             try FileSystem.rename(partial, destination)
@@ -111,9 +109,5 @@ public enum SaveImage {
             if let e = error as? StateFileError { throw .invalidArgument("\(source) is not a usable machine state: \(e)") }
             throw .failed("cannot write \(destination): \(error)")
         }
-    }
-
-    private static func put(_ fd: FileDescriptor, _ bytes: [UInt8]) throws {
-        try fd.writeAll(bytes)
     }
 }
