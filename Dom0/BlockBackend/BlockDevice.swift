@@ -19,6 +19,11 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
     public var pollNanoseconds: UInt64 = 20_000
     private var workers: [Int: (worker: VringWorker, vring: Vring)] = [:]
     private let acked = Mutex<UInt64>(0)
+    private let started = Atomic<Int>(0)
+
+    /// Rings a worker serves now: 0 once the frontend stopped every one
+    /// (GET_VRING_BASE), so nothing is in flight on the image.
+    public var runningQueues: Int { started.load(ordering: .acquiring) }
 
     public init(image: BlockImage, queues: Int, useURing: Bool = true) {
         self.image = image
@@ -81,6 +86,7 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
             worker.add(vring)
             try worker.start()
             workers[index] = (worker, vring)
+            started.add(1, ordering: .releasing)
         } catch {
             ErrorLog.shared.warn("cannot start queue \(index): \(error)")
         }
@@ -90,6 +96,7 @@ public final class BlockDevice: VhostUserDeviceBackend, @unchecked Sendable {
         guard let w = workers.removeValue(forKey: index) else { return 0 }
         let base = w.worker.remove(w.vring)
         w.worker.stop()
+        started.subtract(1, ordering: .releasing)
         return base
     }
 

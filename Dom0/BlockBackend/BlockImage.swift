@@ -68,6 +68,36 @@ public final class BlockImage: @unchecked Sendable {
         }
     }
 
+    /// The qcow2 image internal snapshots live in (others refuse them, as QEMU does).
+    func snapshotImage() throws(OpenError) -> Qcow2Image {
+        guard let q = disk as? Qcow2Image else {
+            throw OpenError(description: "\(path) is a \(format.rawValue) image: internal snapshots need qcow2")
+        }
+        return q
+    }
+
+    /// Takes an internal snapshot of the disk; nothing may be in flight.
+    public func createSnapshot(name: String, dateSeconds: UInt32) throws(OpenError) -> Qcow2Snapshot {
+        do {
+            return try snapshotImage().createSnapshot(name: name, dateSeconds: dateSeconds)
+        } catch let e as OpenError {
+            throw e
+        } catch {
+            throw OpenError(description: "\(error)")
+        }
+    }
+
+    /// Deletes an internal snapshot; nothing may be in flight.
+    public func deleteSnapshot(_ idOrName: String) throws(OpenError) {
+        do {
+            try snapshotImage().deleteSnapshot(idOrName)
+        } catch let e as OpenError {
+            throw e
+        } catch {
+            throw OpenError(description: "\(error)")
+        }
+    }
+
     /// The descriptor data for `extentFD` moves through: the O_DIRECT one
     /// for the top image when the guest buffers allow it.
     func dataDescriptor(for extentFD: FileDescriptor, aligned: Bool) -> FileDescriptor {

@@ -27,6 +27,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case noDomainMetadata = 80
         case argumentUnsupported = 74
         case operationUnsupported = 84
+        case noDomainSnapshot = 72
     }
     /// virErrorDomain values used by Apus.
     public enum Origin: Int32, Sendable {
@@ -35,6 +36,7 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
         case storage = 18
         case network = 19
         case domain = 20
+        case domainSnapshot = 57
         case hypervisor = 66 // VIR_FROM_... any value virsh shows as a label only
     }
 
@@ -61,6 +63,13 @@ public struct ToolstackError: Error, Equatable, Sendable, CustomStringConvertibl
     public static func noStoragePool(_ detail: String) -> ToolstackError { ToolstackError(.noStoragePool, "Storage pool not found: \(detail)", origin: .storage) }
     public static func noStorageVolume(_ detail: String) -> ToolstackError { ToolstackError(.noStorageVolume, "Storage volume not found: \(detail)", origin: .storage) }
     public static func noNetwork(_ detail: String) -> ToolstackError { ToolstackError(.noNetwork, "Network not found: \(detail)", origin: .network) }
+    public static func noSnapshot(_ detail: String) -> ToolstackError {
+        ToolstackError(.noDomainSnapshot, "Domain snapshot not found: \(detail)", origin: .domainSnapshot)
+    }
+    /// VIR_ERR_OPERATION_UNSUPPORTED: something libvirt can do that Apus does not.
+    public static func unsupportedOperation(_ detail: String) -> ToolstackError {
+        ToolstackError(.operationUnsupported, "Operation not supported: \(detail)")
+    }
     /// A failed system call, worded as libvirt's virReportSystemError (no prefix).
     public static func systemError(_ detail: String) -> ToolstackError { ToolstackError(.systemError, detail, origin: .network) }
     public static func denied(_ detail: String) -> ToolstackError { ToolstackError(.operationDenied, "operation forbidden: \(detail)") }

@@ -20,7 +20,9 @@ struct BlockBackendCommand: ParsableCommand {
         QEMU's vhost-user-blk-pci, apus-vhost-test) connects to it. When the frontend \
         disconnects the backend waits for the next one. With --control, `stats`, \
         `info` and `resize BYTES` on that socket return the device's counters, \
-        its image and capacity, and grow the disk.
+        its image and capacity, and grow the disk; `snapshot-create NAME SECONDS` \
+        and `snapshot-delete NAME` take and delete a qcow2 image's internal \
+        snapshots once the frontend stopped the rings.
         """)
 
     @Option(help: "vhost-user socket to listen on.")
@@ -47,7 +49,7 @@ struct BlockBackendCommand: ParsableCommand {
     @Option(help: "Serial number reported by GET_ID (default: the image's file name).")
     var serial: String?
 
-    @Option(help: "Control socket: `stats`, `info` and `resize BYTES` commands.")
+    @Option(help: "Control socket: `stats`, `info`, `resize BYTES`, `snapshot-create NAME SECONDS` and `snapshot-delete NAME` commands.")
     var control: String?
 
     @Flag(help: "Use synchronous I/O instead of io_uring.")
@@ -64,6 +66,8 @@ struct BlockBackendCommand: ParsableCommand {
 
     @Option(help: "Microseconds each queue worker polls for new requests before sleeping (0: never poll).")
     var pollUs: UInt64 = 20
+
+    static let ringsRunning = "the disk's rings are running: the frontend stops them first (apus-hv: save PATH held)"
 
     func validate() throws {
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be between 1 and 64") }
@@ -135,6 +139,22 @@ struct BlockBackendCommand: ParsableCommand {
                             throw .refused("\(error)")
                         }
                         return info()
+                    case .snapshotCreate(let name, let seconds):
+                        guard device.runningQueues == 0 else { throw .refused(BlockBackendCommand.ringsRunning) }
+                        do {
+                            let s = try disk.createSnapshot(name: name, dateSeconds: seconds)
+                            return BlockBackendControl.SnapshotTaken(id: s.id, name: s.name)
+                        } catch {
+                            throw .refused("\(error)")
+                        }
+                    case .snapshotDelete(let name):
+                        guard device.runningQueues == 0 else { throw .refused(BlockBackendCommand.ringsRunning) }
+                        do {
+                            try disk.deleteSnapshot(name)
+                        } catch {
+                            throw .refused("\(error)")
+                        }
+                        return Acknowledged()
                     }
                 }
         }

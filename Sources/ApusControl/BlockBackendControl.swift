@@ -9,14 +9,22 @@ public enum BlockBackendControl {
         /// reports; the frontend then tells the guest (a configuration-change
         /// interrupt). Shrinking is refused: it would discard guest data.
         case resize(bytes: UInt64)
+        /// Takes an internal snapshot of a qcow2 image (`qemu-img snapshot
+        /// -l` lists it), dated `seconds` since the epoch. Refused while a
+        /// ring runs: the frontend stops them first (apus-hv `save PATH held`).
+        case snapshotCreate(name: String, seconds: UInt32)
+        /// Deletes an internal snapshot (by ID, else by name), rings stopped too.
+        case snapshotDelete(name: String)
 
-        public static let usage = "stats, info, resize BYTES"
+        public static let usage = "stats, info, resize BYTES, snapshot-create NAME SECONDS, snapshot-delete NAME"
 
         public init(words: [String]) throws(ControlError) {
             switch (words.first ?? "", words.count) {
             case ("stats", 1): self = .stats
             case ("info", 1): self = .info
             case ("resize", 2): self = .resize(bytes: try words.controlNumber(1, "BYTES"))
+            case ("snapshot-create", 3): self = .snapshotCreate(name: words[1], seconds: try words.controlNumber(2, "SECONDS"))
+            case ("snapshot-delete", 2): self = .snapshotDelete(name: words[1])
             default: throw ControlLine.unknown(words, usage: Self.usage)
             }
         }
@@ -26,6 +34,8 @@ public enum BlockBackendControl {
             case .stats: return ["stats"]
             case .info: return ["info"]
             case .resize(let b): return ["resize", String(b)]
+            case .snapshotCreate(let name, let seconds): return ["snapshot-create", name, String(seconds)]
+            case .snapshotDelete(let name): return ["snapshot-delete", name]
             }
         }
     }
@@ -96,7 +106,23 @@ public enum BlockBackendControl {
         }
     }
 
+    /// The reply to `snapshot-create`: the snapshot's ID in the image.
+    public struct SnapshotTaken: ControlReply, Equatable {
+        public var id: String
+        public var name: String
+        public init(id: String, name: String) { self.id = id; self.name = name }
+        public init(fields f: JSONFields) throws(ControlError) {
+            id = try f.string("id")
+            name = try f.string("name")
+        }
+        public var fields: [(String, JSONValue)] { [("id", .string(id)), ("name", .string(name))] }
+    }
+
     public static let stats = ControlCall<Stats>(Command.stats)
+    public static func snapshotCreate(_ name: String, seconds: UInt32) -> ControlCall<SnapshotTaken> {
+        ControlCall(Command.snapshotCreate(name: name, seconds: seconds))
+    }
+    public static func snapshotDelete(_ name: String) -> ControlCall<Acknowledged> { ControlCall(Command.snapshotDelete(name: name)) }
     public static let info = ControlCall<Info>(Command.info)
     public static func resize(bytes: UInt64) -> ControlCall<Info> { ControlCall(Command.resize(bytes: bytes)) }
 }

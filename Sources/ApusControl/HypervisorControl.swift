@@ -35,8 +35,15 @@ public enum HypervisorControl {
         /// stopped once its backend completed what it took, then the file.
         /// Afterwards the machine stays paused, or exits (``SaveThen``).
         case save(path: String, then: SaveThen)
+        /// Pauses the vCPUs and stops every ring once its backend completed
+        /// what it took (a held save without the file): the backends' files
+        /// are still until `release` or `resume`.
+        case hold
+        /// Starts again the rings a `save PATH held` or `hold` left stopped; the vCPUs
+        /// stay as they are (`resume` also does this first).
+        case release
 
-        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE, backend-failed DEVICE, save PATH [paused|quit]"
+        public static let usage = "status, pause, resume, power-button, ctrl-alt-del, reset, quit, stats, send-key HOLD_MS SCANCODE..., inject-nmi, config-changed DEVICE, backend-failed DEVICE, save PATH [paused|held|quit], hold, release"
 
         /// How many keys a send-key may press at once (libvirt's limit).
         public static let maxKeys = 16
@@ -46,6 +53,8 @@ public enum HypervisorControl {
             case ("status", 1): self = .status
             case ("pause", 1): self = .pause
             case ("resume", 1): self = .resume
+            case ("release", 1): self = .release
+            case ("hold", 1): self = .hold
             case ("power-button", 1), ("shutdown", 1): self = .powerButton
             case ("ctrl-alt-del", 1): self = .ctrlAltDel
             case ("reset", 1): self = .reset
@@ -57,7 +66,7 @@ public enum HypervisorControl {
             case ("save", 2...3):
                 guard words[1].hasPrefix("/"), !words[1].utf8.contains(0) else { throw .badRequest("save: PATH must be absolute") }
                 guard let then = SaveThen(rawValue: words.count == 3 ? words[2] : "paused") else {
-                    throw .badRequest("save: after the save the machine stays 'paused' or 'quit's (got '\(words[2])')")
+                    throw .badRequest("save: after the save the machine stays 'paused', is 'held' or 'quit's (got '\(words[2])')")
                 }
                 self = .save(path: words[1], then: then)
             case ("send-key", 3...):
@@ -83,6 +92,8 @@ public enum HypervisorControl {
             case .status: return ["status"]
             case .pause: return ["pause"]
             case .resume: return ["resume"]
+            case .release: return ["release"]
+            case .hold: return ["hold"]
             case .powerButton: return ["power-button"]
             case .ctrlAltDel: return ["ctrl-alt-del"]
             case .reset: return ["reset"]
@@ -98,9 +109,11 @@ public enum HypervisorControl {
         }
     }
 
-    /// What a machine does once saved: stays paused (a snapshot; resume
-    /// goes on) or exits with the "stopped" status (`virsh save`).
-    public enum SaveThen: String, Sendable { case paused, quit }
+    /// What a machine does once saved: stays paused (resume goes on), is
+    /// held (paused with every ring stopped, so the backends' files are
+    /// still: a snapshot takes the disks then, and `release` or `resume`
+    /// starts the rings again), or exits with the "stopped" status (`virsh save`).
+    public enum SaveThen: String, Sendable { case paused, held, quit }
 
     /// The reply to `save`: the file written and how long it took.
     public struct Saved: ControlReply, Equatable {

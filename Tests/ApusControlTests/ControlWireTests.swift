@@ -37,10 +37,12 @@ import ApusSys
 
     @Test func everyCommandParsesBackFromItsWords() throws {
         let hv: [HypervisorControl.Command] = [.status, .pause, .resume, .powerButton, .ctrlAltDel, .reset, .quit, .stats, .injectNMI,
-                                               .configChanged(device: 3), .sendKey(holdMilliseconds: 100, scancodes: [0x1D, 0x38, 0xE053])]
+                                               .configChanged(device: 3), .sendKey(holdMilliseconds: 100, scancodes: [0x1D, 0x38, 0xE053]),
+                                               .save(path: "/run/x.state", then: .held), .hold, .release]
         for c in hv { #expect(try HypervisorControl.Command(words: try ControlLine.words(ControlLine.request(c.words))) == c) }
-        let blk: [BlockBackendControl.Command] = [.stats, .info, .resize(bytes: 1 << 30)]
-        for c in blk { #expect(try BlockBackendControl.Command(words: c.words) == c) }
+        let blk: [BlockBackendControl.Command] = [.stats, .info, .resize(bytes: 1 << 30), .snapshotCreate(name: "before upgrade", seconds: 7),
+                                                  .snapshotDelete(name: "s1")]
+        for c in blk { #expect(try BlockBackendControl.Command(words: try ControlLine.words(ControlLine.request(c.words))) == c) }
         let sw: [SwitchControl.Command] = [.addPort(name: "vnet0", socket: "/run/x y.sock"), .removePort(name: "vnet0"),
                                             .portStats(name: "a"), .ports, .forwardingTable]
         for c in sw { #expect(try SwitchControl.Command(words: try ControlLine.words(ControlLine.request(c.words))) == c) }
@@ -56,6 +58,8 @@ import ApusSys
             #expect(throws: ControlError.self) { try HypervisorControl.Command(words: words) }
         }
         #expect(throws: ControlError.self) { try BlockBackendControl.Command(words: ["resize", "-1"]) }
+        #expect(throws: ControlError.self) { try BlockBackendControl.Command(words: ["snapshot-create", "s1"]) }
+        #expect(throws: ControlError.self) { try HypervisorControl.Command(words: ["save", "/x", "frozen"]) }
         #expect(throws: ControlError.self) { try SwitchControl.Command(words: ["add-port", "x"]) }
     }
 

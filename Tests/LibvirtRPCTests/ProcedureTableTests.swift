@@ -22,6 +22,7 @@ import TestSupport
         "virDomainSetAutostart", "virDomainSetBlkioParameters", "virDomainSetMaxMemory", "virDomainSetMemory", "virDomainSetMemoryFlags",
         "virDomainSetMemoryParameters", "virDomainSetMetadata", "virDomainSetNumaParameters", "virDomainSetSchedulerParameters",
         "virDomainSetSchedulerParametersFlags", "virDomainSetVcpus", "virDomainSetVcpusFlags", "virDomainShutdown",
+        "virDomainSnapshotCreateXML", "virDomainRevertToSnapshot", "virDomainSnapshotDelete",
         "virDomainShutdownFlags", "virDomainSuspend", "virDomainUndefine", "virDomainUndefineFlags", "virDomainUpdateDeviceFlags",
         // libvirt-storage.c
         "virConnectFindStoragePoolSources", "virStoragePoolBuild", "virStoragePoolCreate", "virStoragePoolCreateXML",
@@ -36,17 +37,20 @@ import TestSupport
 
     /// Flags a read-only connection may not pass (the conditional checks of
     /// virDomainGetXMLDesc and virDomainGetVcpusFlags).
-    static let readOnlyDenied: [Int32: UInt32] = [14: 0x1 | 0x8, 200: 0x8, 235: 0x1, 388: 0x1]
+    static let readOnlyDenied: [Int32: UInt32] = [14: 0x1 | 0x8, 186: 0x1, 200: 0x8, 235: 0x1, 388: 0x1]
 
     /// The flags each procedure accepts (nil: its arguments carry none),
     /// from libvirt's flag enums and what Apus implements of them.
     static let acceptedFlags: [Int32: UInt32?] = [
         1: 0x3, 10: 0x11, 14: 0xF, 27: 0x1, 135: 0, 136: 0, 159: 0, 160: 0x3, 161: 0x3, 174: 0x7, 182: 0x7, 183: 0,
-        187: 0x3FF, 194: 0, 196: 0x9, 197: 0x3, 198: 0x7, 199: 0x1F, 200: 0xF, 201: 0x3, 203: 0, 204: 0x7, 205: 0x3, 206: 0x7,
+        194: 0, 196: 0x9, 197: 0x3, 198: 0x7, 199: 0x1F, 200: 0xF, 201: 0x3, 203: 0, 204: 0x7, 205: 0x3, 206: 0x7,
         210: 0, 212: 0, 219: 0x3, 223: 0x7, 225: 0x3, 226: 0, 227: 0, 228: 0, 229: 0, 230: 0x3, 231: 0x7F, 232: 0x7, 233: 0x7,
         234: 0x3, 243: 0x4, 245: 0, 251: 0x1, 254: 0x3, 255: 0x7, 258: 0x1, 262: 0x4, 263: 0, 264: 0x3, 265: 0x3, 273: 0xFFFF,
         279: 0x3, 280: 0x3, 293: 0, 298: 0x3, 337: 0, 342: 0, 344: 0xE000_00FF, 350: 0x1, 351: 0x3, 353: 0, 358: 0, 365: 0x3,
         392: 0x3, 426: 0x3, 184: 0, 235: 0x1, 236: 0x6, 388: 0x1, 389: 0x6,
+        // snapshots
+        185: 0x39F, 186: 0x1, 187: 0x7FF, 188: 0x7FF, 189: 0, 190: 0, 191: 0, 192: 0x7, 193: 0x7, 244: 0, 246: 0x7FF, 247: 0x7FF,
+        271: 0, 272: 0, 274: 0x7FF, 275: 0x7FF,
         // storage
         75: 0, 76: 0x7, 77: 0x1, 78: 0x7, 79: 0xC, 81: 0, 83: 0, 88: 0x1, 93: 0x5, 94: 0x1, 99: 0, 125: 0x7, 165: 0,
         208: 0x1, 209: 0x1, 259: 0, 260: 0x7, 281: 0xFFFFF, 282: 0, 378: 0x1, 403: 0,

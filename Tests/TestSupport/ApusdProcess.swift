@@ -102,10 +102,15 @@ public final class ApusdProcess: @unchecked Sendable {
     /// Defines a stub domain with a raw disk (`ROOT/NAME.img`, `diskSize`)
     /// on vda and a NIC on the apus0 switch; returns the disk's path.
     @discardableResult
+    /// `diskFormat` qcow2: the disk is a qcow2 image qemu-img makes.
     public func defineStubWithDevices(_ name: String, vcpu: String = "<vcpu>2</vcpu>", extra: String = "", diskSize: String = "64M",
-                                      mac: String = "52:54:00:77:00:01") throws -> String {
+                                      mac: String = "52:54:00:77:00:01", diskFormat: String = "raw") throws -> String {
         let disk = rootPath + "/\(name).img"
-        _ = try runProcess("/usr/bin/truncate", ["-s", diskSize, disk])
+        if diskFormat == "qcow2" {
+            _ = try runProcess("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, diskSize])
+        } else {
+            _ = try runProcess("/usr/bin/truncate", ["-s", diskSize, disk])
+        }
         let xml = """
             <domain type='kvm'>
               <name>\(name)</name>
@@ -114,7 +119,7 @@ public final class ApusdProcess: @unchecked Sendable {
               <os><type arch='x86_64'>hvm</type><kernel>\(guestDirectory)/stub.bzImage</kernel></os>
               \(extra)
               <devices>
-                <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
+                <disk type='file' device='disk'><driver name='qemu' type='\(diskFormat)'/><source file='\(disk)'/><target dev='vda' bus='virtio'/></disk>
                 <interface type='bridge'><mac address='\(mac)'/><source bridge='apus0'/><model type='virtio'/></interface>
                 <serial type='pty'/><console type='pty'/>
               </devices>

@@ -44,34 +44,38 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// The header as it is on disk.
     public var currentHeader: Qcow2Header { lock.withLock { _ in header } }
 
-    private let lock = Mutex(())
-    private var header: Qcow2Header
-    private let clusterBits: UInt64
-    private let clusterSize: UInt64
-    private var l1: [UInt64]
-    private var dirtyL1: Set<Int> = []
+    let lock = Mutex(())
+    var header: Qcow2Header
+    let clusterBits: UInt64
+    let clusterSize: UInt64
+    var l1: [UInt64]
+    var dirtyL1: Set<Int> = []
     /// See the type's notes; set once, before the first write.
     public var durableAcrossRestarts: Bool {
         get { lock.withLock { _ in durable } }
         set { lock.withLock { _ in durable = newValue } }
     }
-    private var durable = false
+    var durable = false
     /// Clusters whose refcount 1 is on disk and which nothing uses yet.
-    private var reserved: [UInt64] = []
+    var reserved: [UInt64] = []
     /// How many clusters a reservation takes at a time.
     static let reservationClusters = 64
-    private var refcountTable: [UInt64]
-    private var l2Cache: MetadataCache<[UInt64]>
-    private var refcountCache: MetadataCache<[UInt8]>
+    var refcountTable: [UInt64]
+    var l2Cache: MetadataCache<[UInt64]>
+    var refcountCache: MetadataCache<[UInt8]>
     /// Clusters holding metadata (header, tables, blocks): never written as data.
-    private var metadataClusters: Set<UInt64> = []
+    var metadataClusters: Set<UInt64> = []
     /// The next cluster index to try when allocating.
-    private var nextFree: UInt64
+    var nextFree: UInt64
     /// Clusters whose refcount drops once no table on disk points at them.
-    private var pendingFrees: [UInt64] = []
+    var pendingFrees: [UInt64] = []
+    /// The snapshot table as it is on disk.
+    var snapshotList: [Qcow2Snapshot] = []
+    /// Bytes the table takes on disk.
+    var snapshotTableBytes: UInt64 = 0
     /// The last decompressed cluster (sequential reads of compressed images).
-    private var decompressed: (entry: UInt64, bytes: [UInt8])?
-    private let warn: @Sendable (String) -> Void
+    var decompressed: (entry: UInt64, bytes: [UInt8])?
+    let warn: @Sendable (String) -> Void
 
     /// Bytes of L2 tables and of refcount blocks kept in memory.
     public static let defaultL2CacheBytes = 4 << 20
@@ -177,7 +181,14 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         mark(h.refcountTableOffset, bytes: UInt64(h.refcountTableClusters) * cs)
         for e in refcountTable where e & Qcow2Spec.refcountTableOffsetMask != 0 { mark(e & Qcow2Spec.refcountTableOffsetMask, bytes: cs) }
         for e in l1 where e & Qcow2Spec.Entry.offsetMask != 0 { mark(e & Qcow2Spec.Entry.offsetMask, bytes: cs) }
-        if h.snapshotCount > 0 { mark(h.snapshotsOffset, bytes: cs) }
+        if h.snapshotCount > 0 {
+            guard h.snapshotsOffset % cs == 0, h.snapshotsOffset >= cs else { throw .malformed("\(path): the snapshot table is not cluster aligned") }
+            let (table, bytes) = try Qcow2Image.readSnapshotTable(fd, h, fileSize: fileSize)
+            snapshotList = table
+            snapshotTableBytes = bytes
+            mark(h.snapshotsOffset, bytes: bytes)
+            for s in table { mark(s.l1TableOffset, bytes: UInt64(s.l1Size) * 8) }
+        }
         // A writer that does not keep bitmaps (or any autoclear feature) up to date clears their bits.
         if !readOnly, h.version >= 3, h.autoclearFeatures != 0 {
             h.autoclearFeatures = 0
@@ -261,18 +272,18 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     // MARK: Mapping
 
-    private var l2Bits: UInt64 { clusterBits - 3 }
-    private func l1Index(_ pos: UInt64) -> Int { Int(pos >> (clusterBits + l2Bits)) }
-    private func l2Index(_ pos: UInt64) -> Int { Int((pos >> clusterBits) & ((1 << l2Bits) - 1)) }
+    var l2Bits: UInt64 { clusterBits - 3 }
+    func l1Index(_ pos: UInt64) -> Int { Int(pos >> (clusterBits + l2Bits)) }
+    func l2Index(_ pos: UInt64) -> Int { Int((pos >> clusterBits) & ((1 << l2Bits) - 1)) }
 
-    private enum Cluster {
+    enum Cluster {
         case unallocated
         case zero(preallocated: UInt64?, copied: Bool)
         case data(UInt64, copied: Bool)
         case compressed(UInt64)
     }
 
-    private func classify(_ entry: UInt64) throws(DiskImageError) -> Cluster {
+    func classify(_ entry: UInt64) throws(DiskImageError) -> Cluster {
         if entry & Qcow2Spec.Entry.compressed != 0 { return .compressed(entry) }
         guard entry & Qcow2Spec.Entry.l2Reserved == 0 else { throw .malformed("L2 entry 0x\(String(entry, radix: 16)) has reserved bits set") }
         let offset = entry & Qcow2Spec.Entry.offsetMask
@@ -289,7 +300,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// The L2 entry for `pos`; 0 where no L2 table exists.
-    private func l2Entry(_ pos: UInt64) throws(DiskImageError) -> UInt64 {
+    func l2Entry(_ pos: UInt64) throws(DiskImageError) -> UInt64 {
         let i = l1Index(pos)
         guard i < l1.count else { throw .malformed("offset \(pos) beyond the L1 table") }
         guard let table = try l2Table(l1Entry: l1[i]) else { return 0 }
@@ -297,7 +308,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// The L2 table an L1 entry points at (loading it into the cache).
-    private func l2Table(l1Entry: UInt64) throws(DiskImageError) -> [UInt64]? {
+    func l2Table(l1Entry: UInt64) throws(DiskImageError) -> [UInt64]? {
         guard l1Entry & Qcow2Spec.Entry.l1Reserved == 0 else { throw .malformed("L1 entry 0x\(String(l1Entry, radix: 16)) has reserved bits set") }
         let offset = l1Entry & Qcow2Spec.Entry.offsetMask
         guard offset != 0 else { return nil }
@@ -311,7 +322,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         return table
     }
 
-    private func readMetadata(_ offset: UInt64) throws(DiskImageError) -> [UInt8] {
+    func readMetadata(_ offset: UInt64) throws(DiskImageError) -> [UInt8] {
         let bytes: [UInt8]
         do {
             bytes = try file.read(count: Int(clusterSize), atOffset: Int64(offset))
@@ -326,7 +337,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         try lock.withLock { _ throws(DiskImageError) in try lockedMapRead(offset: offset, length: length) }
     }
 
-    private func lockedMapRead(offset: UInt64, length: UInt64) throws(DiskImageError) -> [ReadExtent] {
+    func lockedMapRead(offset: UInt64, length: UInt64) throws(DiskImageError) -> [ReadExtent] {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= header.size else { throw .invalid("bytes \(offset)+\(length) beyond the end of the disk (\(header.size))") }
         var out: [ReadExtent] = []
@@ -368,7 +379,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// The whole cluster a compressed L2 entry describes.
-    private func decompress(_ entry: UInt64) throws(DiskImageError) -> [UInt8] {
+    func decompress(_ entry: UInt64) throws(DiskImageError) -> [UInt8] {
         if let d = decompressed, d.entry == entry { return d.bytes }
         let x = 62 - (clusterBits - 8)
         let host = entry & ((1 << x) - 1)
@@ -426,7 +437,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// whose current mapping `current` cannot take it in place: a new
     /// cluster gets the old contents with `bytes` over them, then the L2 entry
     /// points at it (in memory; on disk at the next flush).
-    private func writeCluster(at guestCluster: UInt64, current: Cluster, bytes: [UInt8], inCluster: UInt64) throws(DiskImageError) {
+    func writeCluster(at guestCluster: UInt64, current: Cluster, bytes: [UInt8], inCluster: UInt64) throws(DiskImageError) {
         var content: [UInt8]
         if bytes.count == Int(clusterSize) {
             content = bytes
@@ -475,12 +486,12 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// Reads through the current mapping with the lock held.
-    private func readLocked(_ offset: UInt64, count: Int) throws(DiskImageError) -> [UInt8] {
+    func readLocked(_ offset: UInt64, count: Int) throws(DiskImageError) -> [UInt8] {
         try lockedMapRead(offset: offset, length: UInt64(count)).gathered()
     }
 
     /// The host clusters a compressed entry's bytes occupy.
-    private func compressedClusters(_ entry: UInt64) -> [UInt64] {
+    func compressedClusters(_ entry: UInt64) -> [UInt64] {
         let x = 62 - (clusterBits - 8)
         let host = entry & ((1 << x) - 1)
         let sectors = ((entry >> x) & ((1 << (clusterBits - 8)) - 1)) + 1
@@ -491,7 +502,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// Sets the L2 entry for `pos`, giving the L1 entry its own writable L2
     /// table first (new, or a copy of one a snapshot shares). Returns the old entry.
     @discardableResult
-    private func setL2Entry(_ pos: UInt64, _ value: UInt64) throws(DiskImageError) -> UInt64 {
+    func setL2Entry(_ pos: UInt64, _ value: UInt64) throws(DiskImageError) -> UInt64 {
         let i = l1Index(pos)
         guard i < l1.count else { throw .malformed("offset \(pos) beyond the L1 table") }
         var tableOffset = l1[i] & Qcow2Spec.Entry.offsetMask
@@ -536,13 +547,13 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// Writes L1 entry `i` to the file now (durableAcrossRestarts); the
     /// flush writes it again in its place in the order.
-    private func writeThroughL1(_ i: Int) {
+    func writeThroughL1(_ i: Int) {
         var e = [UInt8](repeating: 0, count: 8)
         e.setBE64(entry: 0, l1[i])
         try? writeMetadata(e, at: header.l1TableOffset + UInt64(i) * 8)
     }
 
-    private func insertL2(_ offset: UInt64, _ table: [UInt64], dirty: Bool) throws(DiskImageError) {
+    func insertL2(_ offset: UInt64, _ table: [UInt64], dirty: Bool) throws(DiskImageError) {
         if let evicted = l2Cache.put(offset, table, dirty: dirty) {
             // A dirty table leaves the cache: its refcounts and data first.
             try writeRefcountBlocks()
@@ -551,13 +562,13 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    private func writeL2(_ offset: UInt64, _ table: [UInt64]) throws(DiskImageError) {
+    func writeL2(_ offset: UInt64, _ table: [UInt64]) throws(DiskImageError) {
         var bytes = [UInt8](repeating: 0, count: table.count * 8)
         for (k, v) in table.enumerated() { bytes.setBE64(entry: k, v) }
         try writeMetadata(bytes, at: offset)
     }
 
-    private func writeMetadata(_ bytes: [UInt8], at offset: UInt64) throws(DiskImageError) {
+    func writeMetadata(_ bytes: [UInt8], at offset: UInt64) throws(DiskImageError) {
         do {
             try file.writeAll(bytes, atOffset: Int64(offset))
         } catch {
@@ -565,7 +576,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    private func sync() throws(DiskImageError) {
+    func sync() throws(DiskImageError) {
         do {
             try file.dataSync()
         } catch {
@@ -575,10 +586,10 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     // MARK: Refcounts
 
-    private var refcountBits: UInt64 { 1 << UInt64(header.refcountOrder) }
-    private var refcountBlockEntries: UInt64 { clusterSize * 8 / refcountBits }
+    var refcountBits: UInt64 { 1 << UInt64(header.refcountOrder) }
+    var refcountBlockEntries: UInt64 { clusterSize * 8 / refcountBits }
 
-    private func refcountBlock(_ tableIndex: Int) throws(DiskImageError) -> (offset: UInt64, block: [UInt8])? {
+    func refcountBlock(_ tableIndex: Int) throws(DiskImageError) -> (offset: UInt64, block: [UInt8])? {
         guard tableIndex < refcountTable.count else { return nil }
         let offset = refcountTable[tableIndex] & Qcow2Spec.refcountTableOffsetMask
         guard offset != 0 else { return nil }
@@ -591,14 +602,14 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         return (offset, b)
     }
 
-    private func putRefcountBlock(_ offset: UInt64, _ block: [UInt8], dirty: Bool) throws(DiskImageError) {
+    func putRefcountBlock(_ offset: UInt64, _ block: [UInt8], dirty: Bool) throws(DiskImageError) {
         if let evicted = refcountCache.put(offset, block, dirty: dirty) {
             // Refcount increases may reach the disk early: only decreases wait (step 4).
             try writeMetadata(evicted.1, at: evicted.0)
         }
     }
 
-    private func refcount(in block: [UInt8], _ index: Int) -> UInt64 {
+    func refcount(in block: [UInt8], _ index: Int) -> UInt64 {
         let bits = Int(refcountBits)
         if bits < 8 {
             let perByte = 8 / bits
@@ -610,7 +621,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         return v
     }
 
-    private func setRefcount(in block: inout [UInt8], _ index: Int, _ value: UInt64) {
+    func setRefcount(in block: inout [UInt8], _ index: Int, _ value: UInt64) {
         let bits = Int(refcountBits)
         if bits < 8 {
             let perByte = 8 / bits
@@ -624,14 +635,14 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// The refcount of host cluster `cluster` (0 where no block covers it).
-    private func refcount(cluster: UInt64) throws(DiskImageError) -> UInt64 {
+    func refcount(cluster: UInt64) throws(DiskImageError) -> UInt64 {
         let t = Int(cluster / refcountBlockEntries)
         guard let found = try refcountBlock(t) else { return 0 }
         return refcount(in: found.block, Int(cluster % refcountBlockEntries))
     }
 
     /// Adds `delta` to a covered cluster's refcount.
-    private func adjustRefcount(cluster: UInt64, by delta: Int64) throws(DiskImageError) {
+    func adjustRefcount(cluster: UInt64, by delta: Int64) throws(DiskImageError) {
         // Only the block's offset is kept here: the cached block stays
         // uniquely referenced, so it is changed in place below.
         guard let offset = try refcountBlock(Int(cluster / refcountBlockEntries))?.offset else {
@@ -656,7 +667,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
 
     /// A new cluster for data or a table: the next reserved one when writes
     /// must survive a restart, else a fresh one.
-    private func allocateCluster() throws(DiskImageError) -> UInt64 {
+    func allocateCluster() throws(DiskImageError) -> UInt64 {
         guard durable else { return try allocateFreshCluster() }
         if reserved.isEmpty {
             for _ in 0..<Self.reservationClusters { reserved.append(try allocateFreshCluster() / clusterSize) }
@@ -668,7 +679,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// A new cluster at the end of the image, its refcount 1 (in memory).
-    private func allocateFreshCluster() throws(DiskImageError) -> UInt64 {
+    func allocateFreshCluster() throws(DiskImageError) -> UInt64 {
         var skipped = 0
         while true {
             let c = nextFree
@@ -709,7 +720,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// Replaces the refcount table by a larger one that covers block index
     /// `needed`, placed at the end of the file with the refcount blocks that
     /// cover it; the header switches to it in one sector write.
-    private func growRefcountTable(toCover needed: Int) throws(DiskImageError) {
+    func growRefcountTable(toCover needed: Int) throws(DiskImageError) {
         let perCluster = Int(clusterSize / 8)
         let entriesPerBlock = refcountBlockEntries
         let start = nextFree
@@ -787,7 +798,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         try lock.withLock { _ throws(DiskImageError) in try lockedFlush() }
     }
 
-    private func lockedFlush() throws(DiskImageError) {
+    func lockedFlush() throws(DiskImageError) {
         // 1. refcounts (and the data written so far) ...
         try writeRefcountBlocks()
         try sync()
@@ -821,7 +832,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    private func writeRefcountBlocks() throws(DiskImageError) {
+    func writeRefcountBlocks() throws(DiskImageError) {
         for (offset, b) in refcountCache.takeDirty() { try writeMetadata(b, at: offset) }
     }
 
@@ -833,7 +844,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         try unmapRange(offset: offset, length: length, zeroes: true, unmap: unmap)
     }
 
-    private func unmapRange(offset: UInt64, length: UInt64, zeroes: Bool, unmap: Bool) throws(DiskImageError) {
+    func unmapRange(offset: UInt64, length: UInt64, zeroes: Bool, unmap: Bool) throws(DiskImageError) {
         guard !readOnly else { throw .invalid("the disk is read-only") }
         try lock.withLock { _ throws(DiskImageError) in
             let (end, overflow) = offset.addingReportingOverflow(length)
@@ -856,7 +867,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    private func zeroPart(_ pos: UInt64, _ n: UInt64, _ current: Cluster) throws(DiskImageError) {
+    func zeroPart(_ pos: UInt64, _ n: UInt64, _ current: Cluster) throws(DiskImageError) {
         let inCluster = pos & (clusterSize - 1)
         switch current {
         case .zero: return
@@ -872,7 +883,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
     }
 
-    private func unmapCluster(_ pos: UInt64, _ current: Cluster, zeroes: Bool, unmap: Bool) throws(DiskImageError) {
+    func unmapCluster(_ pos: UInt64, _ current: Cluster, zeroes: Bool, unmap: Bool) throws(DiskImageError) {
         let v3 = header.version >= 3
         var old: [UInt64] = []
         switch current {
@@ -974,7 +985,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     /// `count` consecutive new clusters.
-    private func allocateContiguous(_ count: UInt64) throws(DiskImageError) -> UInt64 {
+    func allocateContiguous(_ count: UInt64) throws(DiskImageError) -> UInt64 {
         while true {
             let first = try allocateFreshCluster()
             var ok = true

@@ -129,11 +129,6 @@ enum DomainLifecycleProcedures {
             try await call.manager.defineSaveImageXML(a.file, xml: a.dxml, startPaused: try a.flags.startPaused())
             return XDRVoid()
         },
-        .call(187, "virDomainSnapshotNum", .readOnly, DomainFlagsArguments<DomainSnapshotListFlags>.self, IntResult.self,
-              accepts: .all) { a, call throws(ToolstackError) in
-            _ = try await call.domain(a.dom)
-            return IntResult(0)
-        },
     ]
 }
 

@@ -64,7 +64,8 @@ enum DomainListProcedures {
         // Snapshot and checkpoint metadata, nvram, tpm: Apus has none to remove.
         .call(231, "virDomainUndefineFlags", .readWrite, DomainFlagsArguments<DomainUndefineFlags>.self, XDRVoid.self,
               accepts: [.managedSave, .snapshotsMetadata, .nvram, .keepNVRAM, .checkpointsMetadata, .tpm, .keepTPM]) { a, call throws(ToolstackError) in
-            try await call.manager.undefine(try await call.domain(a.dom).uuid, removeManagedSave: a.flags.contains(.managedSave))
+            try await call.manager.undefine(try await call.domain(a.dom).uuid, removeManagedSave: a.flags.contains(.managedSave),
+                                            removeSnapshots: a.flags.contains(.snapshotsMetadata))
             return XDRVoid()
         },
 
@@ -145,6 +146,14 @@ struct NameListResult: XDRCodable, Equatable {
     init() {}
     init(names: [String]) { self.names = names }
     mutating func code<C: XDRCoder>(_ c: inout C) throws(XDRError) { try c.stringArray(&names, max: DomainListProcedures.listMax) }
+
+    /// At most `maxnames` of `list`: the bound a `_list_*_names` call
+    /// gives, checked against the protocol's (every list's is 16384).
+    static func first(_ maxnames: Int32, _ list: [String]) throws(ToolstackError) -> NameListResult {
+        let limit = DomainListProcedures.listMax
+        guard maxnames >= 0, Int(maxnames) <= limit else { throw .invalidArgument("maxnames must be between 0 and \(limit)") }
+        return NameListResult(names: Array(list.prefix(Int(maxnames))))
+    }
 }
 
 /// `remote_domain_lookup_by_name_args`

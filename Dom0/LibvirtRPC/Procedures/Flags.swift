@@ -90,14 +90,49 @@ public struct DomainMessageFlags: WireFlags {
     public static let deprecation = Self(rawValue: 1), tainting = Self(rawValue: 2)
 }
 
-/// virDomainSnapshotListFlags (the bits SNAPSHOT_NUM takes).
+/// virDomainSnapshotListFlags. Bit 0 is ROOTS when listing a domain's
+/// snapshots and DESCENDANTS when listing a snapshot's children.
 public struct DomainSnapshotListFlags: WireFlags {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let all = Self(rawValue: 0x3FF)
+    public static let roots = Self(rawValue: 1), descendants = Self(rawValue: 1), metadata = Self(rawValue: 2)
+    public static let leaves = Self(rawValue: 4), noLeaves = Self(rawValue: 8), noMetadata = Self(rawValue: 16)
+    public static let inactive = Self(rawValue: 32), active = Self(rawValue: 64), diskOnly = Self(rawValue: 128)
+    public static let `internal` = Self(rawValue: 256), external = Self(rawValue: 512), topological = Self(rawValue: 1024)
+    public static let all: Self = [.roots, .metadata, .leaves, .noLeaves, .noMetadata, .inactive, .active, .diskOnly, .internal, .external, .topological]
 }
 
-/// virDomainSaveRestoreFlags.
+/// virDomainSnapshotCreateFlags.
+public struct DomainSnapshotCreateFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let redefine = Self(rawValue: 1), current = Self(rawValue: 2), noMetadata = Self(rawValue: 4)
+    public static let halt = Self(rawValue: 8), diskOnly = Self(rawValue: 16), reuseExternal = Self(rawValue: 32)
+    public static let quiesce = Self(rawValue: 64), atomic = Self(rawValue: 128), live = Self(rawValue: 256)
+    public static let validate = Self(rawValue: 512)
+}
+
+/// virDomainSnapshotRevertFlags.
+public struct DomainSnapshotRevertFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let running = Self(rawValue: 1), paused = Self(rawValue: 2), force = Self(rawValue: 4), resetNVRAM = Self(rawValue: 8)
+}
+
+/// virDomainSnapshotDeleteFlags.
+public struct DomainSnapshotDeleteFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let children = Self(rawValue: 1), metadataOnly = Self(rawValue: 2), childrenOnly = Self(rawValue: 4)
+}
+
+/// virDomainSnapshotXMLFlags.
+public struct DomainSnapshotXMLFlags: WireFlags {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let secure = Self(rawValue: 1)
+}
+
 /// virDomainSaveImageXMLFlags.
 public struct SaveImageXMLFlags: WireFlags {
     public let rawValue: UInt32
@@ -105,6 +140,7 @@ public struct SaveImageXMLFlags: WireFlags {
     public static let secure = Self(rawValue: 1)
 }
 
+/// virDomainSaveRestoreFlags.
 public struct DomainSaveFlags: WireFlags {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }

@@ -12,11 +12,6 @@ enum NetworkProcedures {
         try await call.networks.lookup(uuid: ref.uuid)
     }
 
-    static func names(_ maxnames: Int32, _ list: [String]) throws(ToolstackError) -> NameListResult {
-        guard maxnames >= 0, Int(maxnames) <= listMax else { throw .invalidArgument("maxnames must be between 0 and \(listMax)") }
-        return NameListResult(names: Array(list.prefix(Int(maxnames))))
-    }
-
     static let all: [Procedure] = lists + lifecycle + queries + ports + events
 
     static let lists: [Procedure] = [
@@ -29,13 +24,13 @@ enum NetworkProcedures {
             IntResult(Int32(await call.networks.list(.active).count))
         },
         .call(38, "virConnectListNetworks", .readOnly, IntArgument.self, NameListResult.self) { a, call throws(ToolstackError) in
-            try names(a.value, await call.networks.list(.active).map(\.name))
+            try NameListResult.first(a.value, await call.networks.list(.active).map(\.name))
         },
         .call(50, "virConnectNumOfDefinedNetworks", .readOnly, XDRVoid.self, IntResult.self) { _, call in
             IntResult(Int32(await call.networks.list(.inactive).count))
         },
         .call(36, "virConnectListDefinedNetworks", .readOnly, IntArgument.self, NameListResult.self) { a, call throws(ToolstackError) in
-            try names(a.value, await call.networks.list(.inactive).map(\.name))
+            try NameListResult.first(a.value, await call.networks.list(.inactive).map(\.name))
         },
         .call(46, "virNetworkLookupByName", .readOnly, StringArgument.self, NetworkResult.self) { a, call throws(ToolstackError) in
             NetworkResult(try await call.networks.lookup(name: a.value))

@@ -111,7 +111,7 @@ public final class Call: @unchecked Sendable {
 public enum ProcedureTable {
     public static let all: [Procedure] =
         ConnectionProcedures.all + HostProcedures.all + DomainListProcedures.all + DomainLifecycleProcedures.all
-        + DomainQueryProcedures.all + DomainTuningProcedures.all + DomainStatsProcedures.all + DomainDeviceProcedures.all + EventProcedures.all
+        + DomainQueryProcedures.all + DomainTuningProcedures.all + DomainStatsProcedures.all + DomainDeviceProcedures.all + DomainSnapshotProcedures.all + EventProcedures.all
         + StorageProcedures.all + NetworkProcedures.all
 
     /// The table; the first declaration of a number wins (tests require each to be unique).

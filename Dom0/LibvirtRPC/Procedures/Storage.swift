@@ -16,11 +16,6 @@ enum StorageProcedures {
         return (p, try await call.storage.volume(p.uuid, name: ref.name))
     }
 
-    static func names(_ maxnames: Int32, _ list: [String]) throws(ToolstackError) -> NameListResult {
-        guard maxnames >= 0, Int(maxnames) <= listMax else { throw .invalidArgument("maxnames must be between 0 and \(listMax)") }
-        return NameListResult(names: Array(list.prefix(Int(maxnames))))
-    }
-
     static let all: [Procedure] = pools + volumes + transfers + events
 
     static let pools: [Procedure] = [
@@ -33,13 +28,13 @@ enum StorageProcedures {
             IntResult(Int32(await call.storage.list(.active).count))
         },
         .call(72, "virConnectListStoragePools", .readOnly, IntArgument.self, NameListResult.self) { a, call throws(ToolstackError) in
-            try names(a.value, await call.storage.list(.active).map(\.name))
+            try NameListResult.first(a.value, await call.storage.list(.active).map(\.name))
         },
         .call(73, "virConnectNumOfDefinedStoragePools", .readOnly, XDRVoid.self, IntResult.self) { _, call in
             IntResult(Int32(await call.storage.list(.inactive).count))
         },
         .call(74, "virConnectListDefinedStoragePools", .readOnly, IntArgument.self, NameListResult.self) { a, call throws(ToolstackError) in
-            try names(a.value, await call.storage.list(.inactive).map(\.name))
+            try NameListResult.first(a.value, await call.storage.list(.inactive).map(\.name))
         },
         .call(75, "virConnectFindStoragePoolSources", .readWrite, FindStoragePoolSourcesArguments.self, StringResult.self,
               accepts: []) { a, _ throws(ToolstackError) in
@@ -135,7 +130,7 @@ enum StorageProcedures {
             IntResult(Int32(try await call.storage.volumeNames(try await pool(a.pool, call).uuid).count))
         },
         .call(92, "virStoragePoolListVolumes", .readOnly, StoragePoolListVolumesArguments.self, NameListResult.self) { a, call throws(ToolstackError) in
-            try names(a.maxnames, try await call.storage.volumeNames(try await pool(a.pool, call).uuid))
+            try NameListResult.first(a.maxnames, try await call.storage.volumeNames(try await pool(a.pool, call).uuid))
         },
         .call(282, "virStoragePoolListAllVolumes", .readOnly, StoragePoolListAllVolumesArguments.self, ListAllStorageVolumesResult.self,
               accepts: []) { a, call throws(ToolstackError) in

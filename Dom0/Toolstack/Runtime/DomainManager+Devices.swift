@@ -134,6 +134,7 @@ extension DomainManager {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("cannot rename active domain") }
         guard var c = d.config else { throw .invalidState("cannot rename a transient domain") }
+        guard snapshots(of: c.name).list.isEmpty else { throw .invalidState("cannot rename domain with snapshots") }
         try DomainXML.validateName(newName)
         guard !domains.values.contains(where: { $0.name == newName && $0.uuid != uuid }) else {
             throw .failed("domain with name '\(newName)' already exists")

@@ -185,12 +185,14 @@ public actor DomainManager {
         await reconcileRunState(uuid, record)
     }
 
-    /// apus-hv knows whether its vCPUs run: a save or pause this apusd's
-    /// predecessor did not see through (it exited meanwhile) left the record
-    /// behind. A save's partial machine state is removed; the domain is left
-    /// paused for the user to resume or save again.
+    /// apus-hv knows whether its vCPUs run: a save, snapshot or pause this
+    /// apusd's predecessor did not see through (it exited meanwhile) left
+    /// the record behind. A save's or snapshot's partial machine state is
+    /// removed; the domain is left paused for the user to resume (which
+    /// also starts rings a snapshot held) or save again.
     func reconcileRunState(_ uuid: DomainUUID, _ record: RuntimeRecord) async {
         FileSystem.remove(paths.runtimeDirectory(record.name) + "/save.state")
+        FileSystem.remove(paths.runtimeDirectory(record.name) + "/snapshot.state")
         guard let status = try? await ControlClient.shared.call(record.control, HypervisorControl.status, timeoutMilliseconds: 2000),
               var d = domains[uuid], var live = d.live, live.record.hypervisorPid == record.hypervisorPid else { return }
         let paused = status.state == .paused
@@ -310,15 +312,21 @@ public actor DomainManager {
 
     /// `virsh undefine`; a managed-save image is removed with it only when
     /// asked (`--managed-save`), as libvirt refuses otherwise.
-    public func undefine(_ uuid: DomainUUID, removeManagedSave: Bool = false) throws(ToolstackError) {
+    /// Snapshot metadata likewise goes only with `removeSnapshots` (`--snapshots-metadata`).
+    public func undefine(_ uuid: DomainUUID, removeManagedSave: Bool = false, removeSnapshots: Bool = false) throws(ToolstackError) {
         var d = try domain(uuid)
         guard let config = d.config else { throw .invalidState("cannot undefine transient domain") }
+        let snapshotCount = snapshots(of: config.name).list.count
+        if snapshotCount > 0 {
+            guard removeSnapshots else { throw .invalidState("cannot delete inactive domain with \(snapshotCount) snapshots") }
+        }
         let image = paths.managedSaveImage(config.name)
         if FileSystem.exists(image) {
             guard removeManagedSave else { throw .invalidState("Refusing to undefine while domain managed save image exists") }
             FileSystem.remove(image)
         }
         store.delete(config.name)
+        if removeSnapshots { removeSnapshotMetadata(config.name) }
         emit(d, .lifecycle(event: LifecycleEvent.undefined, detail: 0))
         d.config = nil
         d.autostart = false
@@ -412,8 +420,9 @@ public actor DomainManager {
     /// `virsh start`: from the domain's managed-save image if it has one
     /// (unless `forceBoot`, which discards it), else a boot. `restoreFrom`:
     /// a save image to go on from (`virsh restore`), with `definition` its XML.
+    /// `fromSnapshot`: a snapshot's revert starts it (states and events say so).
     public func start(_ uuid: DomainUUID, paused: Bool, definition: DomainDefinition? = nil, forceBoot: Bool = false,
-                      restoreFrom: String? = nil) async throws(ToolstackError) -> DomainInfo {
+                      restoreFrom: String? = nil, fromSnapshot: Bool = false) async throws(ToolstackError) -> DomainInfo {
         var d = try domain(uuid)
         guard d.live == nil else { throw .invalidState("domain is already running") }
         var definition = definition, restoreFrom = restoreFrom, managedImage: String? = nil, paused = paused
@@ -443,8 +452,8 @@ public actor DomainManager {
         placeholder.user = user
         d.live = Live(definition: def, id: id, record: placeholder, reservedPorts: names)
         d.state = paused ? .paused : .running
-        d.reason = paused ? (restoreFrom != nil ? StateReason.pausedSave : StateReason.pausedStartingUp)
-            : (restoreFrom != nil ? StateReason.runningRestored : StateReason.runningBooted)
+        d.reason = paused ? (fromSnapshot ? StateReason.pausedFromSnapshot : restoreFrom != nil ? StateReason.pausedSave : StateReason.pausedStartingUp)
+            : (fromSnapshot ? StateReason.runningFromSnapshot : restoreFrom != nil ? StateReason.runningRestored : StateReason.runningBooted)
         domains[uuid] = d
         let record: RuntimeRecord
         do {
@@ -479,8 +488,12 @@ public actor DomainManager {
         watch(uuid, pid: record.hypervisorPid)
         watchBackends(uuid, started)
         let restored = restoreFrom != nil
-        emit(now, .lifecycle(event: LifecycleEvent.started, detail: restored ? LifecycleEvent.startedRestored : 0))
-        if paused { emit(now, .lifecycle(event: LifecycleEvent.suspended, detail: restored ? LifecycleEvent.suspendedRestored : 0)) }
+        emit(now, .lifecycle(event: LifecycleEvent.started,
+                             detail: fromSnapshot ? LifecycleEvent.startedFromSnapshot : restored ? LifecycleEvent.startedRestored : 0))
+        if paused {
+            emit(now, .lifecycle(event: LifecycleEvent.suspended,
+                                 detail: fromSnapshot ? LifecycleEvent.suspendedFromSnapshot : restored ? LifecycleEvent.suspendedRestored : 0))
+        }
         // A managed-save image is used once (or discarded by a forced boot).
         if let managedImage { FileSystem.remove(managedImage) }
         return info(now)

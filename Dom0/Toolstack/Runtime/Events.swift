@@ -12,6 +12,8 @@ public enum StateReason {
     public static let shutoffUnknown: Int32 = 0, shutoffShutdown: Int32 = 1, shutoffDestroyed: Int32 = 2
     public static let shutoffCrashed: Int32 = 3, shutoffFailed: Int32 = 6, shutoffDaemon: Int32 = 8
     public static let crashedPanicked: Int32 = 1
+    /// A snapshot was reverted to: running, paused, shut off "from snapshot".
+    public static let runningFromSnapshot: Int32 = 4, pausedFromSnapshot: Int32 = 7, shutoffFromSnapshot: Int32 = 7
 }
 
 /// Lifecycle event numbers (virDomainEventType) and details.
@@ -20,6 +22,8 @@ public enum LifecycleEvent {
     public static let resumed: Int32 = 4, stopped: Int32 = 5, shutdown: Int32 = 6, crashed: Int32 = 8
     /// Details: started restored, suspended restored, stopped saved.
     public static let startedRestored: Int32 = 2, suspendedRestored: Int32 = 4, stoppedSaved: Int32 = 4
+    /// Details: started, suspended, stopped by a snapshot's revert.
+    public static let startedFromSnapshot: Int32 = 3, suspendedFromSnapshot: Int32 = 5, stoppedFromSnapshot: Int32 = 6
 }
 
 /// A domain event as the RPC layer delivers it.

@@ -44,9 +44,14 @@ public struct ApusPaths: Sendable {
     public var managedSaves: String { state + "/save" }
     public func managedSaveImage(_ name: String) -> String { managedSaves + "/" + name + ".save" }
 
+    /// Domain snapshots' metadata and memory state, a directory per domain
+    /// (libvirt: /var/lib/libvirt/qemu/snapshot).
+    public var snapshots: String { state + "/snapshot" }
+    public func snapshotDirectory(_ name: String) -> String { snapshots + "/" + name }
+
     /// Creates every directory.
     public func create() throws {
-        for d in [socketDirectory, definitions, autostart, managedSaves, runtime + "/domains", logs] {
+        for d in [socketDirectory, definitions, autostart, managedSaves, snapshots, runtime + "/domains", logs] {
             try ProcessControlBridge.makeDirectories(d)
         }
     }

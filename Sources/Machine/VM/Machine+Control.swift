@@ -13,7 +13,12 @@ extension Machine {
         case .pause:
             guard pause() else { throw .refused("timed out waiting for vCPUs to pause") }
         case .resume:
+            releaseRings()
             resume()
+        case .release:
+            releaseRings()
+        case .hold:
+            try hold()
         case .powerButton:
             pressPowerButton()
         case .ctrlAltDel:

@@ -63,9 +63,11 @@ extension Machine {
         let began = Clock.monotonicNanoseconds()
         let wasPaused = isPaused
         guard pause() else { throw .refused("timed out waiting for vCPUs to pause") }
-        var bases: [[UInt16]] = []
+        // Rings a held save stopped are still stopped, at these bases.
+        var bases: [[UInt16]] = heldRingBases ?? []
+        heldRingBases = nil
         var failure: String?
-        for (i, t) in virtioDevices.enumerated() {
+        for (i, t) in virtioDevices.enumerated() where bases.count <= i {
             do {
                 bases.append(try t.device.quiesce())
             } catch {
@@ -86,10 +88,41 @@ extension Machine {
             stop(.stopped)
             return saved
         }
+        if let saved, then == .held {
+            heldRingBases = bases
+            return saved
+        }
         restartRings(bases)
         if let saved { return saved }
         if !wasPaused { resume() }
         throw .refused(failure ?? "cannot save")
+    }
+
+    /// Pauses the vCPUs and stops every ring (main-loop thread): nothing
+    /// reaches a backend until ``releaseRings()``. On failure the machine
+    /// goes back to what it was.
+    func hold() throws(ControlError) {
+        let wasPaused = isPaused
+        guard pause() else { throw .refused("timed out waiting for vCPUs to pause") }
+        guard heldRingBases == nil else { return }
+        var bases: [[UInt16]] = []
+        for (i, t) in virtioDevices.enumerated() {
+            do {
+                bases.append(try t.device.quiesce())
+            } catch {
+                restartRings(bases)
+                if !wasPaused { resume() }
+                throw .refused("virtio device \(i): \(error)")
+            }
+        }
+        heldRingBases = bases
+    }
+
+    /// Starts again the rings a held save left stopped (main-loop thread).
+    func releaseRings() {
+        guard let bases = heldRingBases else { return }
+        heldRingBases = nil
+        restartRings(bases)
     }
 
     /// Starts again the rings ``VirtioDeviceModel/quiesce()`` stopped.

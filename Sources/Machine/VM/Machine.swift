@@ -37,6 +37,9 @@ public final class Machine: VCPUExitHandler, @unchecked Sendable {
     let control: RunControl
     /// virtio-mmio devices, in guest order.
     let virtioDevices: [VirtioMMIOTransport]
+    /// Ring bases of a `save ... held` whose rings are still stopped
+    /// (main-loop thread only).
+    var heldRingBases: [[UInt16]]?
     let startTime = Clock.monotonicNanoseconds()
     private let tidLock = ConditionLock()
 

@@ -4,7 +4,8 @@ import Toolstack
 /// domain XML validation and its format/parse round trip (whatever parses
 /// must format to XML that parses back to the same definition), and the
 /// same for Xen xl.cfg files, storage pool XML and network XML; storage
-/// volume XML, dnsmasq leases files;
+/// volume XML, dnsmasq leases files; domain snapshot XML (a client's
+/// request, and apusd's stored metadata, which must round-trip);
 /// apusd.conf and `apus apply`'s file loader.
 public enum DomainXMLFuzz {
     public static func run(_ input: [UInt8]) {
@@ -43,6 +44,13 @@ public enum DomainXMLFuzz {
             // What apusd writes from it for dnsmasq and nft must not trap either.
             _ = Dnsmasq.configuration(network, files: .init(directory: "/run", network: network.name))
             _ = NetworkFirewall.script([.init(network)])
+        }
+        _ = try? DomainSnapshot.parseRequest(text)
+        if let (snapshot, current) = try? DomainSnapshot.parseStored(text) {
+            let written = snapshot.format(current: current)
+            guard let again = try? DomainSnapshot.parseStored(written), again.snapshot == snapshot, again.current == current else {
+                fatalError("snapshot metadata round trip changed it:\n\(written)")
+            }
         }
         _ = Dnsmasq.parseLeases(text)
         _ = try? DaemonConfig.parse(text)

@@ -1,0 +1,405 @@
+import ApusControl
+import ApusSys
+import DiskImage
+
+/// `virsh snapshot-*`: internal snapshots. Each qcow2 disk keeps the
+/// disk's state in its own snapshot table (`qemu-img snapshot -l` lists
+/// it, by the snapshot's name); a running or paused domain's memory state
+/// is a save image beside the snapshot's metadata (libvirt's layout:
+/// one directory per domain, `NAME.xml`, and here `NAME.save`).
+///
+/// A running domain is held while its disks are taken: apus-hv pauses the
+/// vCPUs, stops every ring once its backend completed what it took, and
+/// writes the memory state; each apus-blkback then snapshots its image;
+/// then the rings and vCPUs go on. Stopped domains' images are changed by
+/// apusd directly (no backend has them open).
+extension DomainManager {
+    /// What a snapshot operation may change: the flags virsh passes, named.
+    public struct SnapshotCreateOptions: Sendable {
+        public var halt = false
+        public var diskOnly = false
+        public var noMetadata = false
+        public var redefine = false
+        /// With `redefine`: the snapshot becomes the current one.
+        public var current = false
+        public init() {}
+    }
+
+    public enum SnapshotRevertTarget: Sendable { case asTaken, running, paused }
+
+    public enum SnapshotDeleteScope: Sendable { case itself, withChildren, childrenOnly }
+
+    // MARK: the store
+
+    /// The domain's snapshots (oldest first) and the current one's name.
+    func snapshots(of name: String) -> (list: [DomainSnapshot], current: String?) {
+        let dir = paths.snapshotDirectory(name)
+        var list: [DomainSnapshot] = []
+        var current: String?
+        for file in ProcessControl.directoryEntries(dir) where file.hasSuffix(".xml") {
+            guard let text = ProcessControl.readText(dir + "/" + file, limit: ProcessControl.stateFileLimit),
+                  let (s, isCurrent) = try? DomainSnapshot.parseStored(text) else {
+                report("ignoring unreadable snapshot metadata \(dir)/\(file)")
+                continue
+            }
+            list.append(s)
+            if isCurrent { current = s.name }
+        }
+        list.sort { ($0.creationTime, $0.name) < ($1.creationTime, $1.name) }
+        return (list, current)
+    }
+
+    func storeSnapshot(_ domain: String, _ s: DomainSnapshot, current: Bool) throws(ToolstackError) {
+        let dir = paths.snapshotDirectory(domain)
+        do {
+            try ProcessControl.makeDirectories(dir)
+            try ProcessControl.writeFileAtomically(dir + "/" + s.name + ".xml", s.format(current: current), mode: 0o600)
+        } catch {
+            throw .failed("cannot write the metadata of snapshot '\(s.name)': \(error)")
+        }
+    }
+
+    /// Marks `name` (or nothing) as the current snapshot.
+    func setCurrentSnapshot(_ domain: String, _ name: String?) throws(ToolstackError) {
+        let (list, current) = snapshots(of: domain)
+        guard current != name else { return }
+        for s in list where s.name == current || s.name == name { try storeSnapshot(domain, s, current: s.name == name) }
+    }
+
+    func memoryStateFile(_ domain: String, _ snapshot: String) -> String { paths.snapshotDirectory(domain) + "/" + snapshot + ".save" }
+
+    func snapshot(_ uuid: DomainUUID, _ name: String) throws(ToolstackError) -> (Domain, DomainSnapshot, current: Bool) {
+        let d = try domain(uuid)
+        let (list, current) = snapshots(of: d.name)
+        guard let s = list.first(where: { $0.name == name }) else {
+            throw .noSnapshot("no domain snapshot with matching name '\(name)'")
+        }
+        return (d, s, s.name == current)
+    }
+
+    // MARK: queries
+
+    /// Names of `uuid`'s snapshots, oldest first, as the filter admits them.
+    public func snapshotNames(_ uuid: DomainUUID, filter: SnapshotFilter) throws(ToolstackError) -> [String] {
+        let d = try domain(uuid)
+        let (list, _) = snapshots(of: d.name)
+        return list.filter { filter.admits($0, in: list) }.map(\.name)
+    }
+
+    /// Names of the children (or with `descendants`, all descendants) of a snapshot.
+    public func snapshotChildren(_ uuid: DomainUUID, of name: String, descendants: Bool, filter: SnapshotFilter) throws(ToolstackError) -> [String] {
+        let (d, _, _) = try snapshot(uuid, name)
+        let (list, _) = snapshots(of: d.name)
+        var found: [String] = []
+        var frontier = [name]
+        while let next = frontier.popLast() {
+            for s in list where s.parent == next {
+                found.append(s.name)
+                if descendants { frontier.append(s.name) }
+            }
+        }
+        return list.filter { found.contains($0.name) && filter.admits($0, in: list) }.map(\.name)
+    }
+
+    public func snapshotXML(_ uuid: DomainUUID, _ name: String) throws(ToolstackError) -> String {
+        try snapshot(uuid, name).1.format()
+    }
+
+    public func snapshotParent(_ uuid: DomainUUID, _ name: String) throws(ToolstackError) -> String {
+        guard let parent = try snapshot(uuid, name).1.parent else {
+            throw .noSnapshot("snapshot '\(name)' does not have a parent")
+        }
+        return parent
+    }
+
+    public func currentSnapshot(_ uuid: DomainUUID) throws(ToolstackError) -> String? {
+        snapshots(of: try domain(uuid).name).current
+    }
+
+    public func isCurrentSnapshot(_ uuid: DomainUUID, _ name: String) throws(ToolstackError) -> Bool {
+        try snapshot(uuid, name).current
+    }
+
+    public func snapshotExists(_ uuid: DomainUUID, _ name: String) throws(ToolstackError) {
+        _ = try snapshot(uuid, name)
+    }
+
+    // MARK: create
+
+    /// SNAPSHOT_CREATE_XML: a new snapshot from the client's
+    /// `<domainsnapshot>`; returns its name.
+    public func createSnapshot(_ uuid: DomainUUID, xml: String, options: SnapshotCreateOptions) async throws(ToolstackError) -> String {
+        if options.redefine { return try redefineSnapshot(uuid, xml: xml, current: options.current) }
+        guard !options.diskOnly else {
+            throw .unsupportedOperation("external (disk-only) snapshots are not supported: Apus takes internal snapshots in each qcow2 disk")
+        }
+        guard !options.noMetadata else { throw .unsupportedOperation("snapshots without metadata are not supported") }
+        let d = try domain(uuid)
+        var (request, memoryMode) = try DomainSnapshot.parseRequest(xml)
+        if request.name.isEmpty { request.name = String(Clock.realtime().seconds) }
+        let (list, current) = snapshots(of: d.name)
+        guard !list.contains(where: { $0.name == request.name }) else {
+            throw .invalidState("domain snapshot '\(request.name)' already exists")
+        }
+        guard d.config != nil || d.live != nil else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let live = d.live
+        let running = live != nil
+        guard running || memoryMode != .internal else { throw .invalidArgument("a memory snapshot needs a running domain") }
+        if running, memoryMode == .no { throw .unsupportedOperation("a running domain's internal snapshot includes its memory (memory snapshot='no' needs --disk-only)") }
+        if memoryMode == .external { throw .unsupportedOperation("external memory snapshots are not supported") }
+        guard let unresolved = live?.definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let def = try await resolveVolumes(unresolved)
+        // Which disks: every qcow2 disk, unless the request says otherwise.
+        var disks: [DomainSnapshot.Disk] = []
+        for disk in def.disks {
+            let asked = request.disks.first { $0.target == disk.target }?.mode
+            let mode = asked ?? (disk.readOnly ? .no : .internal)
+            if mode == .external { throw .unsupportedOperation("external snapshot of disk \(disk.target) is not supported") }
+            if mode == .internal, disk.format != .qcow2 {
+                throw .unsupportedOperation("internal snapshot for disk \(disk.target) unsupported for storage type \(disk.format.rawValue)")
+            }
+            disks.append(.init(target: disk.target, mode: mode))
+        }
+        for asked in request.disks where !def.disks.contains(where: { $0.target == asked.target }) {
+            throw .invalidArgument("no disk named '\(asked.target)'")
+        }
+        var s = request
+        s.disks = disks
+        s.parent = current
+        s.creationTime = Int64(Clock.realtime().seconds)
+        s.domain = unresolved
+        s.memory = running
+        let taking = disks.filter { $0.mode == .internal }
+        if let live {
+            s.state = d.state == .paused ? .paused : .running
+            try await takeLive(uuid, d.name, live, snapshot: s, disks: taking, halt: options.halt)
+        } else {
+            s.state = .shutoff
+            try await takeOffline(def, name: s.name, disks: taking)
+        }
+        try storeSnapshot(d.name, s, current: true)
+        if let current, let previous = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, previous, current: false) }
+        return s.name
+    }
+
+    /// REDEFINE: what `virsh snapshot-current DOMAIN NAME` sends (the
+    /// snapshot's own XML, with CURRENT) to make a snapshot the current one.
+    /// Metadata for a snapshot apusd did not take is refused: the disks
+    /// would not hold it.
+    private func redefineSnapshot(_ uuid: DomainUUID, xml: String, current: Bool) throws(ToolstackError) -> String {
+        let (request, _) = try DomainSnapshot.parseRequest(xml)
+        let (d, _, _) = try snapshot(uuid, request.name)
+        if current { try setCurrentSnapshot(d.name, request.name) }
+        return request.name
+    }
+
+    /// A running domain: held, memory and disks taken, then on as it was (or stopped, with `halt`).
+    private func takeLive(_ uuid: DomainUUID, _ name: String, _ live: Live, snapshot s: DomainSnapshot,
+                          disks: [DomainSnapshot.Disk], halt: Bool) async throws(ToolstackError) {
+        let machineState = paths.runtimeDirectory(name) + "/snapshot.state"
+        FileSystem.remove(machineState)
+        defer { FileSystem.remove(machineState) }
+        let wasPaused = s.state == .paused
+        _ = try await hypervisor(uuid, HypervisorControl.save(machineState, then: .held), timeoutMilliseconds: Self.saveTimeoutMilliseconds)
+        var taken: [String] = []
+        var failure: ToolstackError?
+        for disk in disks {
+            guard let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == disk.target }) else {
+                failure = .failed("disk \(disk.target) has no backend"); break
+            }
+            do {
+                _ = try await ControlClient.shared.call(backend.control, BlockBackendControl.snapshotCreate(s.name, seconds: UInt32(truncatingIfNeeded: s.creationTime)),
+                                                        timeoutMilliseconds: Self.saveTimeoutMilliseconds)
+                taken.append(backend.control)
+            } catch {
+                failure = .failed("snapshot of disk \(disk.target): \(error)"); break
+            }
+        }
+        if failure != nil {
+            for control in taken { _ = try? await ControlClient.shared.call(control, BlockBackendControl.snapshotDelete(s.name)) }
+        }
+        // The rings go on (and the vCPUs, if they ran) before the memory state is copied.
+        _ = try? await hypervisor(uuid, HypervisorControl.command(wasPaused ? .release : .resume))
+        if let failure { throw failure }
+        try? ProcessControl.makeDirectories(paths.snapshotDirectory(name))
+        do {
+            try await SaveImage.write(from: machineState, xml: DomainXML.format(live.definition), paused: wasPaused,
+                                      to: memoryStateFile(name, s.name))
+        } catch {
+            for control in taken { _ = try? await ControlClient.shared.call(control, BlockBackendControl.snapshotDelete(s.name)) }
+            throw error
+        }
+        if halt { try await destroy(uuid) }
+    }
+
+    /// A stopped domain: each image's snapshot taken by apusd.
+    private func takeOffline(_ def: DomainDefinition, name: String, disks: [DomainSnapshot.Disk]) async throws(ToolstackError) {
+        let paths = disks.compactMap { d in def.disks.first { $0.target == d.target }?.source }
+        let seconds = UInt32(truncatingIfNeeded: Clock.realtime().seconds)
+        try await Blocking.run("apus-snapshot") { () throws(ToolstackError) in
+            var done: [Qcow2Image] = []
+            for path in paths {
+                do {
+                    let image = try Qcow2Image(path: path, readOnly: false)
+                    try image.createSnapshot(name: name, dateSeconds: seconds)
+                    done.append(image)
+                } catch {
+                    for image in done { try? image.deleteSnapshot(name) }
+                    throw .failed("snapshot of \(path): \(error)")
+                }
+            }
+        }
+    }
+
+    // MARK: revert
+
+    /// DOMAIN_REVERT_TO_SNAPSHOT: the disks go back to the snapshot, and
+    /// the domain to the state it was taken in (a running or paused one
+    /// from its memory state, in a new apus-hv with new backends), or as
+    /// `target` says.
+    public func revertToSnapshot(_ uuid: DomainUUID, _ name: String, target: SnapshotRevertTarget) async throws(ToolstackError) {
+        let (d, s, _) = try snapshot(uuid, name)
+        guard let snapshotDef = s.domain else { throw .failed("snapshot '\(name)' has no domain definition") }
+        let memory = memoryStateFile(d.name, s.name)
+        if s.memory, !FileSystem.exists(memory) { throw .failed("the memory state of snapshot '\(name)' is missing (\(memory))") }
+        // What runs now stops; the disks go back while no backend has them open.
+        if let live = d.live {
+            guard !live.destroying else { throw .invalidState("domain is being destroyed") }
+            domains[uuid]?.live?.destroying = true
+            await Supervisor.terminate(live.record)
+            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFromSnapshot,
+                          events: [.lifecycle(event: LifecycleEvent.stopped, detail: LifecycleEvent.stoppedFromSnapshot)])
+        }
+        let def = try await resolveVolumes(snapshotDef)
+        let images = s.disks.filter { $0.mode == .internal }.compactMap { disk in def.disks.first { $0.target == disk.target }?.source }
+        try await Blocking.run("apus-snapshot") { () throws(ToolstackError) in
+            for path in images {
+                do {
+                    try Qcow2Image(path: path, readOnly: false).applySnapshot(name)
+                } catch {
+                    throw .failed("revert of \(path) to snapshot '\(name)': \(error)")
+                }
+            }
+        }
+        FileSystem.remove(paths.managedSaveImage(d.name))
+        try setCurrentSnapshot(d.name, s.name)
+        let paused: Bool
+        switch target {
+        case .asTaken:
+            guard s.state == .running || s.state == .paused else { return }
+            paused = s.state == .paused
+        case .running: paused = false
+        case .paused: paused = true
+        }
+        if domains[uuid] == nil { domains[uuid] = Domain(config: nil) }
+        if s.memory {
+            _ = try await start(uuid, paused: paused, definition: snapshotDef, restoreFrom: memory, fromSnapshot: true)
+        } else {
+            _ = try await start(uuid, paused: paused, definition: snapshotDef, forceBoot: true, fromSnapshot: true)
+        }
+    }
+
+    // MARK: delete
+
+    /// DOMAIN_SNAPSHOT_DELETE: the snapshot (and with `scope` its
+    /// descendants, or only them) leaves each qcow2 disk and the metadata;
+    /// children move up to its parent. `metadataOnly` keeps the disks' snapshots.
+    public func deleteSnapshot(_ uuid: DomainUUID, _ name: String, scope: SnapshotDeleteScope, metadataOnly: Bool) async throws(ToolstackError) {
+        let (d, s, _) = try snapshot(uuid, name)
+        var doomed: [String] = []
+        if scope != .itself {
+            doomed = try snapshotChildren(uuid, of: name, descendants: true, filter: SnapshotFilter())
+        }
+        if scope != .childrenOnly { doomed.append(name) }
+        _ = s
+        for victim in doomed.reversed() where !metadataOnly {
+            try await deleteDiskSnapshots(uuid, d.name, victim)
+        }
+        // Metadata: children of a deleted snapshot move up to its parent; current moves up too.
+        var (list, current) = snapshots(of: d.name)
+        for victim in doomed {
+            guard let gone = list.first(where: { $0.name == victim }) else { continue }
+            list.removeAll { $0.name == victim }
+            for i in list.indices where list[i].parent == victim {
+                list[i].parent = gone.parent
+                try storeSnapshot(d.name, list[i], current: list[i].name == current)
+            }
+            if current == victim { current = gone.parent }
+            FileSystem.remove(paths.snapshotDirectory(d.name) + "/" + victim + ".xml")
+            FileSystem.remove(memoryStateFile(d.name, victim))
+        }
+        if let current, let s = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, s, current: true) }
+    }
+
+    /// Removes one snapshot from each qcow2 disk it covers: through the
+    /// backends (rings held) when the domain runs, else directly.
+    private func deleteDiskSnapshots(_ uuid: DomainUUID, _ domainName: String, _ name: String) async throws(ToolstackError) {
+        let (d, s, _) = try snapshot(uuid, name)
+        let targets = s.disks.filter { $0.mode == .internal }.map(\.target)
+        guard !targets.isEmpty else { return }
+        if let live = d.live {
+            let wasPaused = d.state == .paused
+            _ = try await hypervisor(uuid, HypervisorControl.command(.hold))
+            var failure: ToolstackError?
+            for target in targets {
+                guard let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == target }) else { continue }
+                do {
+                    _ = try await ControlClient.shared.call(backend.control, BlockBackendControl.snapshotDelete(name),
+                                                            timeoutMilliseconds: Self.saveTimeoutMilliseconds)
+                } catch {
+                    failure = .failed("deleting snapshot '\(name)' of disk \(target): \(error)")
+                    break
+                }
+            }
+            _ = try? await hypervisor(uuid, HypervisorControl.command(wasPaused ? .release : .resume))
+            if let failure { throw failure }
+            return
+        }
+        guard let config = d.config else { return }
+        let def = try await resolveVolumes(config)
+        let images = targets.compactMap { t in def.disks.first { $0.target == t }?.source }
+        try await Blocking.run("apus-snapshot") { () throws(ToolstackError) in
+            for path in images {
+                do {
+                    let image = try Qcow2Image(path: path, readOnly: false)
+                    // Already gone from this image (an earlier, interrupted delete): nothing to do.
+                    guard image.snapshots.contains(where: { $0.name == name }) else { continue }
+                    try image.deleteSnapshot(name)
+                } catch {
+                    throw .failed("deleting snapshot '\(name)' of \(path): \(error)")
+                }
+            }
+        }
+    }
+
+    /// Forgets every snapshot's metadata (undefine --snapshots-metadata).
+    func removeSnapshotMetadata(_ domain: String) {
+        let dir = paths.snapshotDirectory(domain)
+        for f in ProcessControl.directoryEntries(dir) { FileSystem.remove(dir + "/" + f) }
+        try? FileSystem.removeDirectory(dir)
+    }
+}
+
+/// virDomainSnapshotListFlags' filters, as a predicate.
+public struct SnapshotFilter: Sendable {
+    public var rootsOnly = false
+    public var leaves: Bool?
+    /// nil: any; true: running or paused (memory); false: shut off.
+    public var active: Bool?
+    public var diskOnly = false
+    /// Asked for snapshots of a kind apusd never makes (without metadata, external).
+    public var admitsNone = false
+    public init() {}
+
+    func admits(_ s: DomainSnapshot, in list: [DomainSnapshot]) -> Bool {
+        if admitsNone { return false }
+        if rootsOnly, s.parent != nil { return false }
+        if let leaves {
+            let isLeaf = !list.contains { $0.parent == s.name }
+            if isLeaf != leaves { return false }
+        }
+        if let active, (s.state == .running || s.state == .paused) != active { return false }
+        if diskOnly, s.state != .diskSnapshot { return false }
+        return true
+    }
+}
