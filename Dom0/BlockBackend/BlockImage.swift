@@ -68,6 +68,12 @@ public final class BlockImage: @unchecked Sendable {
         }
     }
 
+    /// Flushes the image and gives back what a qcow2 image reserved ahead
+    /// (apus-blkback, shutting down with nothing in flight).
+    public func close() {
+        try? (disk as? Qcow2Image)?.close()
+    }
+
     /// The qcow2 image internal snapshots live in (others refuse them, as QEMU does).
     func snapshotImage() throws(OpenError) -> Qcow2Image {
         guard let q = disk as? Qcow2Image else {

@@ -175,6 +175,8 @@ struct BlockBackendCommand: ParsableCommand {
         try controlThread.start()
         server.run()
         controlThread.join()
+        // The session is over (SIGTERM): nothing is in flight.
+        disk.close()
     }
 }
 

@@ -214,15 +214,20 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     }
 
     deinit {
-        if !readOnly {
-            // Reserved clusters nothing used go back (else they leak).
-            lock.withLock { _ in
-                for c in reserved { try? adjustRefcount(cluster: c, by: -1) }
-                reserved = []
-            }
-            try? flush()
-        }
+        try? close()
         file.close()
+    }
+
+    /// Gives back the reserved clusters nothing used (else they leak) and
+    /// flushes: what an owner shutting down calls once no request is in
+    /// flight. The image stays usable (a write reserves clusters again).
+    public func close() throws(DiskImageError) {
+        guard !readOnly else { return }
+        try lock.withLock { _ throws(DiskImageError) in
+            for c in reserved { try adjustRefcount(cluster: c, by: -1) }
+            reserved = []
+            try lockedFlush()
+        }
     }
 
     static func directory(of path: String) -> String {

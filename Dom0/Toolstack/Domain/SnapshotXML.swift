@@ -14,7 +14,9 @@ public struct DomainSnapshot: Equatable, Sendable {
     public struct Disk: Equatable, Sendable {
         public var target: String
         public var mode: DiskMode
-        public init(target: String, mode: DiskMode) { self.target = target; self.mode = mode }
+        /// An external snapshot's new image (the overlay the disk writes to afterwards).
+        public var source: String?
+        public init(target: String, mode: DiskMode, source: String? = nil) { self.target = target; self.mode = mode; self.source = source }
     }
 
     public var name: String
@@ -68,7 +70,9 @@ public struct DomainSnapshot: Equatable, Sendable {
             guard let target = d.attribute("name") else { throw .xml("a snapshot <disk> needs a name") }
             let modeName = d.attribute("snapshot") ?? (d.element("source") != nil ? "external" : "internal")
             guard let mode = DiskMode(rawValue: modeName) else { throw .xml("unknown snapshot mode '\(modeName)' for disk \(target)") }
-            s.disks.append(Disk(target: target, mode: mode))
+            let source = d.element("source").flatMap { $0.attribute("file") }
+            if let source, !source.hasPrefix("/") { throw .xml("snapshot file '\(source)' for disk \(target) must be an absolute path") }
+            s.disks.append(Disk(target: target, mode: mode, source: source))
         }
         return (s, memory)
     }
@@ -85,7 +89,15 @@ public struct DomainSnapshot: Equatable, Sendable {
         out += "  <memory snapshot='\(memory ? "internal" : "no")'/>\n"
         if !disks.isEmpty {
             out += "  <disks>\n"
-            for d in disks { out += "    <disk name='\(XMLWriter.escape(d.target, attribute: true))' snapshot='\(d.mode.rawValue)'/>\n" }
+            for d in disks {
+                let name = "name='\(XMLWriter.escape(d.target, attribute: true))' snapshot='\(d.mode.rawValue)'"
+                if let source = d.source {
+                    out += "    <disk \(name) type='file'>\n      <driver type='qcow2'/>\n"
+                    out += "      <source file='\(XMLWriter.escape(source, attribute: true))'/>\n    </disk>\n"
+                } else {
+                    out += "    <disk \(name)/>\n"
+                }
+            }
             out += "  </disks>\n"
         }
         if let domain {
@@ -111,7 +123,9 @@ public struct DomainSnapshot: Equatable, Sendable {
         s.creationTime = root.childText("creationTime").flatMap { Int64($0) } ?? 0
         s.memory = root.element("memory")?.attribute("snapshot") == "internal"
         for d in root.element("disks")?.elements("disk") ?? [] {
-            if let t = d.attribute("name"), let m = d.attribute("snapshot").flatMap(DiskMode.init(rawValue:)) { s.disks.append(Disk(target: t, mode: m)) }
+            if let t = d.attribute("name"), let m = d.attribute("snapshot").flatMap(DiskMode.init(rawValue:)) {
+                s.disks.append(Disk(target: t, mode: m, source: d.element("source")?.attribute("file")))
+            }
         }
         if let dom = root.element("domain") { s.domain = try DomainXML.parse(dom, strict: false) }
         return (s, root.childText("active") == "1")

@@ -130,9 +130,6 @@ extension DomainManager {
     /// `<domainsnapshot>`; returns its name.
     public func createSnapshot(_ uuid: DomainUUID, xml: String, options: SnapshotCreateOptions) async throws(ToolstackError) -> String {
         if options.redefine { return try redefineSnapshot(uuid, xml: xml, current: options.current) }
-        guard !options.diskOnly else {
-            throw .unsupportedOperation("external (disk-only) snapshots are not supported: Apus takes internal snapshots in each qcow2 disk")
-        }
         guard !options.noMetadata else { throw .unsupportedOperation("snapshots without metadata are not supported") }
         let d = try domain(uuid)
         var (request, memoryMode) = try DomainSnapshot.parseRequest(xml)
@@ -142,6 +139,13 @@ extension DomainManager {
             throw .invalidState("domain snapshot '\(request.name)' already exists")
         }
         guard d.config != nil || d.live != nil else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        if options.diskOnly {
+            var s = try await takeExternal(uuid, request)
+            s.parent = current
+            try storeSnapshot(d.name, s, current: true)
+            if let current, let previous = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, previous, current: false) }
+            return s.name
+        }
         let live = d.live
         let running = live != nil
         guard running || memoryMode != .internal else { throw .invalidArgument("a memory snapshot needs a running domain") }
@@ -154,7 +158,7 @@ extension DomainManager {
         for disk in def.disks {
             let asked = request.disks.first { $0.target == disk.target }?.mode
             let mode = asked ?? (disk.readOnly ? .no : .internal)
-            if mode == .external { throw .unsupportedOperation("external snapshot of disk \(disk.target) is not supported") }
+            if mode == .external { throw .unsupportedOperation("external snapshot of disk \(disk.target) needs --disk-only (no memory state)") }
             if mode == .internal, disk.format != .qcow2 {
                 throw .unsupportedOperation("internal snapshot for disk \(disk.target) unsupported for storage type \(disk.format.rawValue)")
             }
@@ -232,6 +236,141 @@ extension DomainManager {
         if halt { try await destroy(uuid) }
     }
 
+    /// `--disk-only`: each disk goes on in a new qcow2 image whose backing
+    /// file is the one it had, which stays as the snapshot. A running
+    /// domain is held meanwhile; its disk's apus-blkback is replaced by one
+    /// serving the new image, which apus-hv connects to while the rings
+    /// are stopped, so the guest sees no change. The running and the
+    /// persistent definitions name the new images afterwards.
+    private func takeExternal(_ uuid: DomainUUID, _ request: DomainSnapshot) async throws(ToolstackError) -> DomainSnapshot {
+        let d = try domain(uuid)
+        guard let unresolved = d.live?.definition ?? d.config else { throw .noDomain("no domain with matching uuid '\(uuid)'") }
+        let def = try await resolveVolumes(unresolved)
+        for asked in request.disks where !def.disks.contains(where: { $0.target == asked.target }) {
+            throw .invalidArgument("no disk named '\(asked.target)'")
+        }
+        var s = request
+        s.disks = []
+        let allowed = await allowedPaths()
+        var overlays: [(disk: DiskDefinition, overlay: String)] = []
+        for disk in def.disks {
+            let asked = request.disks.first { $0.target == disk.target }
+            let mode = asked?.mode ?? (disk.readOnly ? .no : .external)
+            guard mode != .internal else { throw .unsupportedOperation("a disk-only snapshot cannot also take disk \(disk.target) internally") }
+            guard mode == .external else { s.disks.append(.init(target: disk.target, mode: .no)); continue }
+            let overlay = asked?.source ?? Self.overlayName(disk.source, snapshot: s.name)
+            guard !FileSystem.exists(overlay) else { throw .invalidArgument("the snapshot file \(overlay) for disk \(disk.target) already exists") }
+            if case .failure(let why) = allowed.resolve(FileSystem.directory(of: overlay), "snapshot file's directory", kind: .directory) {
+                throw .denied(why.description)
+            }
+            overlays.append((disk, overlay))
+            s.disks.append(.init(target: disk.target, mode: .external, source: overlay))
+        }
+        guard !overlays.isEmpty else { throw .invalidArgument("a disk-only snapshot needs at least one disk") }
+        s.state = .diskSnapshot
+        s.memory = false
+        s.creationTime = Int64(Clock.realtime().seconds)
+        s.domain = unresolved
+        let live = d.live
+        let wasPaused = d.state == .paused
+        if live != nil { _ = try await hypervisor(uuid, HypervisorControl.command(.hold)) }
+        var failure: ToolstackError?
+        var made: [String] = []
+        do {
+            let work = overlays
+            try await Blocking.run("apus-snapshot") { () throws(ToolstackError) in
+                for (disk, overlay) in work {
+                    do {
+                        let size = try DiskImages.virtualSize(disk.source, format: disk.format)
+                        try Qcow2Image.create(path: overlay, size: size, backingFile: disk.source, backingFormat: disk.format)
+                    } catch {
+                        throw .failed("cannot create \(overlay) over \(disk.source): \(error)")
+                    }
+                }
+            }
+            made = overlays.map(\.overlay)
+            if live != nil {
+                for (disk, overlay) in overlays { try await switchDiskBackend(uuid, target: disk.target, to: overlay) }
+            }
+        } catch {
+            failure = error
+        }
+        if live != nil { _ = try? await hypervisor(uuid, HypervisorControl.command(wasPaused ? .release : .resume)) }
+        if let failure {
+            // Images no backend took are removed; a switched disk stays on its new image.
+            let inUse = Set(domains[uuid]?.live?.definition.disks.map(\.source) ?? [])
+            for path in made where !inUse.contains(path) { FileSystem.remove(path) }
+            throw failure
+        }
+        // The persistent definition goes on in the new images too.
+        if var config = domains[uuid]?.config {
+            for (disk, overlay) in overlays {
+                guard let i = config.disks.firstIndex(where: { $0.target == disk.target }) else { continue }
+                config.disks[i].type = .file
+                config.disks[i].volume = nil
+                config.disks[i].source = overlay
+                config.disks[i].format = .qcow2
+            }
+            try store.save(config)
+            domains[uuid]?.config = config
+        }
+        return s
+    }
+
+    /// libvirt's name for an external snapshot's file: the image's name
+    /// with the snapshot's name for its extension.
+    static func overlayName(_ source: String, snapshot: String) -> String {
+        let directory = FileSystem.directory(of: source)
+        var base = String(source.dropFirst(directory.count).drop { $0 == "/" })
+        if let dot = base.lastIndex(of: "."), dot != base.startIndex { base = String(base[..<dot]) }
+        return (directory == "/" ? "" : directory) + "/" + base + "." + snapshot
+    }
+
+    /// Replaces a running domain's disk backend by one serving `image`
+    /// (rings held: nothing is in flight) and waits for apus-hv to connect.
+    private func switchDiskBackend(_ uuid: DomainUUID, target: String, to image: String) async throws(ToolstackError) {
+        guard var live = domains[uuid]?.live,
+              let b = live.record.backends.firstIndex(where: { $0.kind == .disk && $0.device == target }),
+              let j = live.definition.disks.firstIndex(where: { $0.target == target }) else {
+            throw .failed("disk \(target) has no backend")
+        }
+        let old = live.record.backends[b]
+        // The old backend's exit is not a failure to restart from.
+        live.record.backends[b].pid = 0
+        domains[uuid]?.live = live
+        await Supervisor.end([old.pid])
+        FileSystem.remove(old.socket)
+        var disk = live.definition.disks[j]
+        disk.type = .file
+        disk.volume = nil
+        disk.source = image
+        disk.format = .qcow2
+        live.definition.disks[j] = disk
+        let log = try? FileDescriptor.open(paths.logs + "/" + live.definition.name + ".hypervisor.log", .log, mode: 0o600)
+        defer { log?.close() }
+        let started = try Supervisor.startDiskBackend(disk, of: live.definition, record: live.record, paths: paths, limits: limits,
+                                                      allowed: await allowedPaths(), log: log)
+        live.record.backends[b] = started
+        live.record.xml = DomainXML.format(live.definition)
+        guard var now = domains[uuid], now.live != nil else { throw .failed("the domain stopped while its disk \(target) was switched") }
+        now.live?.definition = live.definition
+        now.live?.record = live.record
+        domains[uuid] = now
+        live.record.save(paths)
+        watchBackend(uuid, device: target, pid: started.pid)
+        try await Supervisor.waitFor(started.socket, pid: started.pid, what: "disk backend for \(target)",
+                                     log: paths.logs + "/" + live.definition.name + ".hypervisor.log")
+        // apus-hv reconnects within half a second (it retries on a timer).
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(15)
+        while clock.now < deadline {
+            if let stats = try? await hypervisor(uuid, HypervisorControl.stats),
+               stats.devices.contains(where: { $0.socket == started.socket && $0.connected }) { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        throw .failed("apus-hv did not connect to the new backend of disk \(target)")
+    }
+
     /// A stopped domain: each image's snapshot taken by apusd.
     private func takeOffline(_ def: DomainDefinition, name: String, disks: [DomainSnapshot.Disk]) async throws(ToolstackError) {
         let paths = disks.compactMap { d in def.disks.first { $0.target == d.target }?.source }
@@ -259,6 +398,9 @@ extension DomainManager {
     /// `target` says.
     public func revertToSnapshot(_ uuid: DomainUUID, _ name: String, target: SnapshotRevertTarget) async throws(ToolstackError) {
         let (d, s, _) = try snapshot(uuid, name)
+        guard !s.disks.contains(where: { $0.mode == .external }) else {
+            throw .unsupportedOperation("revert to external snapshot not supported yet")
+        }
         guard let snapshotDef = s.domain else { throw .failed("snapshot '\(name)' has no domain definition") }
         let memory = memoryStateFile(d.name, s.name)
         if s.memory, !FileSystem.exists(memory) { throw .failed("the memory state of snapshot '\(name)' is missing (\(memory))") }
@@ -282,6 +424,13 @@ extension DomainManager {
             }
         }
         FileSystem.remove(paths.managedSaveImage(d.name))
+        // The domain is defined as it was then (libvirt does the same): its
+        // disks name the images the snapshot is in.
+        if var now = domains[uuid], now.config != nil {
+            try store.save(snapshotDef)
+            now.config = snapshotDef
+            domains[uuid] = now
+        }
         try setCurrentSnapshot(d.name, s.name)
         let paused: Bool
         switch target {
@@ -311,6 +460,11 @@ extension DomainManager {
             doomed = try snapshotChildren(uuid, of: name, descendants: true, filter: SnapshotFilter())
         }
         if scope != .childrenOnly { doomed.append(name) }
+        if !metadataOnly {
+            let (list, _) = snapshots(of: d.name)
+            let external = list.filter { doomed.contains($0.name) && $0.disks.contains { $0.mode == .external } }.count
+            if external > 0 { throw .unsupportedOperation("deletion of \(external) external disk snapshots not supported yet (--metadata removes their metadata)") }
+        }
         _ = s
         for victim in doomed.reversed() where !metadataOnly {
             try await deleteDiskSnapshots(uuid, d.name, victim)
@@ -331,33 +485,48 @@ extension DomainManager {
         if let current, let s = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, s, current: true) }
     }
 
-    /// Removes one snapshot from each qcow2 disk it covers: through the
-    /// backends (rings held) when the domain runs, else directly.
+    /// Removes one snapshot from each qcow2 image it was taken in (the
+    /// disks' images then, from the snapshot's definition): through the
+    /// backend (rings held) when a running domain's disk still uses that
+    /// image, else directly. An image that became the backing file of a
+    /// running domain's disk (a disk-only snapshot since) waits for the
+    /// domain to stop.
     private func deleteDiskSnapshots(_ uuid: DomainUUID, _ domainName: String, _ name: String) async throws(ToolstackError) {
         let (d, s, _) = try snapshot(uuid, name)
         let targets = s.disks.filter { $0.mode == .internal }.map(\.target)
         guard !targets.isEmpty else { return }
-        if let live = d.live {
+        guard let taken = s.domain ?? d.config else { return }
+        let then = try await resolveVolumes(taken)
+        var direct: [String] = []
+        var throughBackends: [RuntimeRecord.Backend] = []
+        for target in targets {
+            guard let image = then.disks.first(where: { $0.target == target })?.source else { continue }
+            if let live = d.live, live.definition.disks.contains(where: { $0.target == target && $0.source == image }),
+               let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == target }) {
+                throughBackends.append(backend)
+            } else if let live = d.live, live.definition.disks.contains(where: { ImageFiles.chain($0.source, format: $0.format).contains { $0.path == image } }) {
+                throw .invalidState("snapshot '\(name)' lives in \(image), now a backing file of the running domain: delete it once the domain is stopped")
+            } else {
+                direct.append(image)
+            }
+        }
+        if !throughBackends.isEmpty {
             let wasPaused = d.state == .paused
             _ = try await hypervisor(uuid, HypervisorControl.command(.hold))
             var failure: ToolstackError?
-            for target in targets {
-                guard let backend = live.record.backends.first(where: { $0.kind == .disk && $0.device == target }) else { continue }
+            for backend in throughBackends {
                 do {
                     _ = try await ControlClient.shared.call(backend.control, BlockBackendControl.snapshotDelete(name),
                                                             timeoutMilliseconds: Self.saveTimeoutMilliseconds)
                 } catch {
-                    failure = .failed("deleting snapshot '\(name)' of disk \(target): \(error)")
+                    failure = .failed("deleting snapshot '\(name)' of disk \(backend.device): \(error)")
                     break
                 }
             }
             _ = try? await hypervisor(uuid, HypervisorControl.command(wasPaused ? .release : .resume))
             if let failure { throw failure }
-            return
         }
-        guard let config = d.config else { return }
-        let def = try await resolveVolumes(config)
-        let images = targets.compactMap { t in def.disks.first { $0.target == t }?.source }
+        let images = direct
         try await Blocking.run("apus-snapshot") { () throws(ToolstackError) in
             for path in images {
                 do {

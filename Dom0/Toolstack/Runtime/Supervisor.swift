@@ -418,6 +418,26 @@ enum Supervisor {
         _ = ProcessControl.reapChildren()
     }
 
+    /// Ends processes: SIGTERM, then as ``awaitExit(_:)``.
+    static func end(_ pids: [Int32]) async {
+        for pid in pids { ProcessControl.signal(pid, SIGTERM) }
+        await awaitExit(pids)
+    }
+
+    /// Waits for processes told to end (SIGTERM) to exit: 5 s, then SIGKILL.
+    static func awaitExit(_ pids: [Int32]) async {
+        let clock = ContinuousClock()
+        var deadline = clock.now + .seconds(5)
+        while pids.contains(where: isRunning) && clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+            _ = ProcessControl.reapChildren()
+        }
+        for pid in pids where isRunning(pid) { ProcessControl.signal(pid, SIGKILL) }
+        deadline = clock.now + .seconds(2)
+        while pids.contains(where: isRunning) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        _ = ProcessControl.reapChildren()
+    }
+
     /// Kills whatever is left of a domain and removes its runtime state.
     static func stop(_ record: RuntimeRecord, paths: ApusPaths) async {
         if record.hypervisorPid > 0, ProcessControl.isAlive(record.hypervisorPid) {
@@ -430,10 +450,16 @@ enum Supervisor {
                 await NetbackPorts.detach(b, paths: paths)
             }
         }
-        _ = ProcessControl.reapChildren()
+        // A disk backend flushes its image as it exits: the domain is off
+        // once it has, so what comes next (a snapshot, qemu-img, a restore)
+        // finds the image still.
+        await awaitExit(record.backends.filter { $0.owned && $0.kind == .disk && $0.pid > 0 }.map(\.pid))
+        let clock = ContinuousClock()
+        var deadline = clock.now
         if let path = record.cgroup {
             // Gone once its last process is (the backends end on SIGTERM).
-            let cgroup = DomainCgroup(path: path), clock = ContinuousClock(), deadline = clock.now + .seconds(3)
+            let cgroup = DomainCgroup(path: path)
+            deadline = clock.now + .seconds(3)
             while !cgroup.remove() && clock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(5))
                 _ = ProcessControl.reapChildren()

@@ -57,6 +57,10 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
         /// across backend restarts and handed to each new backend, until
         /// the guest resets the device.
         var inflight: (shape: VhostUserInflight, fd: OwnedDescriptor)?
+        /// Its rings were stopped by ``quiesce()`` and nothing is in flight;
+        /// a backend that reconnects meanwhile (a disk switched to a new
+        /// image) is set up only when ``resume`` starts them again.
+        var quiesced = false
     }
     private let state = Mutex(State())
     /// Offered to the driver: fixed at the first connection (the guest may
@@ -203,12 +207,14 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             for (i, q) in active.queues.enumerated() {
                 bases.append(q.ready ? try frontend.getVringBase(UInt32(i)) : 0)
             }
+            s.quiesced = true
             return bases
         }
     }
 
     private func start(features: UInt64, queues: [VirtioQueueConfig], bases: [UInt16]?) -> Bool {
         state.withLock { s in
+            s.quiesced = false
             guard let frontend = s.frontend else {
                 s.active = Active(features: features, queues: queues)
                 s.disconnectedWhileActive = true
@@ -233,6 +239,7 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
                 }
             }
             s.active = nil
+            s.quiesced = false
             s.disconnectedWhileActive = false
             // A reset device starts with nothing in flight: a fresh region next time.
             s.inflight = nil
@@ -293,7 +300,8 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             s.frontend?.close()
             s.frontend = nil
             s.disconnectedWhileActive = s.active != nil
-            return (s.active != nil, s.inflight != nil)
+            // Quiesced rings have nothing in flight: nothing to lose.
+            return (s.active != nil, s.inflight != nil || s.quiesced)
         }
         Log.warning("\(kind.name) backend \(socketPath) went away; reconnecting\(tracked ? " (its requests in flight wait for it)" : "")")
         if wasActive && !tracked { transport?.signalNeedsReset() }
@@ -311,7 +319,8 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
     /// running and no request was in flight, it resumes transparently.
     func tryReconnect() -> Bool {
         guard let frontend = try? VhostUserFrontend(path: socketPath) else { return false }
-        let resumed = state.withLock { s -> Bool? in
+        enum Outcome { case resumed, notResumed, held }
+        let outcome = state.withLock { s -> Outcome? in
             guard let h = try? Self.handshake(frontend, kind: kind) else {
                 frontend.close()
                 return nil
@@ -320,7 +329,12 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
             s.backendFeatures = h.features
             s.protocolFeatures = h.protocolFeatures
             if !h.config.isEmpty { s.config = h.config }
-            guard let active = s.active else { return false }
+            guard let active = s.active else { return .notResumed }
+            // Held rings start when the machine releases them, at their bases.
+            if s.quiesced {
+                s.disconnectedWhileActive = false
+                return .held
+            }
             // With the inflight region the new backend resubmits what the old
             // one took and never completed, and resumes the avail ring after
             // it (from used.idx on). Without it, resume only if nothing was
@@ -332,24 +346,28 @@ public final class VhostUserDevice: VirtioDeviceModel, @unchecked Sendable {
                 guard q.ready else { bases.append(0); continue }
                 guard let avail = try? memory.read(UInt16.self, at: GuestAddress(q.availRing + 2)),
                       let used = try? memory.read(UInt16.self, at: GuestAddress(q.usedRing + 2)),
-                      tracked || avail == used else { return false }
+                      tracked || avail == used else { return .notResumed }
                 bases.append(used)
             }
-            guard h.features & active.features == active.features & s.backendFeatures else { return false }
+            guard h.features & active.features == active.features & s.backendFeatures else { return .notResumed }
             do {
                 try setUp(frontend, s: &s, features: active.features, queues: active.queues, bases: bases)
                 s.disconnectedWhileActive = false
-                return true
+                return .resumed
             } catch {
-                return false
+                return .notResumed
             }
         }
-        guard let resumed else { return false }
-        Log.warning("\(kind.name) backend \(socketPath) is back\(resumed ? "; device resumed" : "; the guest must reset the device")")
-        if resumed {
+        guard let outcome else { return false }
+        switch outcome {
+        case .resumed:
+            Log.warning("\(kind.name) backend \(socketPath) is back; device resumed")
             transport?.clearNeedsReset()
-        } else if state.withLock({ $0.active != nil }) {
-            transport?.signalNeedsReset()
+        case .held:
+            Log.warning("\(kind.name) backend \(socketPath) is back; its rings start when the machine is released")
+        case .notResumed:
+            Log.warning("\(kind.name) backend \(socketPath) is back; the guest must reset the device")
+            if state.withLock({ $0.active != nil }) { transport?.signalNeedsReset() }
         }
         return true
     }
