@@ -157,6 +157,23 @@ struct ApusdVirshTests {
         #expect(try d.virsh("restore", d.rootPath + "/bad.save").output.contains("fails its checksum"))
         #expect(try d.virsh("restore", "/etc/hostname").output.contains("not an Apus saved-state file"))
         #expect(virshRows(try d.ok("list", "--all")) == ["0 Domain-0 running"])
+
+        // libvirt-python's calls for the same: save, restore, managed save, start from it.
+        _ = try d.ok("define", try d.file("py.xml", d.stubDomainXML("py")))
+        _ = try d.ok("start", "py")
+        let script = """
+            import libvirt, sys
+            c = libvirt.open(sys.argv[1]); dom = c.lookupByName('py'); image = sys.argv[2]
+            dom.save(image); print('saved', dom.state())
+            c.restore(image); dom = c.lookupByName('py'); print('restored', dom.state())
+            dom.managedSave(0); print('managed', dom.hasManagedSaveImage(0), dom.state())
+            dom.create(); print('started', dom.state(), dom.hasManagedSaveImage(0))
+            print('xml', '<name>py</name>' in c.saveImageGetXMLDesc(image, 0))
+            """
+        let py = try runProcess("/usr/bin/python3", ["-c", script, d.uri, d.rootPath + "/py.save"], timeout: 120)
+        // state() is [state, reason]: shut off (saved) is [5, 5], running (restored) [1, 3].
+        #expect(py.output.contains("saved [5, 5]") && py.output.contains("restored [1, 3]") && py.output.contains("managed 1 [5, 5]")
+                && py.output.contains("started [1, 3] 0") && py.output.contains("xml True"), "\(py.output)")
     }
 
     /// Internal snapshots through the real virsh (and libvirt-python):
@@ -347,13 +364,15 @@ struct ApusdVirshTests {
         #expect(d.stop() == 0)
         // apusd is gone; the domain's apus-hv is not
         #expect(try runProcess("/usr/bin/pgrep", ["-f", d.rootPath + "/run/apus/domains/survivor/control"]).output == pidBefore)
-        // What a save apusd did not see through leaves: apus-hv paused, a partial state file.
+        // What a save or snapshot apusd did not see through leaves: apus-hv
+        // held (paused, rings stopped), a partial state file.
         let run = d.rootPath + "/run/apus/domains/survivor"
-        _ = try TestSupport.control(run + "/control.sock", HypervisorControl.command(.pause))
+        _ = try TestSupport.control(run + "/control.sock", HypervisorControl.command(.hold))
         try writeFile(run + "/save.state", Array("partial".utf8))
+        try writeFile(run + "/snapshot.state", Array("partial".utf8))
         try d.start()
         #expect(try d.ok("domstate", "--reason", "survivor").contains("paused"), "the state apus-hv reports, not the record's")
-        #expect(!fileExists(run + "/save.state"))
+        #expect(!fileExists(run + "/save.state") && !fileExists(run + "/snapshot.state"))
         _ = try d.ok("resume", "survivor")
         #expect(try d.ok("domstate", "--reason", "survivor").contains("running"))
         #expect(try d.ok("domid", "survivor").contains("1"))
