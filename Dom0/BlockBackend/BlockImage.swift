@@ -83,9 +83,14 @@ public final class BlockImage: @unchecked Sendable {
     }
 
     /// Takes an internal snapshot of the disk; nothing may be in flight.
+    /// One of the same name is replaced, as QEMU's savevm replaces it (apusd
+    /// asks only for names its metadata does not hold: what is replaced is
+    /// a leftover of a snapshot it did not see through, or qemu-img's).
     public func createSnapshot(name: String, dateSeconds: UInt32) throws(OpenError) -> Qcow2Snapshot {
         do {
-            return try snapshotImage().createSnapshot(name: name, dateSeconds: dateSeconds)
+            let image = try snapshotImage()
+            if image.snapshots.contains(where: { $0.name == name }) { try image.deleteSnapshot(name) }
+            return try image.createSnapshot(name: name, dateSeconds: dateSeconds)
         } catch let e as OpenError {
             throw e
         } catch {

@@ -10,8 +10,9 @@ public enum BlockBackendControl {
         /// interrupt). Shrinking is refused: it would discard guest data.
         case resize(bytes: UInt64)
         /// Takes an internal snapshot of a qcow2 image (`qemu-img snapshot
-        /// -l` lists it), dated `seconds` since the epoch. Refused while a
-        /// ring runs: the frontend stops them first (apus-hv `save PATH held`).
+        /// -l` lists it), dated `seconds` since the epoch, replacing one of
+        /// the same name (as QEMU's savevm does). Refused while a ring runs:
+        /// the frontend stops them first (apus-hv `save PATH held`).
         case snapshotCreate(name: String, seconds: UInt32)
         /// Deletes an internal snapshot (by ID, else by name), rings stopped too.
         case snapshotDelete(name: String)

@@ -380,6 +380,8 @@ extension DomainManager {
             for path in paths {
                 do {
                     let image = try Qcow2Image(path: path, readOnly: false)
+                    // A leftover of the same name (apusd has no metadata for it) is replaced, as savevm does.
+                    if image.snapshots.contains(where: { $0.name == name }) { try image.deleteSnapshot(name) }
                     try image.createSnapshot(name: name, dateSeconds: seconds)
                     done.append(image)
                 } catch {
