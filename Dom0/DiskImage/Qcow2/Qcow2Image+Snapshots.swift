@@ -40,7 +40,9 @@ extension Qcow2Image {
                 try writeMetadata(encodeL1(l1), at: copyOffset)
                 markMetadata(copyOffset, bytes: bytes)
             }
-            let next = (snapshotList.compactMap { UInt64($0.id) }.max() ?? 0) + 1
+            // The next number (QEMU's rule), skipping any an odd table already holds.
+            var next = (snapshotList.compactMap { UInt64($0.id) }.max() ?? 0) &+ 1
+            while snapshotList.contains(where: { $0.id == String(next) }) { next &+= 1 }
             let snapshot = Qcow2Snapshot(id: String(next), name: name, l1TableOffset: copyOffset, l1Size: UInt32(l1.count),
                                          dateSeconds: dateSeconds, dateNanoseconds: dateNanoseconds,
                                          vmClockNanoseconds: vmClockNanoseconds, vmStateSize: 0, diskSize: header.size)
@@ -60,6 +62,7 @@ extension Qcow2Image {
             try lockedFlush()
             var target = try readL1(s)
             let size = s.diskSize ?? header.size
+            guard size <= Qcow2Spec.maximumVirtualSize else { throw .malformed("snapshot '\(s.name)' records a disk of \(size) bytes") }
             guard UInt64(target.count) >= Qcow2Header.l1Entries(size: size, clusterBits: header.clusterBits) else {
                 throw .malformed("snapshot '\(s.name)' has an L1 table too small for its \(size) bytes")
             }

@@ -182,7 +182,9 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         for e in refcountTable where e & Qcow2Spec.refcountTableOffsetMask != 0 { mark(e & Qcow2Spec.refcountTableOffsetMask, bytes: cs) }
         for e in l1 where e & Qcow2Spec.Entry.offsetMask != 0 { mark(e & Qcow2Spec.Entry.offsetMask, bytes: cs) }
         if h.snapshotCount > 0 {
-            guard h.snapshotsOffset % cs == 0, h.snapshotsOffset >= cs else { throw .malformed("\(path): the snapshot table is not cluster aligned") }
+            guard h.snapshotsOffset % cs == 0, h.snapshotsOffset >= cs, h.snapshotsOffset < fileSize else {
+                throw .malformed("\(path): the snapshot table is not cluster aligned inside the file")
+            }
             let (table, bytes) = try Qcow2Image.readSnapshotTable(fd, h, fileSize: fileSize)
             snapshotList = table
             snapshotTableBytes = bytes

@@ -66,7 +66,8 @@ public enum Qcow2SnapshotTable {
             guard end <= b.count else { return nil }
             guard l1Offset % clusterSize == 0 else { throw bad("snapshot \(k)'s L1 table is not cluster aligned") }
             guard UInt64(l1Size) * 8 <= UInt64(Qcow2Spec.maximumL1Bytes) else { throw bad("snapshot \(k)'s L1 table of \(l1Size) entries is too large") }
-            guard l1Size == 0 || (l1Offset >= clusterSize && l1Offset + UInt64(l1Size) * 8 <= fileSize) else {
+            let (l1End, overflow) = l1Offset.addingReportingOverflow(UInt64(l1Size) * 8)
+            guard l1Size == 0 || (l1Offset >= clusterSize && !overflow && l1End <= fileSize) else {
                 throw bad("snapshot \(k)'s L1 table lies outside the file")
             }
             let e = o + fixedLength
