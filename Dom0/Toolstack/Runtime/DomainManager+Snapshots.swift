@@ -59,6 +59,13 @@ extension DomainManager {
         }
     }
 
+    /// Keeps a snapshot just taken as the current one; `previous` (the
+    /// current one until now) no longer is.
+    func storeNewCurrent(_ domain: String, _ s: DomainSnapshot, previous: DomainSnapshot?) throws(ToolstackError) {
+        try storeSnapshot(domain, s, current: true)
+        if let previous { try storeSnapshot(domain, previous, current: false) }
+    }
+
     /// Marks `name` (or nothing) as the current snapshot.
     func setCurrentSnapshot(_ domain: String, _ name: String?) throws(ToolstackError) {
         let (list, current) = snapshots(of: domain)
@@ -90,11 +97,11 @@ extension DomainManager {
     public func snapshotChildren(_ uuid: DomainUUID, of name: String, descendants: Bool, filter: SnapshotFilter) throws(ToolstackError) -> [String] {
         let (d, _, _) = try snapshot(uuid, name)
         let (list, _) = snapshots(of: d.name)
-        var found: [String] = []
+        var found: Set<String> = []
         var frontier = [name]
         while let next = frontier.popLast() {
-            for s in list where s.parent == next {
-                found.append(s.name)
+            // A set, so metadata whose parents loop cannot loop this.
+            for s in list where s.parent == next && s.name != name && found.insert(s.name).inserted {
                 if descendants { frontier.append(s.name) }
             }
         }
@@ -142,8 +149,7 @@ extension DomainManager {
         if options.diskOnly {
             var s = try await takeExternal(uuid, request)
             s.parent = current
-            try storeSnapshot(d.name, s, current: true)
-            if let current, let previous = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, previous, current: false) }
+            try storeNewCurrent(d.name, s, previous: list.first { $0.name == current })
             return s.name
         }
         let live = d.live
@@ -181,8 +187,7 @@ extension DomainManager {
             s.state = .shutoff
             try await takeOffline(def, name: s.name, disks: taking)
         }
-        try storeSnapshot(d.name, s, current: true)
-        if let current, let previous = list.first(where: { $0.name == current }) { try storeSnapshot(d.name, previous, current: false) }
+        try storeNewCurrent(d.name, s, previous: list.first { $0.name == current })
         return s.name
     }
 
@@ -219,9 +224,7 @@ extension DomainManager {
                 failure = .failed("snapshot of disk \(disk.target): \(error)"); break
             }
         }
-        if failure != nil {
-            for control in taken { _ = try? await ControlClient.shared.call(control, BlockBackendControl.snapshotDelete(s.name)) }
-        }
+        if failure != nil { await Self.deleteDiskSnapshots(taken, s.name) }
         // The rings go on (and the vCPUs, if they ran) before the memory state is copied.
         _ = try? await hypervisor(uuid, HypervisorControl.command(wasPaused ? .release : .resume))
         if let failure { throw failure }
@@ -230,10 +233,15 @@ extension DomainManager {
             try await SaveImage.write(from: machineState, xml: DomainXML.format(live.definition), paused: wasPaused,
                                       to: memoryStateFile(name, s.name))
         } catch {
-            for control in taken { _ = try? await ControlClient.shared.call(control, BlockBackendControl.snapshotDelete(s.name)) }
+            await Self.deleteDiskSnapshots(taken, s.name)
             throw error
         }
         if halt { try await destroy(uuid) }
+    }
+
+    /// Undoes a snapshot the backends at `controls` took (best effort).
+    private static func deleteDiskSnapshots(_ controls: [String], _ name: String) async {
+        for control in controls { _ = try? await ControlClient.shared.call(control, BlockBackendControl.snapshotDelete(name)) }
     }
 
     /// `--disk-only`: each disk goes on in a new qcow2 image whose backing
@@ -407,12 +415,8 @@ extension DomainManager {
         let memory = memoryStateFile(d.name, s.name)
         if s.memory, !FileSystem.exists(memory) { throw .failed("the memory state of snapshot '\(name)' is missing (\(memory))") }
         // What runs now stops; the disks go back while no backend has them open.
-        if let live = d.live {
-            guard !live.destroying else { throw .invalidState("domain is being destroyed") }
-            domains[uuid]?.live?.destroying = true
-            await Supervisor.terminate(live.record)
-            await stopped(uuid, record: live.record, state: .shutoff, reason: StateReason.shutoffFromSnapshot,
-                          events: [.lifecycle(event: LifecycleEvent.stopped, detail: LifecycleEvent.stoppedFromSnapshot)])
+        if d.live != nil {
+            try await destroy(uuid, reason: StateReason.shutoffFromSnapshot, detail: LifecycleEvent.stoppedFromSnapshot)
         }
         let def = try await resolveVolumes(snapshotDef)
         let images = s.disks.filter { $0.mode == .internal }.compactMap { disk in def.disks.first { $0.target == disk.target }?.source }
@@ -456,7 +460,7 @@ extension DomainManager {
     /// descendants, or only them) leaves each qcow2 disk and the metadata;
     /// children move up to its parent. `metadataOnly` keeps the disks' snapshots.
     public func deleteSnapshot(_ uuid: DomainUUID, _ name: String, scope: SnapshotDeleteScope, metadataOnly: Bool) async throws(ToolstackError) {
-        let (d, s, _) = try snapshot(uuid, name)
+        let (d, _, _) = try snapshot(uuid, name)
         var doomed: [String] = []
         if scope != .itself {
             doomed = try snapshotChildren(uuid, of: name, descendants: true, filter: SnapshotFilter())
@@ -467,7 +471,6 @@ extension DomainManager {
             let external = list.filter { doomed.contains($0.name) && $0.disks.contains { $0.mode == .external } }.count
             if external > 0 { throw .unsupportedOperation("deletion of \(external) external disk snapshots not supported yet (--metadata removes their metadata)") }
         }
-        _ = s
         for victim in doomed.reversed() where !metadataOnly {
             try await deleteDiskSnapshots(uuid, d.name, victim)
         }

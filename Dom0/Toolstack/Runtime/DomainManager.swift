@@ -652,14 +652,16 @@ public actor DomainManager {
     }
 
     /// `virsh destroy`: synchronous; the domain is off when this returns.
-    public func destroy(_ uuid: DomainUUID) async throws(ToolstackError) {
+    /// A snapshot's revert stops the domain the same way, with its own
+    /// reason and event detail.
+    public func destroy(_ uuid: DomainUUID, reason: Int32 = StateReason.shutoffDestroyed, detail: Int32 = 1) async throws(ToolstackError) {
         let (_, live) = try live(uuid)
         guard !live.destroying else { throw .invalidState("domain is being destroyed") }
         domains[uuid]?.live?.destroying = true
         let record = live.record
         await Supervisor.terminate(record)
-        await stopped(uuid, record: record, state: .shutoff, reason: StateReason.shutoffDestroyed,
-                events: [.lifecycle(event: LifecycleEvent.stopped, detail: 1)])
+        await stopped(uuid, record: record, state: .shutoff, reason: reason,
+                events: [.lifecycle(event: LifecycleEvent.stopped, detail: detail)])
     }
 
     // MARK: process exits
