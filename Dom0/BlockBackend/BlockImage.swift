@@ -20,6 +20,10 @@ public final class BlockImage: @unchecked Sendable {
     public var readOnly: Bool { disk.readOnly }
     public var format: DiskFormat { disk.format }
     public let direct: Bool
+    /// Whether the top image lives in memory (tmpfs, ramfs): its I/O is a
+    /// page copy that cannot wait for a device, cheaper done on the queue's
+    /// own thread than handed to a kernel worker and back.
+    public let inMemory: Bool
     /// The GET_ID string (20 bytes at most).
     public let serial: [UInt8]
 
@@ -49,6 +53,7 @@ public final class BlockImage: @unchecked Sendable {
         self.path = path
         self.fd = dataFD
         self.direct = direct
+        inMemory = disk.file.isInMemory
         let id = serial ?? String(path.split(separator: "/").last ?? "apus-disk")
         self.serial = Array(id.utf8.prefix(VirtioBlock.idLength))
     }
@@ -112,7 +117,13 @@ public final class BlockImage: @unchecked Sendable {
     /// The descriptor data for `extentFD` moves through: the O_DIRECT one
     /// for the top image when the guest buffers allow it.
     func dataDescriptor(for extentFD: FileDescriptor, aligned: Bool) -> FileDescriptor {
-        direct && aligned && extentFD == disk.file ? fd : extentFD
+        // In memory there is no device to bypass a cache for.
+        direct && !inMemory && aligned && extentFD == disk.file ? fd : extentFD
+    }
+
+    /// Whether I/O on `fd` is a copy to or from memory (see ``inMemory``).
+    func isInMemory(_ fd: FileDescriptor) -> Bool {
+        inMemory && fd == disk.file
     }
 
     deinit {

@@ -127,7 +127,8 @@ struct BlockBackendCommand: ParsableCommand {
         if let controlPath {
                 controlServer = try ControlServer(path: controlPath, loop: loop) { (c) throws(ControlError) -> any ControlReply in
                     func info() -> BlockBackendControl.Info {
-                        .init(image: disk.path, capacity: disk.size, readOnly: disk.readOnly, queues: queueCount, direct: disk.direct)
+                        .init(image: disk.path, capacity: disk.size, readOnly: disk.readOnly, queues: queueCount, direct: disk.direct,
+                              inMemory: disk.inMemory)
                     }
                     switch c {
                     case .stats: return device.stats.snapshot()

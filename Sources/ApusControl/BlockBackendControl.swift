@@ -88,9 +88,12 @@ public enum BlockBackendControl {
         public var readOnly: Bool
         public var queues: Int
         public var direct: Bool
+        /// The image lives in memory (tmpfs): its I/O is done on the queues' threads.
+        public var inMemory: Bool
 
-        public init(image: String, capacity: UInt64, readOnly: Bool, queues: Int, direct: Bool) {
+        public init(image: String, capacity: UInt64, readOnly: Bool, queues: Int, direct: Bool, inMemory: Bool) {
             self.image = image; self.capacity = capacity; self.readOnly = readOnly; self.queues = queues; self.direct = direct
+            self.inMemory = inMemory
         }
 
         public init(fields f: JSONFields) throws(ControlError) {
@@ -99,11 +102,13 @@ public enum BlockBackendControl {
             readOnly = try f.bool("readonly")
             queues = Int(try f.int("queues"))
             direct = try f.bool("direct")
+            inMemory = try f.bool("in_memory")
         }
 
         public var fields: [(String, JSONValue)] {
             [("image", .string(image)), ("size", .integer(Int64(clamping: capacity))), ("readonly", .bool(readOnly)),
-             ("queues", .integer(Int64(queues))), ("direct", .bool(direct))]
+             ("queues", .integer(Int64(queues))), ("direct", .bool(direct)),
+             ("in_memory", .bool(inMemory))]
         }
     }
 

@@ -212,6 +212,14 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         _ = try retryOnInterrupt { fdatasync(rawValue) }
     }
 
+    /// Whether the file lives in memory (tmpfs or ramfs): I/O on it copies
+    /// pages and never waits for a device, so it cannot block for long.
+    public var isInMemory: Bool {
+        let tmpfs = 0x0102_1994, ramfs = 0x8584_58f6
+        let type = apus_fs_type(rawValue)
+        return type == tmpfs || type == ramfs
+    }
+
     /// Sets or clears O_NONBLOCK.
     public func setNonBlocking(_ on: Bool = true) throws(Errno) {
         let flags = apus_fcntl_int(rawValue, F_GETFL, 0)

@@ -22,6 +22,7 @@
 #include <linux/capability.h>
 #include <dirent.h>
 #include <unistd.h>
+#include <sys/vfs.h>
 
 int apus_ioctl_ptr(int fd, unsigned long request, void *arg) {
     return ioctl(fd, request, arg);
@@ -33,6 +34,12 @@ int apus_ioctl_val(int fd, unsigned long request, unsigned long arg) {
 
 int apus_fcntl_int(int fd, int cmd, int arg) {
     return fcntl(fd, cmd, arg);
+}
+
+long apus_fs_type(int fd) {
+    struct statfs s;
+    if (fstatfs(fd, &s) != 0) return -1;
+    return (long)s.f_type;
 }
 
 #define APUS_MAX_FDS 16

@@ -315,6 +315,32 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 
+    /// Moves file bytes at `offset` to (read) or from (write) several guest
+    /// ranges in one system call (preadv/pwritev, at most 1024 ranges).
+    /// Returns the bytes moved, which may be fewer than asked.
+    public func transferFile(_ fd: FileDescriptor, offset: Int64, ranges: [(address: GuestAddress, count: Int)], write: Bool) throws(GuestMemoryError) -> Result<Int, Errno> {
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(ranges.count)
+        for r in ranges where r.count > 0 {
+            vectors.append(iovec(iov_base: try checkedPointer(r.address, r.count), iov_len: r.count))
+        }
+        guard !vectors.isEmpty else { return .success(0) }
+        guard vectors.count <= 1024 else { return .failure(.invalidArgument) }
+        do {
+            // SAFETY: every range was bounds-checked; the kernel moves bytes
+            // only inside them, and `vectors` outlives the call.
+            let n = try vectors.withUnsafeBufferPointer { (v) throws(Errno) -> Int in
+                try retryOnInterrupt {
+                    write ? pwritev(fd.rawValue, v.baseAddress, Int32(v.count), off_t(offset))
+                          : preadv(fd.rawValue, v.baseAddress, Int32(v.count), off_t(offset))
+                }
+            }
+            return .success(n)
+        } catch {
+            return .failure(error)
+        }
+    }
+
     /// The host address of a checked guest range, for handing to the kernel
     /// (io_uring iovecs). The bytes behind it stay guest-controlled.
     public func hostAddress(of address: GuestAddress, length: Int) throws(GuestMemoryError) -> UInt {

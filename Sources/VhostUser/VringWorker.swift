@@ -50,6 +50,11 @@ public final class Vring: @unchecked Sendable {
     let call: QueueCall
     /// Used entries were added since the last publish.
     var dirty = false
+    /// How many: a long turn publishes every ``publishBatch`` of them, so
+    /// the driver can take them and post more while the turn goes on.
+    private var unpublished = 0
+    /// Completions a turn publishes at once at most.
+    static let publishBatch = 8
     /// A kick, a start or freed room: serve it this turn.
     var wanted = true
     /// The handler's completion descriptor fired: reap this turn.
@@ -103,6 +108,8 @@ public final class Vring: @unchecked Sendable {
             dirty = true
             worker?.dirty.append(self)
         }
+        unpublished += 1
+        if unpublished >= Self.publishBatch, let worker { flush(worker.log) }
     }
 
     /// Gives back the last `count` chains taken and not completed (a frame
@@ -115,6 +122,12 @@ public final class Vring: @unchecked Sendable {
     /// Publishes the used entries and interrupts the driver if it asked.
     func publish(_ log: ErrorLog) {
         dirty = false
+        flush(log)
+    }
+
+    /// Publishes what was added, leaving the ring on the worker's list.
+    private func flush(_ log: ErrorLog) {
+        unpublished = 0
         do {
             try queue.publishUsed()
             if try queue.needsNotification() { call.signal() }
@@ -157,7 +170,7 @@ public final class VringWorker: @unchecked Sendable {
     private var nextID: UInt64 = 1
     /// Rings with used entries not yet published (the worker thread's).
     fileprivate var dirty: [Vring] = []
-    private let log = ErrorLog()
+    fileprivate let log = ErrorLog()
 
     private enum Command {
         case add(Vring)

@@ -114,4 +114,32 @@ import ApusSys
         // Out-of-range guest buffers are refused before any I/O happens.
         #expect(throws: GuestMemoryError.self) { _ = try m.readFile(memfd.fd, offset: 0, into: GuestAddress(0xFF00), count: 0x200) }
     }
+
+    /// One preadv/pwritev over several guest ranges, in order.
+    @Test func vectoredFileIOMovesEveryRangeInOneCall() throws {
+        let m = try twoRegions()
+        let memfd = try MemFD(name: "test-vectored", size: 8192)
+        try m.write(bytes: [UInt8](repeating: 1, count: 100), at: GuestAddress(0x100))
+        try m.write(bytes: [UInt8](repeating: 2, count: 50), at: GuestAddress(0x800))
+        try m.write(bytes: [UInt8](repeating: 3, count: 10), at: GuestAddress(0x300))
+        let ranges: [(address: GuestAddress, count: Int)] = [(GuestAddress(0x100), 100), (GuestAddress(0x800), 50), (GuestAddress(0x300), 10)]
+        #expect(try m.transferFile(memfd.fd, offset: 1000, ranges: ranges, write: true).get() == 160)
+        var file = [UInt8](repeating: 0, count: 160)
+        _ = try file.withUnsafeMutableBytes { try memfd.fd.read(into: $0, atOffset: 1000) }
+        #expect(file == [UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 50) + [UInt8](repeating: 3, count: 10))
+        // Read back shifted by one range: the file's bytes land in the new order.
+        let back: [(address: GuestAddress, count: Int)] = [(GuestAddress(0x500), 150), (GuestAddress(0x600), 10)]
+        #expect(try m.transferFile(memfd.fd, offset: 1000, ranges: back, write: false).get() == 160)
+        #expect(try m.readBytes(at: GuestAddress(0x500 + 99), count: 2) == [1, 2])
+        #expect(try m.readBytes(at: GuestAddress(0x600), count: 10) == [UInt8](repeating: 3, count: 10))
+        // Past the end of the file: fewer bytes than asked.
+        #expect(try m.transferFile(memfd.fd, offset: 8192 - 20, ranges: back, write: false).get() == 20)
+        // A range outside guest memory is refused before any I/O.
+        #expect(throws: GuestMemoryError.self) {
+            _ = try m.transferFile(memfd.fd, offset: 0, ranges: [(GuestAddress(0x100), 1), (GuestAddress(0xFF00), 0x200)], write: true)
+        }
+        #expect(try m.transferFile(memfd.fd, offset: 0, ranges: [], write: false).get() == 0)
+        let tooMany = Array(repeating: (address: GuestAddress(0x100), count: 1), count: 1025)
+        #expect(throws: Errno.self) { _ = try m.transferFile(memfd.fd, offset: 0, ranges: tooMany, write: false).get() }
+    }
 }

@@ -10,8 +10,8 @@ public struct TestError: Error, CustomStringConvertible {
 /// A fresh directory under /tmp, removed when the value is deinitialized.
 public final class TemporaryDirectory: @unchecked Sendable {
     public let path: String
-    public init(prefix: String = "apus-test") throws {
-        let template = "/tmp/\(prefix)-XXXXXX"
+    public init(prefix: String = "apus-test", parent: String = "/tmp") throws {
+        let template = "\(parent)/\(prefix)-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard let p = mkdtemp(&bytes) else { throw TestError("mkdtemp failed") }
         path = String(cString: p)

@@ -21,6 +21,9 @@ import VirtioDriver
         var hold = false
         /// Chains served per turn before yielding (0: no budget).
         var budget = 0
+        /// Called after each chain completed during a turn (what the driver sees then).
+        var probe: (() -> UInt16)?
+        var seen: [UInt16] = []
         var turns = 0
         init() throws { done = try EventFD() }
 
@@ -34,7 +37,10 @@ import VirtioDriver
                     if hold { held.append(c.head) }
                     return hold
                 }
-                if !holding { vring.complete(head: c.head, length: 7) }
+                if !holding {
+                    vring.complete(head: c.head, length: 7)
+                    if let probe { let u = probe(); lock.withLock { seen.append(u) } }
+                }
             }
             return budget > 0 && n == budget
         }
@@ -114,6 +120,27 @@ import VirtioDriver
         worker.add(late.vring)
         #expect(try late.eventually { try late.driver.usedIndex() == 1 })
         #expect(worker.remove(late.vring) == 1)
+    }
+
+    /// A long turn publishes its completions in batches: the driver sees
+    /// the first ones while the worker is still serving the rest.
+    @Test func aLongTurnPublishesAsItGoes() throws {
+        let r = try Rig(size: 32)
+        r.handler.probe = { [driver = r.driver] in (try? driver.usedIndex()) ?? 0 }
+        try r.post(20)
+        let worker = try VringWorker(name: "test-vring")
+        worker.add(r.vring)
+        try worker.start()
+        defer { worker.stop() }
+        #expect(try r.eventually { try r.driver.usedIndex() == 20 })
+        let seen = r.handler.lock.withLock { r.handler.seen }
+        let batch = Vring.publishBatch
+        #expect(seen.count == 20)
+        // Nothing before the first batch is full; each batch at once after it.
+        #expect(seen.prefix(batch - 1).allSatisfy { $0 == 0 }, "\(seen)")
+        #expect(seen[batch - 1] == UInt16(batch), "\(seen)")
+        #expect(seen[2 * batch - 1] == UInt16(2 * batch), "\(seen)")
+        #expect(r.eventually { r.callEvent.drain() > 0 }, "the driver is interrupted")
     }
 
     @Test func removeWaitsForChainsInFlightAndReturnsTheResumeIndex() throws {

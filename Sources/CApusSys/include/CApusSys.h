@@ -29,6 +29,8 @@ extern "C" {
 int apus_ioctl_ptr(int fd, unsigned long request, void *arg);
 int apus_ioctl_val(int fd, unsigned long request, unsigned long arg);
 int apus_fcntl_int(int fd, int cmd, int arg);
+/// The file system type (statfs f_type) `fd` is on; -1 and errno on error.
+long apus_fs_type(int fd);
 
 // sendmsg/recvmsg with SCM_RIGHTS file-descriptor passing.
 // Returns bytes sent/received or -1 with errno. On receive, *nfds_out is the
