@@ -436,9 +436,14 @@ public enum NetworkXML {
             }
             add(fe)
         }
-        if let b = d.bridge {
-            add(XMLElement("bridge", attributes: d.managesBridge ? [("name", b), ("stp", d.stp ? "on" : "off"), ("delay", String(d.delay))] : [("name", b)]))
+        // stp and delay as libvirt writes them for a bridge it makes, and
+        // whenever they are not the defaults (a definition not yet given its
+        // bridge's name keeps them).
+        var bridge: [(String, String)] = d.bridge.map { [("name", $0)] } ?? []
+        if (d.managesBridge && d.bridge != nil) || !d.stp || d.delay != 0 {
+            bridge += [("stp", d.stp ? "on" : "off"), ("delay", String(d.delay))]
         }
+        if !bridge.isEmpty { add(XMLElement("bridge", attributes: bridge)) }
         if let m = d.mtu { add(XMLElement("mtu", attributes: [("size", String(m))])) }
         if let m = d.mac { add(XMLElement("mac", attributes: [("address", m)])) }
         if let n = d.domainName {
