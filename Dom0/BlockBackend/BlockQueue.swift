@@ -245,7 +245,9 @@ final class BlockQueue: VringHandler {
             inline = false
         }
         if freeSlots.count < transfers.count || inline {
-            let ok = transfers.allSatisfy { t in Self.transferNow(write: write, memory: memory, fd: t.fd, offset: t.offset, segments: t.segments) }
+            let ok = transfers.allSatisfy { t in
+                Self.transferNow(write: write, memory: memory, fd: t.fd, offset: t.offset, segments: t.segments) == Int32(clamping: BlockRequest.total(t.segments))
+            }
             count(kind, bytes: bytes, ok: ok, elapsed: Clock.monotonicNanoseconds() - start)
             finish(request, vring, status: ok ? VirtioBlock.statusOK : VirtioBlock.statusIOError, written: ok ? usedLength - 1 : 0)
             return false
@@ -279,7 +281,6 @@ final class BlockQueue: VringHandler {
         return true
     }
 
-
     /// The part `[from, from + length)` of a request's buffers.
     static func slice(_ segments: [IOSegment], from: UInt64, length: UInt64) -> [IOSegment] {
         var out: [IOSegment] = []
@@ -310,17 +311,26 @@ final class BlockQueue: VringHandler {
     }
 
     /// A synchronous transfer: one preadv/pwritev for all the segments
-    /// (more if the kernel moves fewer bytes). False on an error or end of file.
-    static func transferNow(write: Bool, memory: GuestMemory, fd: FileDescriptor, offset: UInt64, segments: [IOSegment]) -> Bool {
+    /// (more if the kernel moves fewer bytes). The bytes moved, fewer at the
+    /// end of the file, or -errno (as an io_uring completion reports it).
+    static func transferNow(write: Bool, memory: GuestMemory, fd: FileDescriptor, offset: UInt64, segments: [IOSegment]) -> Int32 {
         let total = BlockRequest.total(segments)
         var moved: UInt64 = 0
         while moved < total {
             let rest = moved == 0 ? segments : slice(segments, from: moved, length: total - moved)
-            guard let result = try? memory.transferFile(fd, offset: Int64(offset + moved), ranges: rest.map { ($0.address, Int($0.length)) }, write: write),
-                  case .success(let n) = result, n > 0 else { return false }
-            moved += UInt64(n)
+            let result: Result<Int, Errno>
+            do {
+                result = try memory.transferFile(fd, offset: Int64(offset + moved), ranges: rest.map { ($0.address, Int($0.length)) }, write: write)
+            } catch {
+                return -Errno.badAddress.rawValue
+            }
+            switch result {
+            case .failure(let e): return -e.rawValue
+            case .success(0): return Int32(clamping: moved)
+            case .success(let n): moved += UInt64(n)
+            }
         }
-        return true
+        return Int32(clamping: moved)
     }
 
     private func count(_ kind: Pending.Kind, bytes: UInt64, ok: Bool, elapsed: UInt64) {

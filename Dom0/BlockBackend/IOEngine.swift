@@ -54,7 +54,7 @@ final class URingEngine: BlockIOEngine {
     }
 }
 
-/// Synchronous fallback: does the I/O at once with pread/pwrite.
+/// Synchronous fallback: does the I/O at once (``BlockQueue/transferNow``).
 final class SyncEngine: BlockIOEngine {
     private var done: [IOURing.Completion] = []
     let depth: Int
@@ -62,33 +62,7 @@ final class SyncEngine: BlockIOEngine {
     var completionEvent: EventFD? { nil }
 
     func transfer(write: Bool, slot: Int, fd: FileDescriptor, memory: GuestMemory, segments: [IOSegment], offset: UInt64, tag: UInt64) throws(Errno) {
-        var total = 0
-        var position = Int64(offset)
-        for s in segments {
-            var moved = 0
-            while moved < Int(s.length) {
-                let address = GuestAddress(s.address.raw + UInt64(moved))
-                let result: Result<Int, Errno>
-                do {
-                    result = write ? try memory.writeFile(fd, offset: position, from: address, count: Int(s.length) - moved)
-                                   : try memory.readFile(fd, offset: position, into: address, count: Int(s.length) - moved)
-                } catch {
-                    done.append(IOURing.Completion(tag: tag, result: -Errno.badAddress.rawValue))
-                    return
-                }
-                switch result {
-                case .failure(let e):
-                    done.append(IOURing.Completion(tag: tag, result: -e.rawValue))
-                    return
-                case .success(0):
-                    done.append(IOURing.Completion(tag: tag, result: Int32(clamping: total)))
-                    return
-                case .success(let n):
-                    moved += n; total += n; position += Int64(n)
-                }
-            }
-        }
-        done.append(IOURing.Completion(tag: tag, result: Int32(clamping: total)))
+        done.append(IOURing.Completion(tag: tag, result: BlockQueue.transferNow(write: write, memory: memory, fd: fd, offset: offset, segments: segments)))
     }
 
     func dataSync(fd: FileDescriptor, tag: UInt64) throws(Errno) {
