@@ -20,6 +20,8 @@ public final class BlockStats: Sendable {
     public let unsupported = Atomic<UInt64>(0)
     /// Malformed descriptor chains (returned with no status).
     public let malformedChains = Atomic<UInt64>(0)
+    /// Large reads from an image in memory copied by the queue's thread and its helper together.
+    public let parallelReads = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -39,6 +41,7 @@ public final class BlockStats: Sendable {
         s.errors = errors.load(ordering: .relaxed)
         s.unsupported = unsupported.load(ordering: .relaxed)
         s.malformedChains = malformedChains.load(ordering: .relaxed)
+        s.parallelReads = parallelReads.load(ordering: .relaxed)
         return s
     }
 }

@@ -53,6 +53,8 @@ public enum BlockBackendControl {
         public var unsupported: UInt64 = 0
         /// Malformed descriptor chains (completed with no status).
         public var malformedChains: UInt64 = 0
+        /// Large reads from an image in memory copied by two threads together.
+        public var parallelReads: UInt64 = 0
 
         public init() {}
 
@@ -62,6 +64,7 @@ public enum BlockBackendControl {
             ("flush_req", \.flushRequests), ("flush_total_ns", \.flushNanoseconds),
             ("discard_req", \.discardRequests), ("write_zeroes_req", \.writeZeroesRequests),
             ("errs", \.errors), ("unsupported", \.unsupported), ("malformed_chains", \.malformedChains),
+            ("parallel_reads", \.parallelReads),
         ]
 
         public init(fields f: JSONFields) throws(ControlError) {

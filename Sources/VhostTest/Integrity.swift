@@ -70,6 +70,51 @@ public enum Integrity {
             for (s, d) in batch { verify(s, try client.read(sector: s, count: d.count).data) }
             report.check("concurrent writes at QD16 land intact", batchErrors == 0 && mismatches == 0, "\(batchErrors) errors, \(mismatches) mismatched sectors")
 
+            // Large writes, then large reads, 16 at a time (a backend may
+            // spread a deep queue's large copies over threads).
+            let large = 256 // sectors: 128 KiB
+            var slabs: [UInt64] = []
+            for s in stride(from: UInt64(0), to: span - UInt64(large), by: large) where slabs.count < 16 {
+                if !(s..<(s + UInt64(large))).contains(where: used.contains) { slabs.append(s) }
+            }
+            var contents: [Int: (UInt64, [UInt8])] = [:]
+            var largeErrors = 0
+            for s in slabs {
+                let d = rng.bytes(large * 512)
+                guard let slot = try client.submit(type: VirtioBlock.typeOut, sector: s, data: d) else { throw HarnessError("no free request slot") }
+                contents[slot] = (s, d)
+            }
+            var pendingSlots = contents.count
+            var written: [(UInt64, [UInt8])] = []
+            while pendingSlots > 0 {
+                let c = try client.reap(timeoutMilliseconds: 10_000)
+                if c.isEmpty { throw HarnessError("QD16 large writes timed out") }
+                pendingSlots -= c.count
+                for x in c {
+                    if x.status != VirtioBlock.statusOK { largeErrors += 1 } else if let w = contents[x.slot] { written.append(w) }
+                }
+            }
+            for (s, d) in written { for i in 0..<large { model[s + UInt64(i)] = Array(d[(i * 512)..<((i + 1) * 512)]) } }
+            var reads: [Int: UInt64] = [:]
+            for (s, _) in written {
+                guard let slot = try client.submit(type: VirtioBlock.typeIn, sector: s, readLength: large * 512) else { throw HarnessError("no free request slot") }
+                reads[slot] = s
+            }
+            mismatches = 0
+            pendingSlots = reads.count
+            while pendingSlots > 0 {
+                let c = try client.reap(timeoutMilliseconds: 10_000)
+                if c.isEmpty { throw HarnessError("QD16 large reads timed out") }
+                pendingSlots -= c.count
+                for x in c {
+                    guard let s = reads[x.slot] else { continue }
+                    if x.status != VirtioBlock.statusOK { largeErrors += 1; continue }
+                    verify(s, try client.harness.memory.readBytes(at: client.slots[x.slot].data, count: large * 512))
+                }
+            }
+            report.check("large writes and reads at QD16 match", largeErrors == 0 && mismatches == 0 && written.count == slabs.count,
+                         "\(slabs.count) of 128 KiB, \(largeErrors) errors, \(mismatches) mismatched sectors")
+
             report.check("flush", try client.flush() == VirtioBlock.statusOK)
 
             if client.harness.ackedFeatures & VirtioBlock.featureWriteZeroes != 0 {

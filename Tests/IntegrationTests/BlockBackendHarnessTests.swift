@@ -202,8 +202,12 @@ struct BlockBackendHarnessTests {
                 #expect(status == 0, "\(img) \(mode): \(out)")
                 #expect(out.contains("checks passed"))
             }
+            // A deep queue of large reads: the queue's thread and its helper share them.
+            let (benchStatus, benchOut) = try runHarness("bench", socket, extra: ["--seconds", "0.2"])
+            #expect(benchStatus == 0, "\(benchOut)")
             let stats = try TestSupport.control(control, BlockBackendControl.stats)
             #expect(stats.readBytes > 0 && stats.writeBytes > 0, "\(stats)")
+            #expect(stats.parallelReads > 0, "\(stats)")
             #expect(backend.isRunning, "apus-blkback died: \(backend.output)")
             backend.signal(SIGTERM)
             #expect(backend.waitForExit() == 0)
