@@ -85,9 +85,12 @@ public enum Bench {
                       p50Microseconds: pct(0.50), p99Microseconds: pct(0.99), errors: errors)
     }
 
-    /// Runs every scenario against every target (alternating per scenario)
-    /// and prints one table.
-    public static func run(targets: [(name: String, socket: String)], seconds: Double, seed: UInt64, report: Report) {
+    /// Runs every scenario against every target and prints one table. With
+    /// `rounds` above 1, each scenario is measured that many times per
+    /// target, `seconds / rounds` each, the targets taking turns round by
+    /// round, and each cell is the median of its rounds: a host whose
+    /// speed drifts then slows every target alike, not whichever ran last.
+    public static func run(targets: [(name: String, socket: String)], seconds: Double, rounds: Int = 1, seed: UInt64, report: Report) {
         var clients: [(String, BlockClient)] = []
         for t in targets {
             do {
@@ -101,22 +104,43 @@ public enum Bench {
         defer { for (_, c) in clients { c.harness.close() } }
         let span = clients.map { min($0.1.capacitySectors, 2 << 20) }.min() ?? 0 // at most 1 GiB
         guard span >= 1024 else { report.check("device size", false, "\(span) sectors"); return }
+        let rounds = max(1, rounds)
         report.emit("| workload | QD | backend | IOPS | MiB/s | p50 µs | p99 µs |")
         report.emit("|---|---|---|---|---|---|---|")
         for s in scenarios {
-            for (name, client) in clients {
-                do {
-                    let r = try measure(s, client: client, seconds: seconds, span: span, seed: seed)
-                    report.emit(String(format4(s.name, s.depth, name, r)))
-                    report.measure([("workload", .string(s.name)), ("depth", .integer(Int64(s.depth))), ("backend", .string(name)),
-                                    ("iops", .number(r.iops)), ("mib_per_second", .number(r.mibPerSecond)),
-                                    ("p50_us", .number(r.p50Microseconds)), ("p99_us", .number(r.p99Microseconds)), ("errors", .integer(Int64(r.errors)))])
-                    if r.errors > 0 { report.check("\(name) \(s.name) QD\(s.depth) completes without errors", false, "\(r.errors) errors") }
-                } catch {
-                    report.check("\(name) \(s.name) QD\(s.depth)", false, "\(error)")
+            var results = Array(repeating: [Result](), count: clients.count)
+            var failed = Array(repeating: false, count: clients.count)
+            for round in 0..<rounds {
+                for (i, (name, client)) in clients.enumerated() where !failed[i] {
+                    do {
+                        results[i].append(try measure(s, client: client, seconds: seconds / Double(rounds), span: span, seed: seed &+ UInt64(round)))
+                    } catch {
+                        failed[i] = true
+                        report.check("\(name) \(s.name) QD\(s.depth)", false, "\(error)")
+                    }
                 }
             }
+            for (i, (name, _)) in clients.enumerated() where !failed[i] {
+                let r = median(results[i])
+                report.emit(String(format4(s.name, s.depth, name, r)))
+                report.measure([("workload", .string(s.name)), ("depth", .integer(Int64(s.depth))), ("backend", .string(name)),
+                                ("iops", .number(r.iops)), ("mib_per_second", .number(r.mibPerSecond)),
+                                ("p50_us", .number(r.p50Microseconds)), ("p99_us", .number(r.p99Microseconds)), ("errors", .integer(Int64(r.errors))),
+                                ("rounds", .integer(Int64(results[i].count)))])
+                if r.errors > 0 { report.check("\(name) \(s.name) QD\(s.depth) completes without errors", false, "\(r.errors) errors") }
+            }
         }
+    }
+
+    /// Each figure's median over rounds (errors summed).
+    static func median(_ rs: [Result]) -> Result {
+        func mid(_ key: (Result) -> Double) -> Double {
+            let v = rs.map(key).sorted()
+            guard !v.isEmpty else { return .nan }
+            return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+        }
+        return Result(iops: mid(\.iops), mibPerSecond: mid(\.mibPerSecond), p50Microseconds: mid(\.p50Microseconds),
+                      p99Microseconds: mid(\.p99Microseconds), errors: rs.reduce(0) { $0 + $1.errors })
     }
 
     static func format4(_ workload: String, _ depth: Int, _ name: String, _ r: Result) -> String {

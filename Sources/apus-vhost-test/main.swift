@@ -90,11 +90,16 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("socket"), help: "Backend socket, as PATH or NAME=PATH; repeat to compare backends.")
     var sockets: [Target]
     @Option(help: "Seconds per workload and backend.") var seconds: Double = 3
+    @Option(help: "Split each workload's seconds into this many rounds, the backends taking turns, and report each figure's median.")
+    var rounds: Int = 1
     @Option(help: "Random seed.") var seed: UInt64 = 7
     @OptionGroup var reports: ReportFiles
+    func validate() throws {
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be 1 to 100") }
+    }
     func run() throws {
         let report = Report(suite: "bench")
-        Bench.run(targets: sockets.map { ($0.name, $0.path) }, seconds: seconds, seed: seed, report: report)
+        Bench.run(targets: sockets.map { ($0.name, $0.path) }, seconds: seconds, rounds: rounds, seed: seed, report: report)
         try reports.finish(report)
     }
 }
