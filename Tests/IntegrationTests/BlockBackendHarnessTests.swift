@@ -203,8 +203,13 @@ struct BlockBackendHarnessTests {
                 #expect(out.contains("checks passed"))
             }
             // A deep queue of large reads: the queue's thread and its helper share them.
-            let (benchStatus, benchOut) = try runHarness("bench", socket, extra: ["--seconds", "0.2"])
+            // Two rounds per workload: a row per workload, each the median of two.
+            let benchJSON = shm.path + "/bench.jsonl"
+            let (benchStatus, benchOut) = try runHarness("bench", socket, extra: ["--seconds", "0.4", "--rounds", "2", "--json", benchJSON])
             #expect(benchStatus == 0, "\(benchOut)")
+            let rows = ((try? String(contentsOfFile: benchJSON, encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(rows.count == 8 && rows.allSatisfy { $0.contains("\"rounds\":2") && $0.contains("\"errors\":0") }, "\(rows)")
+            try? FileManager.default.removeItem(atPath: benchJSON)
             let stats = try TestSupport.control(control, BlockBackendControl.stats)
             #expect(stats.readBytes > 0 && stats.writeBytes > 0, "\(stats)")
             #expect(stats.parallelReads > 0, "\(stats)")
