@@ -264,7 +264,7 @@ public final class FileStreamWriter: @unchecked Sendable {
             if end > size { try fd.truncate(to: Int64(end)) }
             // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE over what was there.
             let punchEnd = min(end, size)
-            if punchEnd > position { try fd.fallocate(mode: 0x02 | 0x01, offset: Int64(position), length: Int64(punchEnd - position)) }
+            if punchEnd > position { try fd.punchHole(offset: Int64(position), length: Int64(punchEnd - position)) }
         } catch {
             throw .io("hole in \(path) at \(position): \(error)")
         }

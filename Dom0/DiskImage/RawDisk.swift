@@ -65,7 +65,7 @@ public final class RawDisk: VirtualDisk, @unchecked Sendable {
             if isBlockDevice {
                 try file.ioctlRange(request: 0x1277, offset: offset, length: length) // BLKDISCARD
             } else {
-                try file.fallocate(mode: 0x02 | 0x01, offset: Int64(offset), length: Int64(length)) // PUNCH_HOLE|KEEP_SIZE
+                try file.punchHole(offset: Int64(offset), length: Int64(length))
             }
         } catch {
             // Advisory: a file system or device that cannot discard ignores it.
@@ -82,7 +82,8 @@ public final class RawDisk: VirtualDisk, @unchecked Sendable {
             }
             do {
                 // ZERO_RANGE keeps blocks allocated; PUNCH_HOLE frees them.
-                try file.fallocate(mode: unmap ? (0x02 | 0x01) : 0x10, offset: Int64(offset), length: Int64(length))
+                try file.fallocate(mode: unmap ? FileDescriptor.FallocateMode.punchHole | FileDescriptor.FallocateMode.keepSize : FileDescriptor.FallocateMode.zeroRange,
+                                   offset: Int64(offset), length: Int64(length))
             } catch {
                 guard error == .notSupported || error == .invalidArgument else { throw error }
                 let chunk = [UInt8](repeating: 0, count: 1 << 20)

@@ -268,6 +268,18 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     public func fallocate(mode: Int32, offset: Int64, length: Int64) throws(Errno) {
         guard apus_fallocate(rawValue, mode, offset, length) == 0 else { throw Errno.current }
     }
+
+    /// fallocate's mode bits (linux/falloc.h).
+    public enum FallocateMode {
+        public static let keepSize: Int32 = 0x01
+        public static let punchHole: Int32 = 0x02
+        public static let zeroRange: Int32 = 0x10
+    }
+
+    /// Frees `[offset, offset + length)`: it reads as zeroes, the file keeps its size.
+    public func punchHole(offset: Int64, length: Int64) throws(Errno) {
+        try fallocate(mode: FallocateMode.punchHole | FallocateMode.keepSize, offset: offset, length: length)
+    }
 }
 
 /// A file descriptor that closes itself when the last reference goes away.

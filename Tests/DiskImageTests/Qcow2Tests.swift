@@ -217,6 +217,46 @@ import TestSupport
         #expect(try Qcow2Image(path: path, readOnly: true).read(offset: 0, count: size) == truth)
     }
 
+    /// A small write into a cluster that was all zeroes writes only its
+    /// bytes: the new cluster is a hole around them, the file reaches the
+    /// cluster's end, the rest reads as zeroes (after a reopen too), and
+    /// QEMU's tools agree. Durable (as apus-blkback opens it) and not.
+    @Test(arguments: [false, true])
+    func smallWritesIntoZeroClustersWriteOnlyTheirBytes(durable: Bool) throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path + "/s.qcow2"
+        let size = 8 << 20
+        try Qcow2Image.create(path: path, size: UInt64(size))
+        var truth = [UInt8](repeating: 0, count: size)
+        let before = try FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64 ?? 0
+        do {
+            let image = try Qcow2Image(path: path, readOnly: false)
+            image.durableAcrossRestarts = durable
+            // At the start of a cluster (the file must be made to reach its
+            // end), in the middle, at the end, and a second write into the
+            // first cluster (in place now).
+            for (offset, fill) in [(0, 1), (65536 * 3 + 8192, 2), (65536 * 6 - 4096, 3), (4096, 4)] as [(Int, UInt8)] {
+                let bytes = [UInt8](repeating: fill, count: 4096)
+                try image.write(bytes, at: UInt64(offset))
+                truth.replaceSubrange(offset..<(offset + 4096), with: bytes)
+            }
+            #expect(try image.read(offset: 0, count: size) == truth)
+            try image.flush()
+        }
+        let st = try runProcess("/usr/bin/stat", ["-c", "%s %b %B", path]).output.split(separator: " ").compactMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(st.count == 3)
+        if st.count == 3 {
+            // The file covers whole clusters; far fewer bytes are allocated
+            // than three 64 KiB data clusters' worth on top of the metadata.
+            #expect(st[0] % 65536 == 0 && st[0] > before, "\(st)")
+            #expect(st[1] * st[2] < before + 3 * 65536, "\(st)")
+        }
+        #expect(try Qcow2Image(path: path, readOnly: true).read(offset: 0, count: size) == truth)
+        try writeFile(dir.path + "/truth.raw", truth)
+        try checkClean(path)
+        try qemuImg(["compare", "-f", "raw", "-F", "qcow2", dir.path + "/truth.raw", path])
+    }
+
     @Test func writesOverBackingFilesCompressedClustersAndSnapshots() throws {
         let dir = try TemporaryDirectory()
         let base = Qcow2ReadTests.pattern(seed: 9)

@@ -169,7 +169,7 @@ extension Qcow2Image {
         try adjustRefcount(cluster: c, by: -1)
         if try refcount(cluster: c) == 0 {
             metadataClusters.remove(c)
-            try? file.fallocate(mode: 0x02 | 0x01, offset: Int64(c * clusterSize), length: Int64(clusterSize))
+            try? file.punchHole(offset: Int64(c * clusterSize), length: Int64(clusterSize))
         }
     }
 

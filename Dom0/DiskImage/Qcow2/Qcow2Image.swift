@@ -58,6 +58,8 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     var durable = false
     /// Clusters whose refcount 1 is on disk and which nothing uses yet.
     var reserved: [UInt64] = []
+    /// The file is at least this long (it never shrinks while open).
+    var knownFileEnd: UInt64 = 0
     /// How many clusters a reservation takes at a time.
     static let reservationClusters = 64
     var refcountTable: [UInt64]
@@ -125,6 +127,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         l2Cache = MetadataCache(capacity: max(4, l2CacheBytes / Int(h.clusterSize)))
         refcountCache = MetadataCache(capacity: max(4, Qcow2Image.defaultRefcountCacheBytes / Int(h.clusterSize)))
         nextFree = (fileSize + h.clusterSize - 1) / h.clusterSize
+        knownFileEnd = fileSize
         // Tables must lie inside the file before anything is allocated for them.
         guard h.l1TableOffset + UInt64(h.l1Size) * 8 <= fileSize,
               h.refcountTableOffset + UInt64(h.refcountTableClusters) * h.clusterSize <= fileSize else {
@@ -445,22 +448,19 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
     /// cluster gets the old contents with `bytes` over them, then the L2 entry
     /// points at it (in memory; on disk at the next flush).
     func writeCluster(at guestCluster: UInt64, current: Cluster, bytes: [UInt8], inCluster: UInt64) throws(DiskImageError) {
-        var content: [UInt8]
-        if bytes.count == Int(clusterSize) {
-            content = bytes
-        } else {
-            switch current {
-            case .zero: content = [UInt8](repeating: 0, count: Int(clusterSize))
-            default: content = try readLocked(guestCluster, count: Int(min(clusterSize, header.size - guestCluster)))
-            }
-            if content.count < Int(clusterSize) { content += [UInt8](repeating: 0, count: Int(clusterSize) - content.count) }
-            content.replaceSubrange(Int(inCluster)..<Int(inCluster) + bytes.count, with: bytes)
+        var wasZero = false
+        switch current {
+        case .zero: wasZero = true
+        case .unallocated: wasZero = backing == nil
+        default: wasZero = false
         }
         var target: UInt64
         var freeOld: [UInt64] = []
+        var fresh = true
         switch current {
         case .zero(let pre?, copied: true):
             target = pre // our own preallocated cluster: fill it in place
+            fresh = false
         case .zero(let pre?, copied: false), .data(let pre, copied: false):
             target = try allocateCluster()
             freeOld = [pre]
@@ -472,19 +472,40 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
         }
         guard !metadataClusters.contains(target / clusterSize) else { throw .malformed("cluster \(target / clusterSize) is metadata") }
         do {
-            try file.writeAll(content, atOffset: Int64(target))
+            // Part of a cluster that was all zeroes, into a new one: the new
+            // cluster is made a hole (where the file system can), only the
+            // bytes are written, and the file is made to reach the cluster's
+            // end (a read of its other bytes then finds zeroes, not the end
+            // of the file). Not a whole cluster of zeroes copied for 4 KiB.
+            if wasZero && fresh && bytes.count < Int(clusterSize),
+               (try? file.punchHole(offset: Int64(target), length: Int64(clusterSize))) != nil {
+                try file.writeAll(bytes, atOffset: Int64(target + inCluster))
+                let end = target + clusterSize
+                if inCluster + UInt64(bytes.count) < clusterSize && end > knownFileEnd {
+                    try file.writeAll([0], atOffset: Int64(end - 1))
+                }
+                knownFileEnd = max(knownFileEnd, end)
+            } else {
+                var content: [UInt8]
+                if bytes.count == Int(clusterSize) {
+                    content = bytes
+                } else {
+                    switch current {
+                    case .zero: content = [UInt8](repeating: 0, count: Int(clusterSize))
+                    default: content = try readLocked(guestCluster, count: Int(min(clusterSize, header.size - guestCluster)))
+                    }
+                    if content.count < Int(clusterSize) { content += [UInt8](repeating: 0, count: Int(clusterSize) - content.count) }
+                    content.replaceSubrange(Int(inCluster)..<Int(inCluster) + bytes.count, with: bytes)
+                }
+                try file.writeAll(content, atOffset: Int64(target))
+                knownFileEnd = max(knownFileEnd, target + clusterSize)
+            }
         } catch {
             throw .io("write at \(target): \(error)")
         }
         if durable {
             // The mapping is written through next: if the cluster's earlier
             // contents were not all zeroes, its data must be on disk first.
-            var wasZero = false
-            switch current {
-            case .zero: wasZero = true
-            case .unallocated: wasZero = backing == nil
-            default: wasZero = false
-            }
             if !wasZero { try sync() }
         }
         _ = try setL2Entry(guestCluster, target | Qcow2Spec.Entry.copied)
@@ -832,7 +853,7 @@ public final class Qcow2Image: VirtualDisk, @unchecked Sendable {
                 try adjustRefcount(cluster: c, by: -1)
                 if try refcount(cluster: c) == 0 {
                     metadataClusters.remove(c)
-                    try? file.fallocate(mode: 0x02 | 0x01, offset: Int64(offset), length: Int64(clusterSize))
+                    try? file.punchHole(offset: Int64(offset), length: Int64(clusterSize))
                 }
             }
             try writeRefcountBlocks()
