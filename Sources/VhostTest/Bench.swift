@@ -40,7 +40,11 @@ public enum Bench {
         let ioSpan = max(1, span / sectorsPerIO)
         var sequential: UInt64 = 0
         let payload = rng.bytes(scenario.blockSize)
-        var started: [Int: UInt64] = [:]
+        // Written into each slot once: the harness's copy is not measured.
+        let payloadID = Int(truncatingIfNeeded: rng.next())
+        // Each slot's start time (0: not in flight), by slot.
+        var started = [UInt64](repeating: 0, count: client.slots.count)
+        var inFlight = 0
         var latencies: [UInt64] = []
         latencies.reserveCapacity(1 << 20)
         var completed = 0, errors = 0
@@ -54,22 +58,27 @@ public enum Bench {
         while true {
             let now = Clock.monotonicNanoseconds()
             if now < end {
-                while started.count < scenario.depth {
+                while inFlight < scenario.depth {
                     let sector = nextSector()
                     let t = Clock.monotonicNanoseconds()
                     let slot = scenario.write
-                        ? try client.submit(type: VirtioBlock.typeOut, sector: sector, data: payload)
+                        ? try client.submit(type: VirtioBlock.typeOut, sector: sector, data: payload, payload: payloadID)
                         : try client.submit(type: VirtioBlock.typeIn, sector: sector, readLength: scenario.blockSize)
                     guard let slot else { break }
                     started[slot] = t
+                    inFlight += 1
                 }
             }
-            if started.isEmpty { break }
+            if inFlight == 0 { break }
             let done = try client.reap(timeoutMilliseconds: 30_000)
             if done.isEmpty { throw HarnessError("\(scenario.name) QD\(scenario.depth): no completion in 30 s") }
             let t = Clock.monotonicNanoseconds()
             for c in done {
-                if let s = started.removeValue(forKey: c.slot) { latencies.append(t - s) }
+                if c.slot < started.count, started[c.slot] != 0 {
+                    latencies.append(t - started[c.slot])
+                    started[c.slot] = 0
+                    inFlight -= 1
+                }
                 if c.status != VirtioBlock.statusOK { errors += 1 }
                 completed += 1
             }
