@@ -5,20 +5,19 @@ import GuestMemory
 ///
 /// A read from tmpfs is one kernel copy, and one thread copying is the
 /// bound once a queue is deep: a plain pread loop moves about 60k 128 KiB
-/// reads a second on this kind of host, two such loops about 96k between
-/// them. So when a turn has several large reads, the queue's thread does
-/// half of them and this thread the other half, and the queue completes
-/// them all (only the queue's thread touches the ring). Writes are not
-/// split: tmpfs takes the inode's lock for a write, so two writers take
-/// turns and gain nothing.
+/// reads a second on this kind of host, two such loops about 100k between
+/// them. So when a turn has several large reads, the queue's thread and
+/// this one take them in turn, and the queue completes them all (only the
+/// queue's thread touches the ring). Writes are not split: tmpfs takes the
+/// inode's lock for a write, so two writers take turns and gain nothing.
 ///
-/// Fork-join: ``start(_:)`` hands over a batch and ``wait()`` returns its
-/// results, always within one turn of the queue's worker, so the guest
+/// Fork-join: ``run(_:)`` returns when every job of its batch is done, and
+/// is only called within one turn of the queue's worker, so the guest
 /// memory and descriptors a job names outlive it.
 final class CopyHelper: @unchecked Sendable {
-    // SAFETY (Sendable): `jobs`, `results` and `stopping` are only touched
-    // under `lock`; a job's memory and descriptor are only used between
-    // start and wait, while the queue's thread waits for them.
+    // SAFETY (Sendable): `jobs`, `next`, `results`, `done` and `stopping`
+    // are only touched under `lock`; a job's memory and descriptor are only
+    // used inside ``run(_:)``, while the queue's thread waits for them.
     struct Job {
         let memory: GuestMemory
         let fd: FileDescriptor

@@ -60,13 +60,14 @@ public final class BlockClient: @unchecked Sendable {
         try harness.startQueues(queues)
         var alloc = BufferAllocator(start: GuestAddress(VhostHarness.bufferStart), end: VhostHarness.memorySize)
         slots = []
-        payloadInSlot = []
         for _ in 0..<Int(harness.queueSize) {
             guard let header = alloc.allocate(16), let status = alloc.allocate(16),
                   let table = alloc.allocate(16 * 64), let data = alloc.allocate(Self.maxData + 4096, alignment: 4096) else { break }
             slots.append(Slot(header: header, data: data, status: status, table: table))
         }
         freeSlots = Array((0..<slots.count).reversed())
+        payloadInSlot = Array(repeating: nil, count: slots.count)
+        slotOfHead = Array(repeating: -1, count: Int(harness.queueSize))
         try harness.memory.fill(Self.canary, at: GuestAddress(VhostHarness.bufferStart), count: Int(alloc.next - VhostHarness.bufferStart))
     }
 
@@ -94,7 +95,6 @@ public final class BlockClient: @unchecked Sendable {
         let slot = slots[slotIndex]
         try writeHeader(slot, type: type, sector: sector)
         var buffers = [DescriptorBuffer(address: slot.header, length: 16, isWriteOnly: false)]
-        if payloadInSlot.count != slots.count { payloadInSlot = Array(repeating: nil, count: slots.count) }
         if let data {
             if payload == nil || payloadInSlot[slotIndex] != payload {
                 try harness.memory.write(bytes: data, at: slot.data)
@@ -112,8 +112,7 @@ public final class BlockClient: @unchecked Sendable {
             freeSlots.append(slotIndex)
             return nil
         }
-        if Int(head) >= slotOfHead.count { slotOfHead += Array(repeating: -1, count: Int(head) + 1 - slotOfHead.count) }
-        slotOfHead[Int(head)] = slotIndex
+        slotOfHead[Int(head)] = slotIndex // the driver's heads are below the queue size
         try q.notify(eventIndex: eventIndex, previousAvail: previous)
         return slotIndex
     }
@@ -189,7 +188,6 @@ public final class BlockClient: @unchecked Sendable {
     /// Starts over on a fresh connection (a new session).
     public func restartSession(queues: Int = 1) throws {
         try harness.reconnect()
-        slotOfHead = []
         try setUp(queues: queues)
     }
 

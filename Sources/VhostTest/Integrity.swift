@@ -77,6 +77,16 @@ public enum Integrity {
             for s in stride(from: UInt64(0), to: span - UInt64(large), by: large) where slabs.count < 16 {
                 if !(s..<(s + UInt64(large))).contains(where: used.contains) { slabs.append(s) }
             }
+            // Every completion of `count` requests in flight.
+            func reapAll(_ count: Int, _ what: String) throws -> [BlockClient.Completion] {
+                var out: [BlockClient.Completion] = []
+                while out.count < count {
+                    let c = try client.reap(timeoutMilliseconds: 10_000)
+                    if c.isEmpty { throw HarnessError("\(what) timed out") }
+                    out += c
+                }
+                return out
+            }
             var contents: [Int: (UInt64, [UInt8])] = [:]
             var largeErrors = 0
             for s in slabs {
@@ -84,15 +94,9 @@ public enum Integrity {
                 guard let slot = try client.submit(type: VirtioBlock.typeOut, sector: s, data: d) else { throw HarnessError("no free request slot") }
                 contents[slot] = (s, d)
             }
-            var pendingSlots = contents.count
             var written: [(UInt64, [UInt8])] = []
-            while pendingSlots > 0 {
-                let c = try client.reap(timeoutMilliseconds: 10_000)
-                if c.isEmpty { throw HarnessError("QD16 large writes timed out") }
-                pendingSlots -= c.count
-                for x in c {
-                    if x.status != VirtioBlock.statusOK { largeErrors += 1 } else if let w = contents[x.slot] { written.append(w) }
-                }
+            for x in try reapAll(contents.count, "QD16 large writes") {
+                if x.status != VirtioBlock.statusOK { largeErrors += 1 } else if let w = contents[x.slot] { written.append(w) }
             }
             for (s, d) in written { for i in 0..<large { model[s + UInt64(i)] = Array(d[(i * 512)..<((i + 1) * 512)]) } }
             var reads: [Int: UInt64] = [:]
@@ -101,16 +105,10 @@ public enum Integrity {
                 reads[slot] = s
             }
             mismatches = 0
-            pendingSlots = reads.count
-            while pendingSlots > 0 {
-                let c = try client.reap(timeoutMilliseconds: 10_000)
-                if c.isEmpty { throw HarnessError("QD16 large reads timed out") }
-                pendingSlots -= c.count
-                for x in c {
-                    guard let s = reads[x.slot] else { continue }
-                    if x.status != VirtioBlock.statusOK { largeErrors += 1; continue }
-                    verify(s, try client.harness.memory.readBytes(at: client.slots[x.slot].data, count: large * 512))
-                }
+            for x in try reapAll(reads.count, "QD16 large reads") {
+                guard let s = reads[x.slot] else { continue }
+                if x.status != VirtioBlock.statusOK { largeErrors += 1; continue }
+                verify(s, try client.harness.memory.readBytes(at: client.slots[x.slot].data, count: large * 512))
             }
             report.check("large writes and reads at QD16 match", largeErrors == 0 && mismatches == 0 && written.count == slabs.count,
                          "\(slabs.count) of 128 KiB, \(largeErrors) errors, \(mismatches) mismatched sectors")
